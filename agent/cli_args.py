@@ -1,0 +1,67 @@
+"""Argument helpers shared by the CLI commands (kept free of heavy imports)."""
+
+from __future__ import annotations
+
+import math
+
+from agent.errors import UserError
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def join_multi_value_options(argv: list[str], options: tuple[str, ...] = ("--x0",)) -> list[str]:
+    """Turn `--x0 -1.5 2` into `--x0=-1.5,2` so an option can take a variable number of
+    numbers (click options take a fixed count, and `-1.5` would look like a flag)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in options:
+            j = i + 1
+            while j < len(argv) and _is_number(argv[j]):
+                j += 1
+            if j > i + 1:
+                out.append(f"{tok}={','.join(argv[i + 1 : j])}")
+                i = j
+                continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def parse_numbers(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip() != "")
+    except ValueError:
+        raise UserError(f"{what} must be numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{what} needs at least one number")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{what} must be finite, got {text!r}")
+    return values
+
+
+def check_lr(lr: float) -> float:
+    if not (math.isfinite(lr) and 0.0 < lr <= 1.0):
+        raise UserError(f"--lr must be a number in (0, 1], got {lr}")
+    return lr
+
+
+def check_momentum(beta: float) -> float:
+    if not (math.isfinite(beta) and 0.0 <= beta < 1.0):
+        raise UserError(f"--momentum must be a number in [0, 1), got {beta}")
+    return beta
+
+
+def check_range(values: tuple[float, float], name: str, low: float, high: float, log: bool = False) -> tuple[float, float]:
+    a, b = values
+    if not (math.isfinite(a) and math.isfinite(b) and a < b and a >= low and b <= high and (not log or a > 0)):
+        lo = f"({low:g}" if log else f"[{low:g}"
+        raise UserError(f"{name} must be two increasing numbers within {lo}, {high:g}], got {a:g} {b:g}")
+    return values

@@ -1,0 +1,1 @@
+"""Prompt templates: plain files, chosen by name (`tuneloop prompts list`) or path."""

@@ -1,0 +1,115 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.reference import momentum_gd_ref
+from tools import momentum
+from tools.objectives import OBJECTIVES
+
+
+def _random_configs(n, seed):
+    rng = np.random.default_rng(seed)
+    return 10 ** rng.uniform(-5, -1, n), rng.uniform(0, 0.99, n)
+
+
+@pytest.mark.parametrize("name", ["rosenbrock", "rastrigin"])
+def test_kernel_matches_plain_python_reference(name):
+    alphas, betas = _random_configs(150, seed=1)
+    seen = set()
+    for a, b in zip(alphas.tolist(), betas.tolist()):  # plain floats: no numpy warnings
+        st, it, fv, best = momentum_gd_ref(name, a, b, max_iter=2000)
+        r = momentum.run(name, a, b, max_iter=2000)
+        seen.add(st)
+        assert (r.status, r.iterations) == (st, it), (a, b)
+        if st == "diverged":
+            assert math.isnan(r.final_value)
+        else:
+            assert r.final_value == pytest.approx(fv, rel=1e-12, abs=1e-300)
+            assert r.best_value == pytest.approx(best, rel=1e-12, abs=1e-300)
+    assert len(seen) >= 2  # the sample really exercises more than one outcome
+
+
+def test_protocol_semantics_by_hand():
+    # One update from (-1.5, 2) on Rosenbrock: g = (-2(2.5) - 400(-1.5)(2 - 2.25), 200(-0.25))
+    gx = -2 * 2.5 - 400 * (-1.5) * (2 - 2.25)
+    gy = 200 * (2 - 2.25)
+    r = momentum.run("rosenbrock", 1e-3, 0.5, max_iter=1, record_every=1)
+    assert r.status == "max_iter" and r.iterations == 1
+    assert r.x_final == pytest.approx((-1.5 - 1e-3 * gx, 2.0 - 1e-3 * gy), rel=1e-15)
+    assert r.trajectory.shape == (2, 4)
+    # converging at the minimum: the first update has v = 0 < tol, iteration count 1
+    r = momentum.run("sphere", 0.1, 0.0, x0=(0.0, 0.0))
+    assert (r.status, r.iterations, r.final_value) == ("converged", 1, 0.0)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_batch_is_bit_identical_to_single_runs(name):
+    alphas, betas = _random_configs(300, seed=2)
+    alphas = np.concatenate([alphas, [0.9, 1.0, 1e-9]])
+    betas = np.concatenate([betas, [0.99, 0.0, 0.5]])
+    b = momentum.run_batch(name, alphas, betas, max_iter=1500)
+    for i in range(alphas.size):
+        s = momentum.run(name, alphas[i], betas[i], max_iter=1500)
+        assert s.status == b.status[i]
+        assert s.iterations == b.iterations[i]
+        np.testing.assert_array_equal(np.array(s.x_final), b.x_final[i])
+        assert (math.isnan(s.final_value) and math.isnan(b.final_value[i])) or s.final_value == b.final_value[i]
+        assert s.best_value == b.best_value[i]
+
+
+def test_batch_sorted_grid_and_odd_sizes_match():
+    a = np.repeat(10 ** np.linspace(-5, -1, 40), 7)  # sorted by alpha: the unbalanced case
+    b = np.tile(np.linspace(0, 0.95, 7), 40)
+    full = momentum.run_batch("rosenbrock", a, b, max_iter=800)
+    perm = np.random.default_rng(0).permutation(a.size)
+    shuffled = momentum.run_batch("rosenbrock", a[perm], b[perm], max_iter=800)
+    np.testing.assert_array_equal(full.iterations[perm], shuffled.iterations)
+    np.testing.assert_array_equal(full.x_final[perm], shuffled.x_final)
+    one = momentum.run_batch("rosenbrock", a[:1], b[:1], max_iter=800)
+    assert one.iterations[0] == full.iterations[0]
+    empty = momentum.run_batch("rosenbrock", [], [], max_iter=800)
+    assert empty.iterations.size == 0
+
+
+def test_divergence_is_reported_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = momentum.run("rosenbrock", 0.5, 0.9)
+        b = momentum.run_batch("rosenbrock", [0.5, 1e-4], [0.9, 0.5])
+    assert r.status == "diverged" and math.isnan(r.final_value) and math.isnan(r.distance_to_optimum)
+    assert r.iterations < 50
+    assert b.status == ["diverged", "max_iter"]
+    assert math.isnan(b.final_value[0]) and math.isfinite(b.final_value[1])
+
+
+def test_non_finite_start_is_diverged_at_zero_iterations():
+    r = momentum.run("sphere", 0.1, 0.5, x0=(math.inf, 0.0))
+    assert (r.status, r.iterations) == ("diverged", 0)
+    b = momentum.run_batch("sphere", [0.1], [0.5], x0=(math.inf, 0.0))
+    assert (b.status[0], b.iterations[0]) == ("diverged", 0)
+
+
+def test_nd_rosenbrock_converges_and_records_trajectory():
+    x0 = np.full(6, 0.5)
+    r = momentum.run("rosenbrock", 1e-3, 0.9, x0=x0, max_iter=20000, record_every=100)
+    assert r.status == "converged"
+    assert r.distance_to_optimum < 1e-2
+    assert r.trajectory.shape[1] == 6 + 2
+    assert r.trajectory[-1, 0] == r.iterations
+    b = momentum.run_batch("rosenbrock", [1e-3], [0.9], x0=x0, max_iter=20000)
+    assert b.iterations[0] == r.iterations
+    assert b.final_value[0] == pytest.approx(r.final_value, rel=1e-9)
+
+
+def test_distance_uses_nearest_minimiser():
+    r = momentum.run("himmelblau", 1e-3, 0.5, x0=(-3.0, 3.0))
+    assert r.status == "converged"
+    assert r.distance_to_optimum < 1e-3  # it lands in the (-2.805, 3.131) basin
+
+
+def test_random_start_is_seeded_and_in_box():
+    a = momentum.random_start(3)
+    assert a == momentum.random_start(3) and a != momentum.random_start(4)
+    assert all(-2 <= v <= 2 for v in a)
