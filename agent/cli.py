@@ -216,6 +216,161 @@ def bench(
     con.print(f"all paths give identical iterations and statuses: {same}")
 
 
+def resolve_x0(spec: str | None, obj, seed: int, dim: int = 2) -> tuple[str, tuple[float, ...]]:
+    """--x0 paper | random | numbers -> (spec label, start point)."""
+    from tools.momentum import default_start, random_start
+
+    if spec is None or spec == "paper":
+        start, label = default_start(dim), "paper"
+    elif spec == "random":
+        start, label = random_start(seed, dim), "random"
+    else:
+        start, label = parse_numbers(spec, "--x0 (paper, random or numbers)"), "explicit"
+    try:
+        obj.check_dim(len(start))
+    except ValueError as e:
+        raise UserError(f"--x0 has {len(start)} value(s): {e}") from None
+    return label, start
+
+
+def _model_settings(model: str, temperature: float | None, max_tokens: int | None, seed: int,
+                    timeout: float, base_url: str | None, api_key_env: str):
+    from agent.models import ModelSettings
+
+    kw = dict(model=model, seed=seed, timeout_s=timeout, base_url=base_url, api_key_env=api_key_env)
+    if temperature is not None:
+        kw["temperature"] = temperature
+    if max_tokens is not None:
+        kw["max_tokens"] = max_tokens
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise UserError(f"--base-url must start with http:// or https://, got {base_url!r}")
+    try:
+        return ModelSettings(**kw)
+    except ValueError as e:
+        raise UserError(f"bad model settings: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="local | openai:<model> (e.g. openai:gpt-4o-mini)")]
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="template name (see `tuneloop prompts list`) or path")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
+KeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")]
+TempOpt = Annotated[Optional[float], typer.Option("--temperature", help="sampling temperature (default 0.8)")]
+MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="max tokens per model reply")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="request timeout in seconds (remote models)")]
+
+
+@app.command()
+def run(
+    function: FunctionOpt = "rosenbrock",
+    budget: Annotated[int, typer.Option("--budget", "-b", min=1, max=10_000, help="charged evaluations")] = 10,
+    model: ModelOpt = "local",
+    prompt: PromptOpt = "default",
+    seed: Annotated[int, typer.Option("--seed", help="seeds the model and a random start")] = 0,
+    x0: Annotated[Optional[str], typer.Option("--x0", help="paper | random | X Y")] = None,
+    max_iter: Annotated[int, typer.Option("--max-iter", min=1)] = 5000,
+    tol: Annotated[float, typer.Option("--tol", min=0.0)] = 1e-6,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where run directories go")] = Path("runs"),
+    temperature: TempOpt = None,
+    max_tokens: MaxTokOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = "OPENAI_API_KEY",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one agent session: the model proposes, the tool evaluates, until the budget is spent."""
+    obj = _objective(function)
+    label, start = resolve_x0(x0, obj, seed)
+    settings = _model_settings(model, temperature, max_tokens, seed, timeout, base_url, api_key_env)
+    from agent.models import make_chat_model
+    from agent.prompts import load_template
+    from agent.session import SessionConfig, run_session
+    from tools.trials import EvaluatorConfig
+
+    load_template(prompt)  # a bad template is reported before the model loads
+    cfg = SessionConfig(
+        evaluator=EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget),
+        model=settings, prompt=prompt, seed=seed, x0_spec=label, runs_dir=runs_dir,
+    )
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    out = Console()
+    chat_model = make_chat_model(settings)
+    best: dict = {}
+
+    def show(f: dict) -> None:
+        if as_json:
+            return
+        if not f["repeat"] and (not best or f["score"] < best["score"]):
+            best.update(f)
+        fmt = (lambda v: "nan" if v is None else format(v, ".3g"))
+        tag = "  repeat" if f["repeat"] else ""
+        print(f"#{f['trial']:<3} lr={f['learning_rate']:<9.3g} mom={f['momentum']:<7.3g} {f['status']:<9} "
+              f"f={fmt(f['final_value']):<9} it={f['iterations']:<5} best={fmt(best.get('final_value')):<9} "
+              f"left={f['budget_left']}{tag}", flush=True)
+
+    if not as_json:
+        err.print(f"[dim]session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, "
+                  f"x0 {start} ({label})[/dim]")
+    result = run_session(cfg, chat_model=chat_model, on_trial=show)
+    if as_json:
+        d = result.model_dump(exclude={"trials"})
+        d["best"] = result.best.model_dump(exclude={"curve"}) if result.best else None
+        print(json.dumps(d))
+    else:
+        _print_session_summary(out, result)
+    if result.stop_reason == "interrupted":
+        raise typer.Exit(130)
+    if result.stop_reason == "model_error":
+        raise UserError(f"model error: {result.error} (trace kept in {result.run_dir})")
+
+
+def _print_session_summary(out, r) -> None:
+    b = r.best
+    out.print()
+    if b is not None:
+        fv = "nan (diverged)" if b.final_value is None else f"{b.final_value:.6g}"
+        out.print(f"[bold]best[/bold]   trial {b.trial}: lr={b.learning_rate:g} momentum={b.momentum:g} -> "
+                  f"{b.status}, f={fv}, {b.iterations} iterations")
+    else:
+        out.print("[bold]best[/bold]   no trial was charged")
+    if r.recommendation is not None:
+        rec = r.recommendation
+        out.print(f"[bold]agent recommends[/bold] lr={rec.learning_rate:g} momentum={rec.momentum:g}: {rec.rationale}")
+    out.print(f"trials charged {r.trials_charged}/{r.budget}, invalid {r.invalid_proposals}, "
+              f"repeated {r.repeated_proposals}; model calls {r.model_calls}, tokens in/out "
+              f"{r.input_tokens}/{r.output_tokens}")
+    pct = (lambda x: 100.0 * x / r.wall_s if r.wall_s else 0.0)
+    out.print(f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s, overhead "
+              f"{r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %); stop: {r.stop_reason}")
+    out.print(f"run directory: {r.run_dir}")
+
+
+prompts_app = typer.Typer(help="List and show prompt templates.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("list")
+def prompts_list() -> None:
+    """List the built-in prompt templates."""
+    from agent.prompts import builtin_dir, list_templates
+
+    for name in list_templates():
+        first = next((line[1:].strip() for line in (builtin_dir() / f"{name}.txt").read_text().splitlines()
+                      if line.startswith("#")), "")
+        print(f"{name:<12} {first}")
+
+
+@prompts_app.command("show")
+def prompts_show(name: Annotated[str, typer.Argument(help="template name or path")]) -> None:
+    """Print a template (checked: unknown variables are an error)."""
+    from agent.prompts import load_template
+
+    t = load_template(name)
+    print(t.text.rstrip())
+    print(f"\n# sha256 {t.sha256}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
     # Typer >= 0.25 vendors click as typer._click; its exception classes live there.

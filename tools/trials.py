@@ -166,6 +166,7 @@ class Evaluator:
         self.charged = 0
         self.invalid = 0
         self.repeats = 0
+        self.outcomes: list[str] = []  # per proposal, in order: charged | repeat | invalid
         self._cache: dict[tuple[float, float], TrialResult] = {}
         self._every = max(1, config.max_iter // CURVE_POINTS)
 
@@ -177,6 +178,16 @@ class Evaluator:
     @property
     def exhausted(self) -> bool:
         return self.budget_left <= 0
+
+    @property
+    def uncharged_streak(self) -> int:
+        """How many proposals in a row, up to now, were repeats or invalid."""
+        n = 0
+        for o in reversed(self.outcomes):
+            if o == "charged":
+                break
+            n += 1
+        return n
 
     @property
     def incumbent(self) -> TrialResult | None:
@@ -214,6 +225,7 @@ class Evaluator:
             p = self.validate(learning_rate, momentum)
         except InvalidProposal as e:
             self.invalid += 1
+            self.outcomes.append("invalid")
             self._emit("tool_error", source=source, error=str(e),
                        learning_rate=_jsonable(learning_rate), momentum=_jsonable(momentum))
             raise
@@ -221,12 +233,14 @@ class Evaluator:
         cached = self._cache.get(key)
         if cached is not None:
             self.repeats += 1
+            self.outcomes.append("repeat")
             result = cached.model_copy(update=dict(
                 trial=len(self.trials) + 1, source=source, repeat=True, repeat_of=cached.trial,
                 charged=False, budget_left=self.budget_left,
             ))
         else:
             self.charged += 1
+            self.outcomes.append("charged")
             result = self._run(p, source)
             self._cache[key] = result
         self.trials.append(result)
@@ -256,9 +270,11 @@ class Evaluator:
         self.trials.append(result)
         if result.charged:
             self.charged += 1
+            self.outcomes.append("charged")
             self._cache[(result.learning_rate, result.momentum)] = result
         elif result.repeat:
             self.repeats += 1
+            self.outcomes.append("repeat")
 
     # --------------------------------------------------------------- events
     @staticmethod

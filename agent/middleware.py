@@ -1,0 +1,117 @@
+"""Cross-cutting agent concerns as LangChain middleware: what the model sees each turn
+(budget, history, when to give the final answer) and retries of transient model faults."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from langchain.agents.middleware import AgentMiddleware
+from langchain.agents.middleware.types import hook_config
+from langchain_core.messages import AIMessage, HumanMessage
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
+from agent.models import ModelError, classify_error
+from tools.trials import Evaluator
+
+FINAL_INSTRUCTION = (
+    "The evaluation budget is spent. Call FinalAnswer with your recommended learning_rate and "
+    "momentum (normally the best trial) and a one-paragraph rationale."
+)
+
+
+class TurnMiddleware(AgentMiddleware):
+    """Shapes each model call from the Evaluator's state, not from the model's memory:
+
+    - while budget is left, only run_momentum_gd is offered (tool choice forced), and the
+      template's per-turn part (budget left, sorted history, incumbent) is appended;
+    - once the budget is spent, only the FinalAnswer tool is offered;
+    - after a repeated or invalid proposal the temperature rises (by `repeat_heat` per
+      proposal in a row that was not charged, capped at 1.5), so a small model that
+      repeats itself moves on;
+    - a reply with no tool call while budget is left is answered with a reminder;
+    - with `compact=True` (the default for the small local model) only the opening message
+      and the latest call/result pair are sent: the per-turn history table carries the
+      rest. A 270M model otherwise copies its own earlier calls from the context, however
+      hot the sampling, and the prompt grows with every turn.
+    """
+
+    def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], base_temperature: float,
+                 repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False) -> None:
+        super().__init__()
+        self.ev = evaluator
+        self.render_turn = render_turn
+        self.base_temperature = base_temperature
+        self.repeat_heat = repeat_heat
+        self.max_temperature = max_temperature
+        self.compact = compact
+
+    @staticmethod
+    def _compacted(messages: list) -> list:
+        last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage) and m.tool_calls), default=None)
+        if last_ai is None:
+            return list(messages)
+        head = [m for m in messages[:1] if isinstance(m, HumanMessage)]
+        return head + list(messages[last_ai:])
+
+    def wrap_model_call(self, request, handler):
+        messages = self._compacted(request.messages) if self.compact else list(request.messages)
+        if self.ev.exhausted:
+            request = request.override(tools=[], messages=[*messages, HumanMessage(FINAL_INSTRUCTION)])
+        else:
+            settings = dict(request.model_settings)
+            heat = self.ev.uncharged_streak
+            if heat:
+                settings["temperature"] = min(self.max_temperature, self.base_temperature + self.repeat_heat * heat)
+            request = request.override(
+                response_format=None, tool_choice="any", model_settings=settings,
+                messages=[*messages, HumanMessage(self.render_turn())])
+        return handler(request)
+
+    @hook_config(can_jump_to=["model"])
+    def after_model(self, state, runtime) -> dict[str, Any] | None:
+        last = state["messages"][-1] if state.get("messages") else None
+        if isinstance(last, AIMessage) and not last.tool_calls and not self.ev.exhausted:
+            return {"messages": [HumanMessage(
+                f"You have {self.ev.budget_left} evaluations left. Call run_momentum_gd now.")],
+                "jump_to": "model"}
+        return None
+
+
+class RetryMiddleware(AgentMiddleware):
+    """Retries transient model faults (timeouts, dropped connections, 429, 5xx) with
+    exponential backoff and jitter, bounded in attempts and in total time; each retry is
+    a `retry` trace event. Permanent faults raise ModelError at once."""
+
+    def __init__(self, emit: Callable[..., None], attempts: int = 5, total_s: float = 120.0,
+                 initial_s: float = 1.0, max_wait_s: float = 20.0) -> None:
+        super().__init__()
+        self.emit = emit
+        self.attempts = attempts
+        self.total_s = total_s
+        self.initial_s = initial_s
+        self.max_wait_s = max_wait_s
+
+    def wrap_model_call(self, request, handler):
+        def before_sleep(rs) -> None:
+            exc = rs.outcome.exception()
+            self.emit("retry", attempt=rs.attempt_number, wait_s=round(rs.next_action.sleep, 3),
+                      error=classify_error(exc)[1])
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: classify_error(e)[0]),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.total_s),
+            wait=wait_exponential_jitter(multiplier=self.initial_s, max=self.max_wait_s, jitter=self.initial_s),
+            before_sleep=before_sleep,
+            reraise=True,
+            sleep=time.sleep,
+        )
+        try:
+            return retrying(handler, request)
+        except ModelError:
+            raise
+        except Exception as e:  # noqa: BLE001 - classified and re-raised with a clear message
+            transient, msg = classify_error(e)
+            if transient:
+                raise ModelError(f"model call failed after {self.attempts} attempts: {msg}") from e
+            raise ModelError(msg) from e

@@ -1,0 +1,96 @@
+"""Chat-model factory: `local` (embedded, offline), `openai:<model>`, and any
+OpenAI-compatible server (`openai:<model>` with a base URL).
+
+Faults: ChatOpenAI's own retries are switched off (max_retries=0) so that one policy
+applies everywhere: the RetryMiddleware in agent/middleware.py retries transient faults
+with tenacity and classifies permanent ones with `classify_error` below.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from pydantic import BaseModel, Field
+
+from agent.errors import UserError
+
+
+class ModelSettings(BaseModel):
+    """Model choice and sampling settings (recorded in the manifest; never the key)."""
+
+    model: str = "local"
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=200, ge=16, le=8192)
+    seed: int = 0
+    timeout_s: float = Field(default=60.0, gt=0)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_total_s: float = Field(default=120.0, gt=0)
+
+
+class ModelError(Exception):
+    """A model fault that retrying will not fix; the message says what to do."""
+
+
+def api_key_for(settings: ModelSettings) -> str | None:
+    return os.environ.get(settings.api_key_env) or None
+
+
+def make_chat_model(settings: ModelSettings) -> BaseChatModel:
+    spec = settings.model.strip()
+    if spec == "local":
+        from agent.local_model import LocalChatModel
+
+        return LocalChatModel(temperature=settings.temperature, max_tokens=settings.max_tokens,
+                              seed=settings.seed)
+    if spec.startswith("openai:") and len(spec) > len("openai:"):
+        name = spec.split(":", 1)[1]
+        key = api_key_for(settings)
+        if key is None:
+            if settings.base_url is None or settings.api_key_env != "OPENAI_API_KEY":
+                raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
+                                + ("" if settings.base_url else " (or pass --base-url for a local server)"))
+            key = "not-needed"  # many local OpenAI-compatible servers take no key
+        from langchain_openai import ChatOpenAI
+
+        kwargs: dict[str, Any] = dict(model=name, api_key=key, temperature=settings.temperature,
+                                      max_tokens=settings.max_tokens, seed=settings.seed,
+                                      timeout=settings.timeout_s, max_retries=0)
+        if settings.base_url:
+            kwargs["base_url"] = settings.base_url
+        return ChatOpenAI(**kwargs)
+    raise UserError(f"unknown model {spec!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
+
+
+def classify_error(exc: BaseException) -> tuple[bool, str]:
+    """(transient?, message). Transient: timeouts, dropped connections, 429, 5xx."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on openai
+        openai = None
+    if openai is not None:
+        if isinstance(exc, openai.AuthenticationError):
+            return False, "the API rejected the key (401): check the key in your API-key variable"
+        if isinstance(exc, openai.PermissionDeniedError):
+            return False, "the API refused access (403): this key may not use this model"
+        if isinstance(exc, openai.NotFoundError):
+            return False, "the API does not know this model or URL (404): check --model and --base-url"
+        if isinstance(exc, openai.BadRequestError):
+            return False, f"the API rejected the request (400): {_short(exc)}"
+        if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                            openai.InternalServerError)):
+            return True, f"{type(exc).__name__}: {_short(exc)}"
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code >= 500 or exc.status_code == 429, f"HTTP {exc.status_code}: {_short(exc)}"
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True, f"{type(exc).__name__}: {exc}"
+    return False, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,63 @@
+"""The search state as text for prompts: history table, incumbent, tried, failed."""
+
+from __future__ import annotations
+
+from tools.trials import Evaluator, TrialResult
+
+
+def _fv(v: float | None) -> str:
+    return "nan" if v is None else f"{v:.4g}"
+
+
+def history_table(trials: list[TrialResult]) -> str:
+    charged = [t for t in trials if not t.repeat]
+    if not charged:
+        return "(none yet)"
+    rows = sorted(charged, key=lambda t: -t.score)  # best last
+    lines = ["trial | learning_rate | momentum | status | final_value | iterations"]
+    lines += [f"{t.trial} | {t.learning_rate:.4g} | {t.momentum:.4g} | {t.status} | {_fv(t.final_value)} | {t.iterations}"
+              for t in rows]
+    return "\n".join(lines)
+
+
+def incumbent_text(ev: Evaluator) -> str:
+    inc = ev.incumbent
+    if inc is None:
+        return "(none yet)"
+    return (f"trial {inc.trial}: learning_rate={inc.learning_rate:.4g}, momentum={inc.momentum:.4g}, "
+            f"final_value={_fv(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
+
+
+def tried_text(trials: list[TrialResult]) -> str:
+    seen = {(t.learning_rate, t.momentum) for t in trials}
+    return ", ".join(f"({a:.4g}, {b:.4g})" for a, b in sorted(seen)) or "(none)"
+
+
+def failed_text(trials: list[TrialResult], f_star: float) -> str:
+    bad = [t for t in trials if not t.repeat and (t.status == "diverged" or
+           (t.final_value is not None and t.final_value - f_star > 1e-3 and t.status == "converged"))]
+    if not bad:
+        return "(none)"
+    return ", ".join(f"(lr={t.learning_rate:.4g}, momentum={t.momentum:.4g}: "
+                     f"{'diverged' if t.status == 'diverged' else 'poor, ' + _fv(t.final_value)})" for t in bad)
+
+
+def prompt_values(ev: Evaluator) -> dict[str, str]:
+    """Every template variable an agent session can fill (Centaur adds its own)."""
+    c = ev.config
+    return dict(
+        objective_name=ev.objective.name,
+        formula=ev.objective.formula,
+        x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
+        max_iter=str(c.max_iter),
+        tol=f"{c.tol:g}",
+        alpha_range=c.bounds.alpha_text(),
+        beta_range=c.bounds.beta_text(),
+        budget=str(c.budget),
+        budget_left=str(ev.budget_left),
+        history=history_table(ev.trials),
+        incumbent=incumbent_text(ev),
+        tried=tried_text(ev.trials),
+        failed=failed_text(ev.trials, ev.f_star),
+        n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
+    )

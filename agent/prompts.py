@@ -1,0 +1,109 @@
+"""Prompt templates: plain files in prompts/ (or any path), string.Template syntax.
+
+A template has a system part and a per-turn part, separated by marker lines:
+
+    --- system ---
+    ...$objective_name...
+    --- turn ---
+    ...$history...
+
+Lines starting with '#' are comments. Every $variable must be one of VARIABLES; an
+unknown one, a missing part or a missing file is a UserError before any model is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from agent.errors import UserError
+
+VARIABLES = {
+    "objective_name": "the objective's name",
+    "formula": "the objective's formula (plain text)",
+    "x0": "the start point",
+    "max_iter": "iteration cap T",
+    "tol": "early-stop tolerance",
+    "alpha_range": "allowed learning rates, e.g. (0, 1]",
+    "beta_range": "allowed momenta, e.g. [0, 1)",
+    "budget": "charged evaluations allowed",
+    "budget_left": "charged evaluations left",
+    "history": "trials so far, a compact table sorted best last",
+    "incumbent": "the best trial so far",
+    "tried": "every configuration tried so far",
+    "failed": "configurations that diverged or ended poorly",
+    # Centaur only
+    "n_trials": "trials told to CMA-ES so far",
+    "sigma": "CMA-ES step size",
+    "mean": "CMA-ES mean",
+    "suggestion": "CMA-ES's own next proposal",
+    "covariance": "CMA-ES covariance matrix",
+    "top5": "the five best configurations",
+    "recent": "the last 20 trials",
+}
+SYSTEM_MARK = "--- system ---"
+TURN_MARK = "--- turn ---"
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("prompts")))
+
+
+def list_templates() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.txt"))
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    text: str
+    system: string.Template
+    turn: string.Template
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def render_system(self, **values) -> str:
+        return self.system.substitute(values).strip()
+
+    def render_turn(self, **values) -> str:
+        return self.turn.substitute(values).strip()
+
+
+def _parse(name: str, text: str) -> PromptTemplate:
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    if SYSTEM_MARK not in body or TURN_MARK not in body:
+        raise UserError(f"prompt {name!r} needs a '{SYSTEM_MARK}' line and a '{TURN_MARK}' line")
+    _, rest = body.split(SYSTEM_MARK, 1)
+    system, turn = rest.split(TURN_MARK, 1)
+    parts = (string.Template(system), string.Template(turn))
+    for part in parts:
+        if not part.is_valid():
+            raise UserError(f"prompt {name!r} has a malformed $placeholder (write $$ for a dollar sign)")
+        unknown = set(part.get_identifiers()) - set(VARIABLES)
+        if unknown:
+            raise UserError(
+                f"prompt {name!r} uses unknown variable(s) {', '.join(sorted('$' + u for u in unknown))}; "
+                f"known: {', '.join('$' + v for v in VARIABLES)}"
+            )
+    return PromptTemplate(name, text, *parts)
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A built-in template by name (`default`, `paper`, ...) or a file by path."""
+    path = Path(name_or_path)
+    if path.suffix or "/" in name_or_path or path.exists():
+        if not path.is_file():
+            raise UserError(f"prompt file not found: {name_or_path}")
+        try:
+            return _parse(path.name, path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"prompt file is not UTF-8 text: {name_or_path}") from None
+    builtin = builtin_dir() / f"{name_or_path}.txt"
+    if not builtin.is_file():
+        raise UserError(f"unknown prompt {name_or_path!r}; built-in: {', '.join(list_templates())} (or give a path)")
+    return _parse(name_or_path, builtin.read_text(encoding="utf-8"))

@@ -1,0 +1,213 @@
+"""One agent session: prompt -> create_agent -> limits -> result, fully traced.
+
+    result = run_session(SessionConfig(evaluator=EvaluatorConfig(objective="rosenbrock", budget=10)))
+
+The budget lives in the Evaluator; the model-call cap (MODEL_CALLS_PER_TRIAL x budget +
+MODEL_CALLS_EXTRA) and the tool-call cap (TOOL_CALLS_PER_TRIAL x budget) make sure a
+model that only talks, or only repeats itself, still ends.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware
+from langchain.agents.structured_output import ToolStrategy
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from pydantic import BaseModel, Field
+
+from agent.middleware import RetryMiddleware, TurnMiddleware
+from agent.models import ModelError, ModelSettings, api_key_for, make_chat_model
+from agent.prompt_state import prompt_values
+from agent.prompts import load_template
+from agent.tracing import TraceCallbackHandler, TraceWriter, new_session_id, package_versions
+from tools.langchain_tools import TOOL_NAME, make_gd_tool
+from tools.trials import Evaluator, EvaluatorConfig, TrialResult
+
+MODEL_CALLS_PER_TRIAL = 3
+MODEL_CALLS_EXTRA = 3
+TOOL_CALLS_PER_TRIAL = 3
+
+StopReason = Literal["budget_spent", "final_answer", "model_call_limit", "tool_call_limit",
+                     "interrupted", "model_error", "no_tool_call"]
+
+
+class FinalAnswer(BaseModel):
+    """Your final recommendation once the evaluation budget is spent."""
+
+    learning_rate: float = Field(description="recommended learning rate alpha")
+    momentum: float = Field(description="recommended momentum beta")
+    rationale: str = Field(description="one paragraph: why this configuration")
+
+
+class SessionConfig(BaseModel):
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    model: ModelSettings = ModelSettings()
+    prompt: str = "default"
+    seed: int = 0
+    x0_spec: str = "paper"  # how the start point was chosen: paper | random | explicit
+    method: str = "llm"
+    runs_dir: Path = Path("runs")
+
+
+class SessionResult(BaseModel):
+    session_id: str
+    run_dir: str
+    method: str
+    objective: str
+    model: str
+    prompt: str
+    budget: int
+    best: TrialResult | None
+    trials: list[TrialResult]
+    trials_charged: int
+    invalid_proposals: int
+    repeated_proposals: int
+    recommendation: FinalAnswer | None
+    stop_reason: StopReason
+    error: str | None = None
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    wall_s: float
+    model_s: float
+    tool_s: float
+    overhead_s: float
+
+
+def manifest_for(cfg: SessionConfig, session_id: str, template_name: str, template_sha: str,
+                 template_text: str) -> dict[str, Any]:
+    ev = cfg.evaluator
+    model = cfg.model.model_dump()
+    return {
+        "format": 1,
+        "session_id": session_id,
+        "method": cfg.method,
+        "objective": ev.objective,
+        "x0": list(ev.x0),
+        "x0_spec": cfg.x0_spec,
+        "max_iter": ev.max_iter,
+        "tol": ev.tol,
+        "budget": ev.budget,
+        "bounds": ev.bounds.model_dump(),
+        "seed": cfg.seed,
+        "model": model,
+        "prompt": {"name": template_name, "sha256": template_sha, "text": template_text},
+        "limits": {"model_calls": MODEL_CALLS_PER_TRIAL * ev.budget + MODEL_CALLS_EXTRA,
+                   "tool_calls": TOOL_CALLS_PER_TRIAL * ev.budget},
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+class _Tee:
+    """The Evaluator's logger: every event to the trace, trials also to a callback."""
+
+    def __init__(self, writer: TraceWriter, on_trial: Callable[[dict], None] | None) -> None:
+        self.writer = writer
+        self.on_trial = on_trial
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.writer.emit(event, **fields)
+        if event == "trial_evaluated" and self.on_trial is not None:
+            self.on_trial(fields)
+
+
+def run_session(
+    cfg: SessionConfig,
+    chat_model: BaseChatModel | None = None,
+    on_trial: Callable[[dict], None] | None = None,
+    session_id: str | None = None,
+) -> SessionResult:
+    """Run one agent session to its end; always leaves a complete trace."""
+    template = load_template(cfg.prompt)  # a bad template fails before any model is built
+    model = chat_model if chat_model is not None else make_chat_model(cfg.model)
+    sid = session_id or new_session_id(cfg.method)
+    writer = TraceWriter(cfg.runs_dir, sid, secrets_to_hide=[api_key_for(cfg.model) or ""])
+    t_start = time.perf_counter()
+    handler = TraceCallbackHandler(writer, cfg.model.model)
+    ev = Evaluator(cfg.evaluator, logger=_Tee(writer, on_trial))
+    recommendation: FinalAnswer | None = None
+    stop: StopReason = "budget_spent"
+    error: str | None = None
+    try:
+        values = prompt_values(ev)
+        system = template.render_system(**values)
+        first_turn = template.render_turn(**values)
+        writer.write_manifest(manifest_for(cfg, sid, template.name, template.sha256, template.text))
+        writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
+                    model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
+        budget = cfg.evaluator.budget
+        local = cfg.model.model == "local"
+        model_cap = MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA
+        tool_cap = TOOL_CALLS_PER_TRIAL * budget
+        agent = create_agent(
+            model,
+            tools=[make_gd_tool(ev, source=cfg.method)],
+            system_prompt=system,
+            response_format=ToolStrategy(FinalAnswer),
+            middleware=[
+                TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)), cfg.model.temperature,
+                               max_temperature=2.0 if local else 1.5, compact=local),
+                ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
+                ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
+                RetryMiddleware(writer.emit, attempts=cfg.model.retry_attempts,
+                                initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
+            ],
+        )
+        # The first turn is already in the conversation; TurnMiddleware adds the fresh
+        # state before every later call.
+        state = agent.invoke(
+            {"messages": [HumanMessage(first_turn)]},
+            config={"callbacks": [handler], "recursion_limit": 10 * model_cap + 20},
+        )
+        recommendation = state.get("structured_response")
+        if recommendation is not None:
+            stop = "budget_spent" if ev.exhausted else "final_answer"
+        elif ev.exhausted:
+            stop = "budget_spent"
+        elif handler.model_calls >= model_cap:
+            stop = "model_call_limit"
+        elif len(ev.trials) + ev.invalid >= tool_cap:
+            stop = "tool_call_limit"
+        else:
+            stop = "no_tool_call"
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    except ModelError as e:
+        stop, error = "model_error", str(e)
+    finally:
+        wall = time.perf_counter() - t_start
+        best = ev.incumbent
+        writer.emit(
+            "session_finished",
+            stop_reason=stop,
+            error=error,
+            best_trial=best.trial if best else None,
+            best=best.model_dump(exclude={"curve"}) if best else None,
+            recommendation=recommendation.model_dump() if recommendation else None,
+            trials_charged=ev.charged,
+            invalid_proposals=ev.invalid,
+            repeated_proposals=ev.repeats,
+            model_calls=handler.model_calls,
+            input_tokens=handler.input_tokens,
+            output_tokens=handler.output_tokens,
+            wall_s=round(wall, 4),
+            model_s=round(handler.model_seconds, 4),
+            tool_s=round(handler.tool_seconds, 4),
+            overhead_s=round(max(wall - handler.model_seconds - handler.tool_seconds, 0.0), 4),
+        )
+        writer.close()
+    return SessionResult(
+        session_id=sid, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,
+        model=cfg.model.model, prompt=template.name, budget=cfg.evaluator.budget, best=ev.incumbent,
+        trials=ev.trials, trials_charged=ev.charged, invalid_proposals=ev.invalid,
+        repeated_proposals=ev.repeats, recommendation=recommendation, stop_reason=stop, error=error,
+        model_calls=handler.model_calls, input_tokens=handler.input_tokens, output_tokens=handler.output_tokens,
+        wall_s=wall, model_s=handler.model_seconds, tool_s=handler.tool_seconds,
+        overhead_s=max(wall - handler.model_seconds - handler.tool_seconds, 0.0),
+    )

@@ -1,0 +1,117 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.models import ModelSettings
+from agent.session import SessionConfig, run_session
+from tests.fakes import ScriptedChatModel, call, final
+from tools.trials import EvaluatorConfig
+
+
+def events(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "trace.jsonl").read_text().splitlines()]
+
+
+def cfg(tmp_path, budget=3, **kw):
+    return SessionConfig(evaluator=EvaluatorConfig(objective="rosenbrock", budget=budget, max_iter=2000),
+                         runs_dir=tmp_path, **kw)
+
+
+def test_scripted_session_counts_and_trace(tmp_path):
+    model = ScriptedChatModel(script=[
+        call(1e-3, 0.9),          # charged
+        call(2.0, 0.5),           # out of range: invalid, not charged
+        call("fast", 0.5),        # wrong type: invalid
+        call(1e-3, 0.9),          # repeat: free
+        call(1e-4, 0.5),          # charged
+        call(0.9, 0.9),           # charged (diverges), budget now spent
+        final(1e-3, 0.9, "trial 1 was best"),
+    ])
+    r = run_session(cfg(tmp_path), chat_model=model)
+    assert (r.trials_charged, r.invalid_proposals, r.repeated_proposals) == (3, 2, 1)
+    assert r.stop_reason == "budget_spent"
+    assert r.recommendation.learning_rate == 1e-3 and "best" in r.recommendation.rationale
+    assert r.best.learning_rate == 1e-3 and r.best.trial == 1
+    assert r.model_calls == 7 and r.input_tokens > 0 and r.output_tokens == 7 * 7
+    # once the budget was spent only FinalAnswer was offered, before only the GD tool
+    assert model.bindings[-1]["tools"] == ["FinalAnswer"]
+    assert all(b["tools"] == ["run_momentum_gd"] for b in model.bindings[:-1])
+    ev = events(r.run_dir)
+    names = [e["event"] for e in ev]
+    assert names[0] == "session_started" and names[-1] == "session_finished"
+    assert [e["seq"] for e in ev] == list(range(1, len(ev) + 1))
+    assert names.count("trial_evaluated") == 4 and names.count("tool_error") == 2
+    assert names.count("model_called") == 7
+    trials = [e for e in ev if e["event"] == "trial_evaluated"]
+    assert [t["charged"] for t in trials] == [True, False, True, True]
+    assert [t["budget_left"] for t in trials] == [2, 2, 1, 0]
+    for e in ev:
+        assert e["session_id"] == r.session_id and e["timestamp"].endswith("+00:00")
+    fin = ev[-1]
+    assert fin["stop_reason"] == "budget_spent" and fin["trials_charged"] == 3
+    assert fin["wall_s"] >= fin["model_s"] >= 0 and "overhead_s" in fin
+    man = json.loads((Path(r.run_dir) / "manifest.json").read_text())
+    for k in ("objective", "x0", "max_iter", "tol", "budget", "method", "model", "prompt", "seed", "versions"):
+        assert k in man
+    assert len(man["prompt"]["sha256"]) == 64
+
+
+def test_model_that_never_stops_repeating_still_ends(tmp_path):
+    model = ScriptedChatModel(script=[call(1e-3, 0.5)])  # the same call forever
+    r = run_session(cfg(tmp_path, budget=4), chat_model=model)
+    assert r.trials_charged == 1 and r.stop_reason in ("tool_call_limit", "model_call_limit")
+    assert r.model_calls <= 3 * 4 + 3
+
+
+def test_model_that_only_talks_is_reminded_then_capped(tmp_path):
+    model = ScriptedChatModel(script=["I think a learning rate of 0.01 is good."])
+    r = run_session(cfg(tmp_path, budget=2), chat_model=model)
+    assert r.trials_charged == 0 and r.stop_reason == "model_call_limit"
+    assert r.model_calls == 3 * 2 + 3
+
+
+def test_budget_is_never_exceeded_even_if_model_ignores_the_final_tool(tmp_path):
+    lrs = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3]
+    model = ScriptedChatModel(script=[call(a, 0.5) for a in lrs])
+    r = run_session(cfg(tmp_path, budget=3), chat_model=model)
+    assert r.trials_charged == 3
+    charged = [e for e in events(r.run_dir) if e["event"] == "trial_evaluated" and e["charged"]]
+    assert len(charged) == 3
+
+
+def test_repeats_raise_the_temperature(tmp_path):
+    model = ScriptedChatModel(script=[call(1e-3, 0.5), call(1e-3, 0.5), call(1e-3, 0.5), call(2e-3, 0.5),
+                                      call(3e-3, 0.5), final(1e-3, 0.5)])
+    run_session(cfg(tmp_path, budget=3, model=ModelSettings(temperature=0.5)), chat_model=model)
+    temps = [b.get("temperature") for b in model.bindings]
+    assert temps[:4] == [None, None, pytest.approx(0.8), pytest.approx(1.1)]
+
+
+def test_secret_never_reaches_trace_or_manifest(tmp_path, monkeypatch):
+    secret = "sk-test-SECRETSECRET123456"
+    monkeypatch.setenv("MY_KEY", secret)
+    model = ScriptedChatModel(script=[lambda m, k: call(1e-3, 0.5) | {"args": {"learning_rate": 1e-3, "momentum": 0.5}},
+                                      final(1e-3, 0.5, f"my key is {secret}")])
+    r = run_session(cfg(tmp_path, budget=1, model=ModelSettings(model="openai:x", api_key_env="MY_KEY")),
+                    chat_model=model)
+    text = (Path(r.run_dir) / "trace.jsonl").read_text() + (Path(r.run_dir) / "manifest.json").read_text()
+    assert secret not in text and "***" in text
+
+
+def test_bad_template_fails_before_any_model_call(tmp_path):
+    from agent.errors import UserError
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("--- system ---\n$nope\n--- turn ---\nx\n")
+    model = ScriptedChatModel(script=[call(1e-3, 0.5)])
+    with pytest.raises(UserError, match=r"\$nope"):
+        run_session(cfg(tmp_path, prompt=str(bad)), chat_model=model)
+    assert model.bindings == []
+
+
+@pytest.mark.parametrize("name", ["default", "paper", "reasoning"])
+def test_builtin_prompts_render(tmp_path, name):
+    model = ScriptedChatModel(script=[call(1e-3, 0.5), final(1e-3, 0.5)])
+    r = run_session(cfg(tmp_path, budget=1, prompt=name), chat_model=model)
+    assert r.trials_charged == 1 and r.stop_reason == "budget_spent"

@@ -1,0 +1,88 @@
+"""The LangChain tool the agent calls: a thin JSON face over the Evaluator.
+
+The argument schema shows the allowed ranges to the model (JSON-schema bounds) but
+accepts any value, so that every proposal, however malformed, reaches the Evaluator,
+which validates it, counts it and answers with an error the model can act on. The tool
+never raises: errors come back as {"status": "error", ...}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.tools import StructuredTool
+from tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
+
+TOOL_NAME = "run_momentum_gd"
+
+
+def args_json_schema(ev: Evaluator) -> dict[str, Any]:
+    """The JSON schema the model sees, bounds included. Given to LangChain as a plain dict
+    so that LangChain does not validate: the Evaluator does, and counts what it rejects."""
+    b = ev.config.bounds
+    lr: dict[str, Any] = {"type": "number", "maximum": b.alpha_max,
+                          "description": f"learning rate alpha, in {b.alpha_text()}"}
+    lr |= {"minimum": b.alpha_min} if b.alpha_min > 0 else {"exclusiveMinimum": 0}
+    mom: dict[str, Any] = {"type": "number", "minimum": b.beta_min,
+                           "description": f"momentum beta, in {b.beta_text()}"}
+    mom |= {"exclusiveMaximum": 1} if b.beta_max >= 1.0 else {"maximum": b.beta_max}
+    return {"type": "object", "properties": {"learning_rate": lr, "momentum": mom},
+            "required": ["learning_rate", "momentum"]}
+
+
+def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
+    """The compact JSON the model reads after a trial."""
+    inc = ev.incumbent
+    reply: dict[str, Any] = {
+        "trial": r.trial,
+        "budget_left": r.budget_left,
+        "learning_rate": r.learning_rate,
+        "momentum": r.momentum,
+        "status": r.status,
+        "final_value": r.final_value,
+        "iterations": r.iterations,
+        "distance_to_optimum": r.distance_to_optimum,
+        "loss_curve": {"checkpoints": [[t, None if f is None else float(f"{f:.4g}")] for t, f in r.curve.checkpoints],
+                       "oscillating": r.curve.oscillating},
+        "repeat": r.repeat,
+    }
+    if r.repeat:
+        reply["note"] = (f"repeat of trial {r.repeat_of}: not charged, and it teaches nothing new; "
+                         "propose a configuration you have not tried")
+    if inc is not None:
+        reply["incumbent"] = {"trial": inc.trial, "learning_rate": inc.learning_rate,
+                              "momentum": inc.momentum, "final_value": inc.final_value,
+                              "iterations": inc.iterations}
+    if ev.exhausted:
+        reply["note"] = (reply.get("note", "") + " The budget is now spent: give your final recommendation.").strip()
+    return reply
+
+
+def make_gd_tool(ev: Evaluator, source: str = "llm") -> StructuredTool:
+    """The `run_momentum_gd(learning_rate, momentum)` tool bound to one Evaluator."""
+
+    def run_momentum_gd(**kwargs: Any) -> str:
+        unknown = sorted(set(kwargs) - {"learning_rate", "momentum"})
+        if unknown:  # counted like any other invalid proposal
+            kwargs = {"learning_rate": f"<unexpected argument(s) {', '.join(unknown)}>"}
+        try:
+            r = ev.evaluate(kwargs.get("learning_rate"), kwargs.get("momentum"), source=source)
+        except InvalidProposal as e:
+            return json.dumps({"status": "error", "error": str(e), "charged": False,
+                               "budget_left": ev.budget_left})
+        except BudgetExhausted as e:
+            return json.dumps({"status": "error", "error": str(e), "budget_left": 0})
+        return json.dumps(trial_reply(r, ev))
+
+    b = ev.config.bounds
+    return StructuredTool.from_function(
+        func=run_momentum_gd,
+        name=TOOL_NAME,
+        description=(
+            f"Run gradient descent with momentum on {ev.objective.name} with the given learning_rate "
+            f"(in {b.alpha_text()}) and momentum (in {b.beta_text()}); returns the run's status, final "
+            "value, iterations and a loss-curve summary. Each new configuration spends one evaluation."
+        ),
+        args_schema=args_json_schema(ev),
+    )
