@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from agent.cli_args import (
-    check_lr, check_momentum, check_range, join_multi_value_options, parse_numbers,
+    check_lr, check_momentum, check_range, join_multi_value_options, parse_numbers, parse_seeds, split_names,
 )
 from agent.errors import UserError
 
@@ -344,6 +344,112 @@ def _print_session_summary(out, r) -> None:
     out.print(f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s, overhead "
               f"{r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %); stop: {r.stop_reason}")
     out.print(f"run directory: {r.run_dir}")
+
+
+@app.command("eval")
+def eval_cmd(
+    functions: Annotated[str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")] = "rosenbrock,rastrigin",
+    methods: Annotated[str, typer.Option("--methods", help="grid refined random cmaes tpe llm centaur")] = "grid,random,cmaes,tpe",
+    seeds: Annotated[str, typer.Option("--seeds", help="e.g. --seeds 0 1 2, or --seeds 0-29")] = "0,1,2",
+    budget: Annotated[int, typer.Option("--budget", min=1, max=10_000)] = 12,
+    x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = "random",
+    max_iter: Annotated[int, typer.Option("--max-iter", min=1)] = 2000,
+    model: ModelOpt = "local",
+    prompt: PromptOpt = "default",
+    centaur_ratio: Annotated[float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")] = 0.3,
+    centaur_warmup: Annotated[Optional[int], typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes (default: CPU count)")] = None,
+    temperature: TempOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = "OPENAI_API_KEY",
+    out: Annotated[Path, typer.Option("--out", help="output folder (re-running resumes it)")] = Path("results"),
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
+) -> None:
+    """Every method x objective x seed on one budget, in parallel; results.csv, summary.md, plots."""
+    import time as _time
+
+    from agent.prompts import load_template
+    from evaluation.harness import LLM_METHODS, METHODS, EvalConfig
+
+    fnames = split_names(functions, "--functions")
+    for f in fnames:
+        _objective(f)
+    mnames = split_names(methods, "--methods", METHODS)
+    seed_list = parse_seeds(seeds)
+    if x0 not in ("paper", "random"):
+        raise UserError(f"--x0 must be paper or random, got {x0!r}")
+    settings = _model_settings(model, temperature, None, 0, 60.0, base_url, api_key_env)
+    if set(mnames) & set(LLM_METHODS):
+        load_template(prompt)
+        load_template("centaur")
+        from agent.models import make_chat_model
+
+        make_chat_model(settings)  # a missing key or unknown model is reported before any work
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out is a file, not a folder: {out}")
+    cfg = EvalConfig(functions=[_objective(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
+                     x0=x0, max_iter=max_iter, model=settings, prompt=prompt, centaur_ratio=centaur_ratio,
+                     centaur_warmup=centaur_warmup, out=out, **({"workers": workers} if workers else {}))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evaluation.harness import run_eval, summarize, write_summary
+
+    t0 = _time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), transient=False) as bar:
+        task = bar.add_task("cells", total=None, last="")
+
+        def progress(done: int, total: int, last: str) -> None:
+            bar.update(task, completed=done, total=total, last=last)
+
+        rows = run_eval(cfg, progress)
+    secs = _time.perf_counter() - t0
+    plots: dict = {}
+    if not no_plots:
+        from evaluation.report import eval_plots
+
+        plots = eval_plots(cfg, out)
+    path = write_summary(cfg, summarize(cfg), plots, seconds=secs)
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows)} cells in {secs:.1f} s ({len(failed)} with errors); wrote {out / 'results.csv'}, {path}"
+          + (f" and {sum(len(v) for v in plots.values())} plots in {out / 'plots'}" if plots else ""))
+
+
+@app.command()
+def reproduce(
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("study"),
+    models: Annotated[str, typer.Option("--model", "--models", help="model(s) for the LLM-guided rows")] = "local",
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="skip the LLM rows (runs in seconds)")] = False,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = "OPENAI_API_KEY",
+) -> None:
+    """Study 1 (PROTOCOL.md): grid, refined grid, random search, LLM-guided; tables + figures."""
+    import time as _time
+
+    from evaluation.reproduce import reproduce as run_repro
+    from evaluation.reproduce import study_figures, study_markdown
+
+    mlist = split_names(models, "--model")
+    settings = _model_settings("local", None, None, 0, 60.0, base_url, api_key_env)
+    if not no_llm:
+        from agent.models import make_chat_model
+
+        for m in mlist:
+            make_chat_model(settings.model_copy(update={"model": m}))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out is a file, not a folder: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    t0 = _time.perf_counter()
+    with err.status("reproducing study 1") as status:
+        tables = run_repro(out, mlist, no_llm=no_llm, model_settings=settings,
+                           progress=lambda m: status.update(f"reproducing study 1: {m}"))
+    secs = _time.perf_counter() - t0
+    figs = study_figures(tables, out)
+    (out / "study.md").write_text(study_markdown(tables, figs, secs))
+    print(f"study reproduced in {secs:.1f} s: {out / 'study.md'}, figures in {out / 'plots'}, runs in {out / 'runs'}")
 
 
 prompts_app = typer.Typer(help="List and show prompt templates.", no_args_is_help=True)

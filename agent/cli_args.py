@@ -15,16 +15,21 @@ def _is_number(tok: str) -> bool:
     return True
 
 
-def join_multi_value_options(argv: list[str], options: tuple[str, ...] = ("--x0",)) -> list[str]:
-    """Turn `--x0 -1.5 2` into `--x0=-1.5,2` so an option can take a variable number of
-    numbers (click options take a fixed count, and `-1.5` would look like a flag)."""
+MULTI_VALUE_OPTIONS = ("--x0", "--functions", "--methods", "--seeds", "--models")
+
+
+def join_multi_value_options(argv: list[str], options: tuple[str, ...] = MULTI_VALUE_OPTIONS) -> list[str]:
+    """Turn `--x0 -1.5 2` into `--x0=-1.5,2` and `--seeds 0 1 2` into `--seeds=0,1,2`, so an
+    option can take several values (click options take a fixed count, and `-1.5` would
+    look like a flag). Values run up to the next token that starts with '-' and is not a
+    number."""
     out: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
         if tok in options:
             j = i + 1
-            while j < len(argv) and _is_number(argv[j]):
+            while j < len(argv) and (_is_number(argv[j]) or not argv[j].startswith("-")):
                 j += 1
             if j > i + 1:
                 out.append(f"{tok}={','.join(argv[i + 1 : j])}")
@@ -65,3 +70,36 @@ def check_range(values: tuple[float, float], name: str, low: float, high: float,
         lo = f"({low:g}" if log else f"[{low:g}"
         raise UserError(f"{name} must be two increasing numbers within {lo}, {high:g}], got {a:g} {b:g}")
     return values
+
+
+def split_names(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UserError(f"{what} needs at least one name")
+    if allowed is not None:
+        bad = [n for n in names if n not in allowed]
+        if bad:
+            raise UserError(f"unknown {what.lstrip('-')} {', '.join(bad)}; known: {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"{what} lists a name twice")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0,1,2` or ranges like `0-29` (inclusive)."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise UserError(f"--seeds must be integers or ranges like 0-29, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds must be non-negative integers, got {text!r}")
+    return sorted(set(seeds))

@@ -79,11 +79,13 @@ class SessionResult(BaseModel):
     overhead_s: float
 
 
-def manifest_for(cfg: SessionConfig, session_id: str, template_name: str, template_sha: str,
-                 template_text: str) -> dict[str, Any]:
+def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None, template_sha: str | None,
+                 template_text: str | None, extra: dict[str, Any] | None = None,
+                 with_model: bool = True) -> dict[str, Any]:
+    """The manifest of any session, LLM or not (`with_model=False` for classical methods)."""
     ev = cfg.evaluator
-    model = cfg.model.model_dump()
-    return {
+    model = cfg.model.model_dump() if with_model else None
+    return (extra or {}) | {
         "format": 1,
         "session_id": session_id,
         "method": cfg.method,
@@ -96,12 +98,29 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str, templa
         "bounds": ev.bounds.model_dump(),
         "seed": cfg.seed,
         "model": model,
-        "prompt": {"name": template_name, "sha256": template_sha, "text": template_text},
+        "prompt": {"name": template_name, "sha256": template_sha, "text": template_text} if template_name else None,
         "limits": {"model_calls": MODEL_CALLS_PER_TRIAL * ev.budget + MODEL_CALLS_EXTRA,
                    "tool_calls": TOOL_CALLS_PER_TRIAL * ev.budget},
         "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def finish_fields(ev: Evaluator, stop: str, wall: float, model_s: float = 0.0, tool_s: float = 0.0,
+                  model_calls: int = 0, input_tokens: int = 0, output_tokens: int = 0,
+                  recommendation: dict | None = None, error: str | None = None) -> dict[str, Any]:
+    """The `session_finished` event's fields, the same for every method."""
+    best = ev.incumbent
+    return dict(
+        stop_reason=stop, error=error,
+        best_trial=best.trial if best else None,
+        best=best.model_dump(exclude={"curve"}) if best else None,
+        recommendation=recommendation,
+        trials_charged=ev.charged, invalid_proposals=ev.invalid, repeated_proposals=ev.repeats,
+        model_calls=model_calls, input_tokens=input_tokens, output_tokens=output_tokens,
+        wall_s=round(wall, 4), model_s=round(model_s, 4), tool_s=round(tool_s, 4),
+        overhead_s=round(max(wall - model_s - tool_s, 0.0), 4),
+    )
 
 
 class _Tee:
@@ -182,25 +201,10 @@ def run_session(
         stop, error = "model_error", str(e)
     finally:
         wall = time.perf_counter() - t_start
-        best = ev.incumbent
-        writer.emit(
-            "session_finished",
-            stop_reason=stop,
-            error=error,
-            best_trial=best.trial if best else None,
-            best=best.model_dump(exclude={"curve"}) if best else None,
-            recommendation=recommendation.model_dump() if recommendation else None,
-            trials_charged=ev.charged,
-            invalid_proposals=ev.invalid,
-            repeated_proposals=ev.repeats,
-            model_calls=handler.model_calls,
-            input_tokens=handler.input_tokens,
-            output_tokens=handler.output_tokens,
-            wall_s=round(wall, 4),
-            model_s=round(handler.model_seconds, 4),
-            tool_s=round(handler.tool_seconds, 4),
-            overhead_s=round(max(wall - handler.model_seconds - handler.tool_seconds, 0.0), 4),
-        )
+        writer.emit("session_finished", **finish_fields(
+            ev, stop, wall, handler.model_seconds, handler.tool_seconds, handler.model_calls,
+            handler.input_tokens, handler.output_tokens,
+            recommendation.model_dump() if recommendation else None, error))
         writer.close()
     return SessionResult(
         session_id=sid, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,

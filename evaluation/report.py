@@ -42,3 +42,166 @@ def plot_landscape(land: Landscape, path: Path | str, title: str | None = None) 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+METHOD_STYLE = {
+    "grid": ("s", "#1f77b4"), "refined": ("D", "#17becf"), "random": ("o", "#ff7f0e"),
+    "cmaes": ("^", "#2ca02c"), "tpe": ("v", "#d62728"), "llm": ("*", "#9467bd"), "centaur": ("P", "#8c564b"),
+}
+
+
+def _style(method: str):
+    return METHOD_STYLE.get(method, ("x", "#7f7f7f"))
+
+
+def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
+    """Best score so far against evaluations: median over seeds, 25-75 % band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for m, cs in curves.items():
+        k = max((len(c) for c in cs), default=0)
+        if k == 0:
+            continue
+        arr = np.array([[c[i] if i < len(c) else (c[-1] if c else np.nan) for i in range(k)] for c in cs], float)
+        arr = np.where(arr >= 400, np.nan, arr)  # diverged-only prefixes are not drawn
+        ks = np.arange(1, k + 1)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(arr, axis=0)
+                lo, hi = np.nanpercentile(arr, 25, axis=0), np.nanpercentile(arr, 75, axis=0)
+        marker, color = _style(m)
+        ax.plot(ks, med, marker=marker, color=color, label=m, ms=4)
+        ax.fill_between(ks, lo, hi, color=color, alpha=0.15)
+    ax.set_xlabel("charged evaluations")
+    ax.set_ylabel("best score so far (log10 gap to minimum)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[float, float]]],
+                             path: Path | str, title: str) -> Path:
+    """The (log10 alpha, beta) landscape with every method's proposals on top."""
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    draw_landscape(ax, land)
+    for m, pts in proposals.items():
+        if not pts:
+            continue
+        a = np.log10(np.array([p[0] for p in pts]))
+        b = np.array([p[1] for p in pts])
+        marker, color = _style(m)
+        ax.scatter(a, b, marker=marker, s=28, facecolor=color, edgecolor="white", linewidth=0.5, label=m, alpha=0.85)
+    ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
+    ax.set_ylim(land.betas[0], land.betas[-1])
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path: Path | str, title: str,
+                  f_star: float = 0.0) -> Path:
+    """Grouped bars: each method's best final value per seed (gap to the minimum, log
+    scale); a diverged cell is drawn as a hatched bar at the top."""
+    methods = list(values)
+    n = len(methods)
+    fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(seeds) * n), 4.5), dpi=120)
+    width = 0.8 / max(n, 1)
+    finite = [v - f_star for vs in values.values() for v in vs if v is not None]
+    top = max(max(finite, default=1.0), 1e-12) * 10
+    for j, m in enumerate(methods):
+        marker, color = _style(m)
+        xs = np.arange(len(seeds)) + (j - (n - 1) / 2) * width
+        gaps = [top if v is None else max(v - f_star, 1e-16) for v in values[m]]
+        bars = ax.bar(xs, gaps, width, color=color, label=m)
+        for bar, v in zip(bars, values[m]):
+            if v is None:
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(seeds)))
+    ax.set_xticklabels([str(s) for s in seeds], fontsize=7)
+    ax.set_xlabel("seed")
+    ax.set_ylabel(r"best $f(x_{final}) - f^*$ (hatched: diverged)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=min(n, 4))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x0, max_iter: int,
+                      path: Path | str, title: str) -> Path:
+    """The objective's contours with the GD path of each method's best configuration."""
+    from tools.momentum import run
+    from tools.objectives import get_objective
+
+    obj = get_objective(objective)
+    lo, hi = obj.domain
+    xs = np.linspace(lo, hi, 240)
+    X, Y = np.meshgrid(xs, xs)
+    Z = np.vectorize(lambda a, b: obj.value(np.array([a, b])))(X, Y) - obj.minimum(2)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    ax.contourf(X, Y, np.log10(Z + 1e-3), levels=30, cmap="Greys_r")
+    for m, (a, b) in configs.items():
+        r = run(obj, a, b, x0=x0, max_iter=max_iter, record_every=max(1, max_iter // 400))
+        traj = r.trajectory
+        ok = np.all(np.isfinite(traj[:, 1:3]), axis=1) & (np.abs(traj[:, 1:3]) < 10 * max(abs(lo), abs(hi))).all(axis=1)
+        marker, color = _style(m)
+        ax.plot(traj[ok, 1], traj[ok, 2], "-", color=color, lw=1.2,
+                label=f"{m}: lr={a:.3g}, mom={b:.2f} ({r.status})")
+        if ok.any():
+            ax.plot(traj[ok, 1][-1], traj[ok, 2][-1], marker=marker, color=color, ms=7)
+    for mn in obj.minimisers(2):
+        ax.plot(*mn, "w*", ms=12, mec="k")
+    ax.plot(x0[0], x0[1], "ko", ms=6)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
+    """All of `tuneloop eval`'s figures, per function."""
+    from evaluation.harness import load_cells, start_point
+    from tools.objectives import get_objective
+    from tools.sweep import sweep
+
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, list[str]] = {}
+    for f in cfg.functions:
+        cells = {m: load_cells(out_dir, [(m, f, s) for s in cfg.seeds]) for m in cfg.methods}
+        files = []
+        files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
+                                      plots_dir / f"anytime_{f}.png",
+                                      f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
+        x0 = start_point(cfg, cfg.seeds[0])
+        land = sweep(f, (10 ** -5, 1.0), (0.0, 0.99), resolution, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol)
+        props = {m: [(p[0], p[1]) for c in cs for p in c["proposals"]] for m, cs in cells.items()}
+        files.append(str(plot_landscape_proposals(
+            land, props, plots_dir / f"landscape_{f}.png",
+            f"{f}: proposals of every method over all seeds on the landscape from seed {cfg.seeds[0]}'s start")))
+        obj = get_objective(f)
+        vals = {m: [c["row"]["best_value"] for c in cs] for m, cs in cells.items()}
+        files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{f}.png",
+                                       f"{f}: best value per seed", obj.minimum(2))))
+        best_cfg = {m: (cs[0]["row"]["best_alpha"], cs[0]["row"]["best_beta"]) for m, cs in cells.items()
+                    if cs and cs[0]["row"]["best_alpha"] is not None}
+        files.append(str(plot_trajectories(f, best_cfg, x0, cfg.max_iter, plots_dir / f"trajectories_{f}.png",
+                                           f"{f}: GD path of each method's best configuration (seed {cfg.seeds[0]})")))
+        made[f] = files
+    return made

@@ -1,0 +1,286 @@
+"""methods x objectives x seeds on one budget, in parallel, resumable.
+
+Layout of --out DIR:
+    DIR/runs/<method>-<function>-s<seed>/   each cell's manifest.json, trace.jsonl, result.json
+    DIR/results.csv                         one row per cell
+    DIR/summary.md                          per function: the methods compared, anytime curves
+    DIR/plots/*.png
+A cell with a result.json is finished and is not run again; a cell directory without
+one (a crash, Ctrl-C) is cleared and run again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from agent.models import ModelSettings
+from agent.session import SessionConfig, SessionResult
+from tools.momentum import default_start, random_start
+from tools.trials import EvaluatorConfig
+
+CLASSICAL = ("grid", "refined", "random", "cmaes", "tpe")
+LLM_METHODS = ("llm", "centaur")
+METHODS = CLASSICAL + LLM_METHODS
+CSV_COLUMNS = ["method", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
+               "score", "trials_charged", "invalid", "repeated", "tokens", "wall_s", "stop_reason", "error"]
+
+
+class EvalConfig(BaseModel):
+    functions: list[str] = ["rosenbrock", "rastrigin"]
+    methods: list[str] = ["grid", "random", "cmaes", "tpe"]
+    seeds: list[int] = [0, 1, 2]
+    budget: int = Field(default=12, ge=1)
+    x0: Literal["paper", "random"] = "random"
+    max_iter: int = Field(default=2000, ge=1)
+    tol: float = 1e-6
+    model: ModelSettings = ModelSettings()
+    prompt: str = "default"
+    centaur_prompt: str = "centaur"
+    centaur_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    centaur_warmup: int | None = None
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    out: Path = Path("results")
+
+
+def cell_id(method: str, function: str, seed: int) -> str:
+    return f"{method}-{function}-s{seed}"
+
+
+def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:
+    """Every method under one seed starts from the same point."""
+    return random_start(seed) if cfg.x0 == "random" else default_start()
+
+
+def anytime(result: SessionResult) -> list[float]:
+    """Best score after k charged evaluations, k = 1..trials charged."""
+    out, best = [], float("inf")
+    for t in result.trials:
+        if t.charged:
+            best = min(best, t.score)
+            out.append(best)
+    return out
+
+
+def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0) -> dict[str, Any]:
+    """Run one cell to completion and write its result.json; returns its CSV row."""
+    from evaluation.runner import CentaurLLM, run_strategy
+    from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid,
+                                       SearchSpace, TPEStrategy)
+
+    cid = cell_id(method, function, seed)
+    runs = cfg.out / "runs"
+    x0 = start_point(cfg, seed)
+    scfg = SessionConfig(
+        evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol, budget=cfg.budget),
+        model=cfg.model.model_copy(update={"seed": cfg.model.seed + seed}),
+        prompt=cfg.centaur_prompt if method == "centaur" else cfg.prompt,
+        seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
+    )
+    space = SearchSpace()
+    if method in LLM_METHODS:
+        from agent.models import make_chat_model
+
+        model = make_chat_model(scfg.model)
+        if threads_per_worker and hasattr(model, "n_threads"):
+            model.n_threads = threads_per_worker
+    if method == "llm":
+        from agent.session import run_session
+
+        result = run_session(scfg, chat_model=model, session_id=cid)
+    else:
+        extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
+        stats = None
+        if method == "grid":
+            strat = GridSearch(budget=cfg.budget)
+        elif method == "refined":
+            strat = RefinedGrid(budget=cfg.budget)
+        elif method == "random":
+            strat = RandomSearch(space, seed=seed)
+        elif method == "cmaes":
+            strat = CMAESStrategy(space, seed=seed)
+            extra["cmaes"] = {"sigma0": 0.3, "population_size": strat.population_size, "space": "unit square"}
+        elif method == "tpe":
+            strat = TPEStrategy(space, seed=seed)
+            extra["tpe"] = {"n_startup_trials": 5}
+        elif method == "centaur":
+            llm = CentaurLLM(model, cfg.centaur_prompt)
+            strat = Centaur(llm, cfg.budget, space, seed=seed, warmup=cfg.centaur_warmup, ratio=cfg.centaur_ratio)
+            extra["centaur"] = {"ratio": cfg.centaur_ratio, "warmup": strat.warmup,
+                                "llm_trials": [i + 1 for i, v in enumerate(strat.schedule) if v]}
+            stats = llm.stats
+        else:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        result = run_strategy(strat, scfg, cid, extra_manifest=extra, llm_stats=stats)
+    row = _row(method, function, seed, x0, result)
+    res_path = runs / cid / "result.json"
+    tmp = res_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"row": row, "anytime": anytime(result),
+                               "proposals": [(t.learning_rate, t.momentum, t.score, t.source) for t in result.trials
+                                             if t.charged]}))
+    os.replace(tmp, res_path)
+    return row
+
+
+def _row(method: str, function: str, seed: int, x0, r: SessionResult) -> dict[str, Any]:
+    b = r.best
+    return {
+        "method": method, "function": function, "seed": seed, "x0": " ".join(f"{v:.6g}" for v in x0),
+        "best_alpha": b.learning_rate if b else None, "best_beta": b.momentum if b else None,
+        "best_value": b.final_value if b else None, "iterations": b.iterations if b else None,
+        "score": b.score if b else None, "trials_charged": r.trials_charged, "invalid": r.invalid_proposals,
+        "repeated": r.repeated_proposals, "tokens": r.input_tokens + r.output_tokens,
+        "wall_s": round(r.wall_s, 4), "stop_reason": r.stop_reason, "error": r.error or "",
+    }
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+
+
+def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
+    """Run every missing cell, then collect all rows (in a fixed order)."""
+    cells = [(m, f, s) for f in cfg.functions for m in cfg.methods for s in cfg.seeds]
+    runs = cfg.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for c in cells:
+        d = runs / cell_id(*c)
+        if (d / "result.json").exists():
+            continue
+        if d.exists():
+            shutil.rmtree(d)  # an unfinished cell from an interrupted run: start it again
+        todo.append(c)
+    done = len(cells) - len(todo)
+    if progress:
+        progress(done, len(cells), "")
+    # LLM cells first: they are the long ones, so the pool stays busy at the end
+    todo.sort(key=lambda c: c[0] not in LLM_METHODS)
+    workers = max(1, min(cfg.workers, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if workers == 1:
+        for c in todo:
+            run_cell(cfg, *c, threads_per_worker=threads)
+            done += 1
+            if progress:
+                progress(done, len(cells), cell_id(*c))
+    elif todo:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+            pending = {pool.submit(run_cell, cfg, *c, threads): c for c in todo}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        c = pending.pop(fut)
+                        fut.result()
+                        done += 1
+                        if progress:
+                            progress(done, len(cells), cell_id(*c))
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+    rows = [json.loads((runs / cell_id(*c) / "result.json").read_text())["row"] for c in cells]
+    write_csv(rows, cfg.out / "results.csv")
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+    os.replace(tmp, path)
+
+
+def load_cells(out: Path, cells: list[tuple[str, str, int]]) -> list[dict]:
+    return [json.loads((out / "runs" / cell_id(*c) / "result.json").read_text()) for c in cells]
+
+
+def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
+    """Per function and method: stats over seeds, wins against each other method (paired
+    by seed, on score), and the median anytime curve."""
+    out: dict[str, dict[str, dict]] = {}
+    for f in cfg.functions:
+        per: dict[str, dict] = {}
+        data = {m: load_cells(cfg.out, [(m, f, s) for s in cfg.seeds]) for m in cfg.methods}
+        for m, cells in data.items():
+            vals = np.array([np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float)
+            scores = np.array([np.inf if c["row"]["score"] is None else c["row"]["score"] for c in cells], float)
+            iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
+            curves = [c["anytime"] for c in cells]
+            k_max = max((len(c) for c in curves), default=0)
+            med_curve = []
+            for k in range(k_max):
+                at_k = [c[k] if len(c) > k else (c[-1] if c else np.inf) for c in curves]
+                med_curve.append(float(np.median(at_k)))
+            finite = vals[np.isfinite(vals)]
+            per[m] = {
+                "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),
+                "mean": float(finite.mean()) if finite.size else None,
+                "median": float(np.median(finite)) if finite.size else None,
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
+                "mean_iterations": float(iters.mean()) if iters.size else None,
+                "scores": scores.tolist(), "anytime_median": med_curve,
+                "mean_tokens": float(np.mean([c["row"]["tokens"] for c in cells])),
+                "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
+            }
+        for m in cfg.methods:
+            per[m]["wins"] = {o: int(sum(a < b for a, b in zip(per[m]["scores"], per[o]["scores"])))
+                              for o in cfg.methods if o != m}
+        out[f] = per
+    return out
+
+
+def _num(v: float | None, fmt: str = ".4g") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], seconds: float | None = None) -> Path:
+    lines = [f"# tuneloop eval: {', '.join(cfg.methods)} on {', '.join(cfg.functions)}", "",
+             f"Budget {cfg.budget} charged evaluations per cell, seeds {cfg.seeds[0]}..{cfg.seeds[-1]} "
+             f"({len(cfg.seeds)}), start point: {cfg.x0}, T = {cfg.max_iter}, tol = {cfg.tol:g}"
+             + (f", model {cfg.model.model}" if set(cfg.methods) & set(LLM_METHODS) else "") + ".",
+             "Best value: f(x_final) of each cell's best trial (lowest score). Wins: seeds on which the "
+             "row's method scored strictly lower than the column's.", ""]
+    if seconds is not None:
+        lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
+    for f, per in summary.items():
+        others = cfg.methods
+        lines += [f"## {f}", "",
+                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | "
+                  + " | ".join(f"wins vs {o}" for o in others) + " |",
+                  "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+        for m in cfg.methods:
+            s = per[m]
+            wins = " | ".join("-" if o == m else str(s["wins"][o]) for o in others)
+            lines.append(f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['std'])} | {s['diverged']} | "
+                         f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | {wins} |")
+        k_max = max(len(per[m]["anytime_median"]) for m in cfg.methods)
+        lines += ["", "Anytime: median over seeds of the best score after k evaluations "
+                  "(score = log10 of the gap to the minimum, binned; 400 = diverged).", "",
+                  "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
+                  "|---|" + "---:|" * k_max]
+        for m in cfg.methods:
+            c = per[m]["anytime_median"]
+            lines.append(f"| {m} | " + " | ".join(_num(c[k], ".2f") if k < len(c) else "" for k in range(k_max)) + " |")
+        lines.append("")
+        for p in plots.get(f, []):
+            lines.append(f"![{Path(p).stem}](plots/{Path(p).name})")
+        lines.append("")
+    path = cfg.out / "summary.md"
+    path.write_text("\n".join(lines))
+    return path

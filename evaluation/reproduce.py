@@ -1,0 +1,165 @@
+"""Study 1 (PROTOCOL.md), reproduced: grid, refined grid, random search and LLM-guided,
+with the study's tables and figures.
+
+Choices the study left open, made here (and in the README):
+  - the allowed ranges told to random search and the LLM: alpha in [1e-4, 0.1] (the
+    grid's span), beta in [0, 0.99]; random search draws alpha uniformly, as the study did;
+  - each seed draws the start point uniformly from [-2, 2]^2 (tools.momentum.random_start),
+    shared by random search and the LLM under that seed; the grids use (-1.5, 2);
+  - the LLM gets the `paper` prompt and a budget of one proposal per seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from agent.models import ModelSettings
+from agent.session import SessionConfig, SessionResult
+from evaluation.runner import run_strategy
+from evaluation.strategies import GridSearch, RandomSearch, RefinedGrid, SearchSpace
+from tools.momentum import DEFAULT_X0, random_start
+from tools.objectives import get_objective
+from tools.scoring import study_label
+from tools.trials import Bounds, EvaluatorConfig, TrialResult
+
+FUNCTIONS = ("rosenbrock", "rastrigin")
+SEEDS = (0, 1, 2)
+GRID_T = 5000
+RANDOM_T = 2000
+RANDOM_SAMPLES = 4
+STUDY_BOUNDS = Bounds(alpha_min=1e-4, alpha_max=0.1, beta_min=0.0, beta_max=0.99)
+STUDY_SPACE = SearchSpace(log10_alpha=(-4.0, -1.0), beta=(0.0, 0.99))
+
+
+def _fv(v: float | None) -> str:
+    return "nan" if v is None else f"{v:.6g}"
+
+
+def _label(t: TrialResult, f_star: float, best_score: float) -> str:
+    return study_label(t.status, t.final_value, f_star, t.score == best_score)
+
+
+def _cfg(out: Path, function: str, x0, max_iter: int, budget: int, method: str, seed: int,
+         model: ModelSettings | None = None, prompt: str = "paper") -> SessionConfig:
+    return SessionConfig(evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=max_iter, budget=budget,
+                                                   bounds=STUDY_BOUNDS if method in ("random", "llm") else Bounds()),
+                         model=model or ModelSettings(), prompt=prompt, seed=seed, method=method,
+                         x0_spec="random" if method in ("random", "llm") else "paper", runs_dir=out / "runs")
+
+
+def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings: ModelSettings | None = None,
+              progress: Callable[[str], None] | None = None) -> dict:
+    """Run the study's protocol; returns every table's rows (and writes the run dirs)."""
+    say = progress or (lambda _m: None)
+    tables: dict = {"grid": {}, "refined": {}, "random": {}, "llm": {}}
+    for f in FUNCTIONS:
+        obj = get_objective(f)
+        f_star = obj.minimum(2)
+        say(f"grid on {f}")
+        g = run_strategy(GridSearch(), _cfg(out, f, DEFAULT_X0, GRID_T, 12, "grid", 0), f"grid-{f}")
+        best_score = min(t.score for t in g.trials)
+        tables["grid"][f] = [dict(lr=t.learning_rate, momentum=t.momentum, final=t.final_value,
+                                  iterations=t.iterations, status=_label(t, f_star, best_score)) for t in g.trials]
+        say(f"refined grid on {f}")
+        r = run_strategy(RefinedGrid(), _cfg(out, f, DEFAULT_X0, GRID_T, 12 + 12, "refined", 0), f"refined-{f}")
+        refinement = [t for t in r.trials[12:] if t.charged]
+        best = min(refinement or r.trials, key=lambda t: t.score)
+        tables["refined"][f] = dict(lr=best.learning_rate, momentum=best.momentum, final=best.final_value,
+                                    iterations=best.iterations, status=best.status,
+                                    improves_on_grid=best.score < best_score)
+        rows = []
+        for s in SEEDS:
+            say(f"random search on {f}, seed {s}")
+            x0 = random_start(s)
+            rr = run_strategy(RandomSearch(STUDY_SPACE, seed=s, uniform_alpha=True),
+                              _cfg(out, f, x0, RANDOM_T, RANDOM_SAMPLES, "random", s), f"random-{f}-s{s}")
+            b = rr.best
+            rows.append(dict(seed=s, x0=x0, lr=b.learning_rate, momentum=b.momentum, final=b.final_value,
+                             iterations=b.iterations, status=b.status))
+        tables["random"][f] = rows
+        if no_llm:
+            continue
+        from agent.session import run_session
+
+        rows = []
+        for m in models:
+            settings = (model_settings or ModelSettings()).model_copy(update={"model": m})
+            for s in SEEDS:
+                say(f"LLM {m} on {f}, seed {s}")
+                cfg = _cfg(out, f, random_start(s), RANDOM_T, 1, "llm", s,
+                           model=settings.model_copy(update={"seed": settings.seed + s}))
+                res: SessionResult = run_session(cfg, session_id=f"llm-{m.replace(':', '_')}-{f}-s{s}")
+                b = res.best
+                rows.append(dict(seed=s, model=m, lr=b.learning_rate if b else None, momentum=b.momentum if b else None,
+                                 final=b.final_value if b else None, iterations=b.iterations if b else None,
+                                 status=b.status if b else f"no proposal ({res.stop_reason})",
+                                 invalid=res.invalid_proposals))
+        tables["llm"][f] = rows
+    return tables
+
+
+def study_markdown(tables: dict, figures: dict[str, list[str]], seconds: float) -> str:
+    L = ["# Study 1 reproduced: LLM-guided tuning of momentum gradient descent", "",
+         f"Regenerated by `tuneloop reproduce` in {seconds:.1f} s. Protocol: PROTOCOL.md; choices the study left "
+         "open are listed in the README (allowed ranges alpha in [1e-4, 0.1], beta in [0, 0.99]; seeded start "
+         "points in [-2, 2]^2 for random search and the LLM).", "",
+         "Status labels: Best = lowest score in the table; Good = within 1e-3 of the minimum; Slow = not, and "
+         "still moving at T; Poor = stopped away from the minimum; Diverged = non-finite.", ""]
+    for f, rows in tables["grid"].items():
+        L += [f"## Grid search on {f} (T = {GRID_T}, x0 = (-1.5, 2))", "",
+              "| learning rate | momentum | final f(x) | iterations | status |", "|---:|---:|---:|---:|---|"]
+        L += [f"| {r['lr']:g} | {r['momentum']:g} | {_fv(r['final'])} | {r['iterations']} | {r['status']} |" for r in rows]
+        L.append("")
+    L += ["## Refined grid: best per objective", "",
+          "| objective | learning rate | momentum | final f(x) | iterations | status | better than the grid's best |",
+          "|---|---:|---:|---:|---:|---|---|"]
+    for f, r in tables["refined"].items():
+        L.append(f"| {f} | {r['lr']:.4g} | {r['momentum']:.4g} | {_fv(r['final'])} | {r['iterations']} | "
+                 f"{r['status']} | {'yes' if r['improves_on_grid'] else 'no'} |")
+    L.append("")
+    for f, rows in tables["random"].items():
+        L += [f"## Random search on {f} (T = {RANDOM_T}, {RANDOM_SAMPLES} samples per seed)", "",
+              "| seed | x0 | best lr | momentum | final value | iterations | status |", "|---:|---|---:|---:|---:|---:|---|"]
+        L += [f"| {r['seed']} | ({r['x0'][0]:.3f}, {r['x0'][1]:.3f}) | {r['lr']:.4g} | {r['momentum']:.4g} | "
+              f"{_fv(r['final'])} | {r['iterations']} | {r['status']} |" for r in rows]
+        L.append("")
+    for f, rows in tables["llm"].items():
+        L += [f"## LLM-guided on {f} (T = {RANDOM_T}, one proposal per seed, prompt `paper`)", "",
+              "| seed | model | lr | momentum | final value | iterations | status |", "|---:|---|---:|---:|---:|---:|---|"]
+        for r in rows:
+            lr = "-" if r["lr"] is None else f"{r['lr']:.4g}"
+            mom = "-" if r["momentum"] is None else f"{r['momentum']:.4g}"
+            L.append(f"| {r['seed']} | {r['model']} | {lr} | {mom} | {_fv(r['final'])} | "
+                     f"{r['iterations'] if r['iterations'] is not None else '-'} | {r['status']} |")
+        L.append("")
+    if not tables["llm"]:
+        L += ["## LLM-guided", "", "Skipped (`--no-llm`).", ""]
+    for f, figs in figures.items():
+        L += [f"![{Path(p).stem}](plots/{Path(p).name})" for p in figs]
+    return "\n".join(L) + "\n"
+
+
+def study_figures(tables: dict, out: Path) -> dict[str, list[str]]:
+    from evaluation.report import plot_landscape_proposals, plot_per_seed
+    from tools.sweep import sweep
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    made: dict[str, list[str]] = {}
+    for f in tables["grid"]:
+        land = sweep(f, (1e-5, 1.0), (0.0, 0.99), 96, x0=DEFAULT_X0, max_iter=GRID_T)
+        props = {"grid": [(r["lr"], r["momentum"]) for r in tables["grid"][f]],
+                 "refined": [(tables["refined"][f]["lr"], tables["refined"][f]["momentum"])],
+                 "random": [(r["lr"], r["momentum"]) for r in tables["random"][f]],
+                 "llm": [(r["lr"], r["momentum"]) for r in tables["llm"].get(f, []) if r["lr"] is not None]}
+        files = [str(plot_landscape_proposals(land, props, plots / f"study_landscape_{f}.png",
+                                              f"{f}: grid, refined best, random bests and LLM proposals "
+                                              "(landscape from x0 = (-1.5, 2), T = 5000)"))]
+        vals = {"random": [r["final"] for r in tables["random"][f]]}
+        for r in tables["llm"].get(f, []):
+            vals.setdefault(f"llm {r['model']}", []).append(r["final"])
+        files.append(str(plot_per_seed(vals, list(SEEDS), plots / f"study_per_seed_{f}.png",
+                                       f"{f}: random search vs LLM per seed", get_objective(f).minimum(2))))
+        made[f] = files
+    return made

@@ -1,0 +1,286 @@
+"""Ask/tell proposers, all searching (log10 alpha, beta) and all evaluated through the
+same Evaluator. Like the `cmaes` package: one class per algorithm, `ask()` returns the
+next (alpha, beta) or None when the strategy has nothing more to propose, `tell()`
+takes the score the Evaluator gave it.
+
+    >>> s = RandomSearch(SearchSpace(), seed=0)
+    >>> alpha, beta = s.ask()
+    >>> s.tell(alpha, beta, score=-3.2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+STUDY_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
+STUDY_BETAS = (0.0, 0.5, 0.9)
+REFINE_ALPHA_FACTORS = (0.8, 1.0, 1.2, 1.4)
+REFINE_BETA_OFFSETS = (-0.03, 0.0, 0.03)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The box every classical method searches: log10(alpha) x beta."""
+
+    log10_alpha: tuple[float, float] = (-5.0, 0.0)
+    beta: tuple[float, float] = (0.0, 0.99)
+
+    @property
+    def lows(self) -> np.ndarray:
+        return np.array([self.log10_alpha[0], self.beta[0]])
+
+    @property
+    def highs(self) -> np.ndarray:
+        return np.array([self.log10_alpha[1], self.beta[1]])
+
+    def to_params(self, z: np.ndarray) -> tuple[float, float]:
+        """[0, 1]^2 -> (alpha, beta)."""
+        la, b = self.lows + np.clip(z, 0.0, 1.0) * (self.highs - self.lows)
+        return float(10.0**la), float(b)
+
+    def to_unit(self, alpha: float, beta: float) -> np.ndarray:
+        x = np.array([math.log10(alpha), beta])
+        return np.clip((x - self.lows) / (self.highs - self.lows), 0.0, 1.0)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def ask(self) -> tuple[float, float] | None: ...
+
+    def tell(self, alpha: float, beta: float, score: float) -> None: ...
+
+
+class GridSearch:
+    """The study's grid: alpha in {1e-4, 1e-3, 1e-2, 1e-1} x beta in {0, 0.5, 0.9}, in
+    alpha-major order. With a budget below the grid size, `budget` points spread evenly
+    over that order (indices round(linspace(0, n - 1, budget))) are used."""
+
+    name = "grid"
+
+    def __init__(self, alphas=STUDY_ALPHAS, betas=STUDY_BETAS, budget: int | None = None) -> None:
+        points = [(float(a), float(b)) for a in alphas for b in betas]
+        if budget is not None and budget < len(points):
+            idx = sorted({int(round(i)) for i in np.linspace(0, len(points) - 1, budget)})
+            points = [points[i] for i in idx]
+        self.points = points
+        self._i = 0
+        self.results: list[tuple[float, float, float]] = []
+
+    def ask(self) -> tuple[float, float] | None:
+        if self._i >= len(self.points):
+            return None
+        self._i += 1
+        return self.points[self._i - 1]
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        self.results.append((alpha, beta, score))
+
+    def best(self) -> tuple[float, float, float] | None:
+        return min(self.results, key=lambda r: r[2]) if self.results else None
+
+
+def refinement_points(alpha: float, beta: float) -> list[tuple[float, float]]:
+    """PROTOCOL.md: alpha in {0.8, 1.0, 1.2, 1.4} x alpha*, beta in {beta* - 0.03, beta*,
+    beta* + 0.03}, dropping betas outside [0, 1) and alphas above 1."""
+    pts = []
+    for f in REFINE_ALPHA_FACTORS:
+        for d in REFINE_BETA_OFFSETS:
+            a, b = alpha * f, round(beta + d, 10)
+            if 0.0 <= b < 1.0 and 0.0 < a <= 1.0:
+                pts.append((a, b))
+    return pts
+
+
+class RefinedGrid:
+    """The study's grid, then its refinement around the grid's best, charged to the same
+    budget: the first min(12, budget) trials are the grid (subset as in GridSearch), the
+    rest refine; the refinement point equal to the grid's best is skipped (a repeat)."""
+
+    name = "refined"
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.grid = GridSearch(budget=budget)
+        self._refine: list[tuple[float, float]] | None = None
+
+    def ask(self) -> tuple[float, float] | None:
+        p = self.grid.ask()
+        if p is not None:
+            return p
+        if self._refine is None:
+            best = self.grid.best()
+            self._refine = [] if best is None else [
+                q for q in refinement_points(best[0], best[1]) if q != (best[0], best[1])]
+        return self._refine.pop(0) if self._refine else None
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        if self._refine is None:
+            self.grid.tell(alpha, beta, score)
+
+
+class RandomSearch:
+    """alpha log-uniform in the space (or uniform in alpha, as the study did, with
+    uniform_alpha=True), beta uniform; seeded."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, uniform_alpha: bool = False) -> None:
+        self.space = space
+        self.rng = np.random.default_rng([int(seed), 0xA11CE])
+        self.uniform_alpha = uniform_alpha
+
+    def ask(self) -> tuple[float, float]:
+        lo, hi = self.space.log10_alpha
+        if self.uniform_alpha:
+            alpha = float(self.rng.uniform(10.0**lo, 10.0**hi))
+            alpha = alpha if alpha > 0 else 10.0**lo
+        else:
+            alpha = float(10.0 ** self.rng.uniform(lo, hi))
+        return alpha, float(self.rng.uniform(*self.space.beta))
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        pass
+
+
+class CMAESStrategy:
+    """CMA-ES (the `cmaes` package) on the unit square mapped to the space.
+
+    Coordinates are normalised to [0, 1]^2 so one step size fits both axes; the search
+    starts at the centre with sigma0 = 0.3 (a third of the box) and the package's
+    default population 4 + floor(3 ln 2) = 6. `tell` collects a generation and passes it
+    on whole; points told need not be the ones asked (Centaur injects its LLM's)."""
+
+    name = "cmaes"
+
+    def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, sigma0: float = 0.3,
+                 population_size: int | None = None) -> None:
+        from cmaes import CMA
+
+        self.space = space
+        self.cma = CMA(mean=np.full(2, 0.5), sigma=sigma0, bounds=np.array([[0.0, 1.0], [0.0, 1.0]]),
+                       seed=int(seed) % (2**31), population_size=population_size)
+        self._pending: list[tuple[np.ndarray, float]] = []
+        self.told = 0
+
+    @property
+    def population_size(self) -> int:
+        return self.cma.population_size
+
+    def ask_unit(self) -> np.ndarray:
+        return self.cma.ask()
+
+    def ask(self) -> tuple[float, float]:
+        return self.space.to_params(self.ask_unit())
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        self._pending.append((self.space.to_unit(alpha, beta), float(score)))
+        self.told += 1
+        if len(self._pending) == self.cma.population_size:
+            self.cma.tell(self._pending)
+            self._pending = []
+
+    # the interpretable state Centaur shows its LLM (real units: log10 alpha, beta)
+    def state(self) -> dict:
+        width = self.space.highs - self.space.lows
+        mean = self.space.lows + self.cma._mean * width  # cmaes keeps mean, sigma, C private
+        cov = (self.cma._sigma**2) * self.cma._C * np.outer(width, width)
+        return {"sigma": float(self.cma._sigma), "mean": mean.tolist(), "cov": cov.tolist(),
+                "generation": self.cma.generation}
+
+
+class TPEStrategy:
+    """Optuna's TPESampler (seeded) on the same space, driven ask/tell. The first
+    n_startup_trials (default 5) are random, the rest TPE; Optuna's logging is quiet."""
+
+    name = "tpe"
+
+    def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, n_startup_trials: int = 5) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.study = optuna.create_study(
+            direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=n_startup_trials))
+        self._open: dict[tuple[float, float], object] = {}
+
+    def ask(self) -> tuple[float, float]:
+        trial = self.study.ask()
+        la = trial.suggest_float("log10_alpha", *self.space.log10_alpha)
+        beta = trial.suggest_float("beta", *self.space.beta)
+        alpha = float(10.0**la)
+        self._open[(alpha, beta)] = trial
+        return alpha, beta
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        trial = self._open.pop((alpha, beta), None)
+        if trial is not None:
+            self.study.tell(trial, score)
+
+
+class CentaurError(RuntimeError):
+    """The LLM failed inside Centaur: a hard, visible failure, never a silent fallback."""
+
+
+def centaur_schedule(budget: int, warmup: int, ratio: float) -> list[bool]:
+    """Which trials (0-based) the LLM proposes: none in the warm-up, then a fraction
+    `ratio` of the rest, spread evenly: trial k is the LLM's when floor((k - w + 1) r)
+    > floor((k - w) r). Exactly floor((budget - w) r) LLM trials."""
+    out = []
+    for k in range(budget):
+        j = k - warmup
+        out.append(j >= 0 and math.floor((j + 1) * ratio + 1e-9) > math.floor(j * ratio + 1e-9))
+    return out
+
+
+class Centaur:
+    """CMA-ES proposes every trial; after the warm-up, on the scheduled trials the LLM's
+    proposal replaces CMA-ES's. Every result, the LLM's included, is told to CMA-ES.
+
+    `propose_llm(state) -> (alpha, beta)` is given CMA-ES's interpretable state and the
+    trial history; it raises CentaurError when the LLM fails. Its answer is passed to the
+    Evaluator as it is: an out-of-range value is rejected there and reported (a
+    `tool_error` event, counted as invalid), never clamped."""
+
+    name = "centaur"
+
+    def __init__(self, propose_llm: Callable[[dict], tuple[float, float]], budget: int,
+                 space: SearchSpace = SearchSpace(), seed: int = 0, warmup: int | None = None,
+                 ratio: float = 0.3, sigma0: float = 0.3) -> None:
+        self.cma = CMAESStrategy(space, seed=seed, sigma0=sigma0)
+        self.warmup = self.cma.population_size if warmup is None else warmup
+        self.schedule = centaur_schedule(budget, self.warmup, ratio)
+        self.propose_llm = propose_llm
+        self.history: list[tuple[float, float, float, str]] = []  # alpha, beta, score, source
+        self.last_source = "cmaes"
+        self.llm_calls = 0
+
+    def ask(self) -> tuple[float, float]:
+        k = len(self.history)
+        cma_alpha, cma_beta = self.cma.ask()
+        self._suggestion = (cma_alpha, cma_beta)
+        if k < len(self.schedule) and self.schedule[k]:
+            st = self.cma.state()
+            st.update(suggestion=(cma_alpha, cma_beta), history=list(self.history), n_trials=k)
+            self.llm_calls += 1
+            self.last_source = "centaur-llm"
+            return self.propose_llm(st)
+        self.last_source = "cmaes"
+        return cma_alpha, cma_beta
+
+    def bind_evaluator(self, ev) -> None:
+        if hasattr(self.propose_llm, "bind_evaluator"):
+            self.propose_llm.bind_evaluator(ev)
+
+    def rejected(self) -> tuple[float, float]:
+        """The LLM's proposal was invalid (the Evaluator reported and counted it): this
+        trial goes to CMA-ES's own suggestion for it, recorded with source "cmaes"."""
+        self.last_source = "cmaes"
+        return self._suggestion
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        self.history.append((alpha, beta, score, self.last_source))
+        self.cma.tell(alpha, beta, score)
