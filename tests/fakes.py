@@ -29,14 +29,18 @@ class ScriptedChatModel(BaseChatModel):
     script: list[Any]
     _i: int = PrivateAttr(default=0)
     _seen: list = PrivateAttr(default_factory=list)
+    _tools: list = PrivateAttr(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
         return "scripted"
 
     def bind_tools(self, tools, *, tool_choice=None, **kwargs):
-        self._seen.append({"tools": [getattr(t, "name", None) or t.get("name") for t in tools],
-                           "tool_choice": tool_choice, **kwargs})
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
+        self._seen.append({"tools": names, "tool_choice": tool_choice, **kwargs})
+        self._tools = names
         return self
 
     @property
@@ -47,7 +51,7 @@ class ScriptedChatModel(BaseChatModel):
         item = self.script[min(self._i, len(self.script) - 1)]
         self._i += 1
         if callable(item):
-            item = item(messages, kwargs)
+            item = item(messages, {"tools": self._tools, **kwargs})
         if isinstance(item, str):
             msg = AIMessage(content=item)
         else:

@@ -1,0 +1,254 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.models import ModelSettings
+from agent.session import SessionConfig
+from evaluation.harness import EvalConfig, run_eval, summarize, write_summary
+from evaluation.runner import CentaurLLM, run_strategy
+from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
+                                   TPEStrategy, centaur_schedule, refinement_points)
+from tests.fakes import ScriptedChatModel
+from tools.trials import EvaluatorConfig
+
+
+def scfg(tmp_path, budget=12, method="x", **kw):
+    return SessionConfig(evaluator=EvaluatorConfig(objective="rosenbrock", budget=budget, max_iter=1000),
+                         method=method, runs_dir=tmp_path, **kw)
+
+
+def test_grid_is_the_studys_grid_and_subsets_evenly():
+    g = GridSearch()
+    pts = [g.ask() for _ in range(13)]
+    assert pts[-1] is None
+    assert pts[:12] == [(a, b) for a in (1e-4, 1e-3, 1e-2, 1e-1) for b in (0.0, 0.5, 0.9)]
+    assert GridSearch(budget=4).points == [(1e-4, 0.0), (1e-3, 0.5), (1e-2, 0.5), (1e-1, 0.9)]
+
+
+def test_refinement_follows_protocol():
+    pts = refinement_points(1e-3, 0.9)
+    assert len(pts) == 12
+    assert {round(a / 1e-3, 6) for a, _ in pts} == {0.8, 1.0, 1.2, 1.4}
+    assert {b for _, b in pts} == {0.87, 0.9, 0.93}
+    # betas outside [0, 1) are dropped
+    assert {b for _, b in refinement_points(1e-3, 0.0)} == {0.0, 0.03}
+    assert all(b < 1 for _, b in refinement_points(1e-3, 0.98))
+
+
+def test_refined_spends_grid_then_refines_around_its_best(tmp_path):
+    r = run_strategy(RefinedGrid(), scfg(tmp_path, budget=23), "refined")
+    trials = [t for t in r.trials if t.charged]
+    grid_best = min(trials[:12], key=lambda t: t.score)
+    assert len(trials) == 23
+    expected = [p for p in refinement_points(grid_best.learning_rate, grid_best.momentum)
+                if p != (grid_best.learning_rate, grid_best.momentum)]
+    assert [(t.learning_rate, t.momentum) for t in trials[12:]] == expected
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: RandomSearch(SearchSpace(), seed=s),
+    lambda s: RandomSearch(SearchSpace(), seed=s, uniform_alpha=True),
+    lambda s: CMAESStrategy(SearchSpace(), seed=s),
+    lambda s: TPEStrategy(SearchSpace(), seed=s),
+])
+def test_seeded_strategies_are_reproducible_in_bounds_and_within_budget(tmp_path, make):
+    space = SearchSpace()
+    runs = []
+    for i, seed in enumerate((3, 3, 4)):
+        r = run_strategy(make(seed), scfg(tmp_path / str(i), budget=9), f"s{i}")
+        pts = [(t.learning_rate, t.momentum) for t in r.trials]
+        assert r.trials_charged == 9 and len([t for t in r.trials if t.charged]) == 9
+        for a, b in pts:
+            assert 10 ** space.log10_alpha[0] * (1 - 1e-12) <= a <= 10 ** space.log10_alpha[1]
+            assert space.beta[0] <= b <= space.beta[1]
+        runs.append(pts)
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_centaur_schedule_documented():
+    sched = centaur_schedule(20, 6, 0.3)
+    # (j + 1) * 0.3 crosses an integer at j = 3, 6, 9, 13, i.e. trials k = j + 6
+    assert [i for i, v in enumerate(sched) if v] == [9, 12, 15, 19]
+    assert sum(centaur_schedule(30, 5, 0.5)) == 12 and not any(centaur_schedule(10, 10, 0.9))
+
+
+def centaur_model(proposals):
+    return ScriptedChatModel(script=[{"name": "CentaurProposal", "args": {"learning_rate": a, "momentum": b}}
+                                     for a, b in proposals])
+
+
+def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_path):
+    budget = 20
+    model = centaur_model([(1e-3, 0.9), (2e-3, 0.8), (5e-4, 0.95), (1.5e-3, 0.85)])
+    llm = CentaurLLM(model, "centaur")
+    c = Centaur(llm, budget, seed=0, warmup=6, ratio=0.3)
+    r = run_strategy(c, scfg(tmp_path, budget=budget, method="centaur", prompt="centaur"), "c", llm_stats=llm.stats)
+    sources = [t.source for t in r.trials]
+    llm_idx = [i for i, s in enumerate(sources) if s == "centaur-llm"]
+    assert llm_idx == [i for i, v in enumerate(centaur_schedule(budget, 6, 0.3)) if v]
+    assert [(r.trials[i].learning_rate, r.trials[i].momentum) for i in llm_idx] == \
+        [(1e-3, 0.9), (2e-3, 0.8), (5e-4, 0.95), (1.5e-3, 0.85)]
+    assert c.cma.told == budget and llm.stats["calls"] == 4
+    # the prompt the LLM saw carried CMA-ES's state
+    sent = model.bindings  # bind_tools was called once with the proposal schema
+    assert sent and sent[0]["tool_choice"] == "any"
+    man = json.loads((Path(r.run_dir) / "manifest.json").read_text())
+    assert man["method"] == "centaur" and man["prompt"]["name"] == "centaur"
+
+
+def test_centaur_prompt_shows_cmaes_state(tmp_path):
+    seen = []
+
+    def grab(messages, kwargs):
+        seen.append("\n".join(str(m.content) for m in messages))
+        return {"name": "CentaurProposal", "args": {"learning_rate": 1e-3, "momentum": 0.5}}
+
+    llm = CentaurLLM(ScriptedChatModel(script=[grab]), "centaur")
+    c = Centaur(llm, 8, seed=1, warmup=6, ratio=0.5)
+    run_strategy(c, scfg(tmp_path, budget=8, method="centaur", prompt="centaur"), "c")
+    text = seen[0]
+    for needle in ("sigma", "mean", "suggestion", "Covariance", "index 0: log10(learning_rate)", "Top-5",
+                   "Last 20", "Incumbent", "JSON only"):
+        assert needle in text, needle
+
+
+def test_centaur_out_of_range_is_reported_not_clamped(tmp_path):
+    llm = CentaurLLM(centaur_model([(5.0, 0.5)]), "centaur")
+    c = Centaur(llm, 8, seed=0, warmup=6, ratio=0.5)
+    r = run_strategy(c, scfg(tmp_path, budget=8, method="centaur", prompt="centaur"), "c")
+    assert r.invalid_proposals == 1 and r.trials_charged == 8
+    assert all(t.learning_rate != 5.0 for t in r.trials)
+    events = [json.loads(x) for x in (Path(r.run_dir) / "trace.jsonl").read_text().splitlines()]
+    errs = [e for e in events if e["event"] == "tool_error"]
+    assert errs and errs[0]["source"] == "centaur-llm" and "outside the allowed range" in errs[0]["error"]
+
+
+def test_centaur_llm_failure_is_a_hard_visible_failure(tmp_path):
+    llm = CentaurLLM(ScriptedChatModel(script=["I would rather not say."]), "centaur")
+    c = Centaur(llm, 8, seed=0, warmup=6, ratio=0.5)
+    r = run_strategy(c, scfg(tmp_path, budget=8, method="centaur", prompt="centaur"), "c")
+    assert r.stop_reason == "model_error" and "JSON" in r.error
+    first_llm = centaur_schedule(8, 6, 0.5).index(True)
+    assert r.trials_charged == first_llm == 7  # CMA-ES's trials ran; nothing replaced the failed LLM trial
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_harness_resumes_and_summary_agrees_with_csv(tmp_path, monkeypatch):
+    cfg = EvalConfig(functions=["rosenbrock", "rastrigin"], methods=["grid", "random", "cmaes", "tpe"],
+                     seeds=[0, 1, 2], budget=6, max_iter=500, out=tmp_path, workers=2)
+    rows = run_eval(cfg)
+    assert len(rows) == 2 * 4 * 3
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/result.json")}
+    # an interrupted cell: its directory exists without result.json
+    victim = tmp_path / "runs" / "tpe-rastrigin-s2"
+    (victim / "result.json").unlink()
+    import evaluation.harness as h
+
+    ran = []
+    real = h.run_cell
+    monkeypatch.setattr(h, "run_cell", lambda *a, **k: ran.append(a[1:4]) or real(*a, **k))
+    cfg1 = cfg.model_copy(update={"workers": 1})
+    rows2 = run_eval(cfg1)
+    assert ran == [("tpe", "rastrigin", 2)]
+    for p, t in stamp.items():
+        if p.parent != victim:
+            assert p.stat().st_mtime_ns == t
+    strip = (lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs])
+    assert strip(rows2) == strip(rows)  # the re-run cell reproduces its result exactly
+    # summary vs results.csv
+    table = _csv(tmp_path / "results.csv")
+    summ = summarize(cfg)
+    for f in cfg.functions:
+        for m in cfg.methods:
+            vals = [float(r["best_value"]) for r in table if r["function"] == f and r["method"] == m and r["best_value"]]
+            assert summ[f][m]["mean"] == pytest.approx(np.mean(vals))
+            assert summ[f][m]["median"] == pytest.approx(np.median(vals))
+            its = [float(r["iterations"]) for r in table if r["function"] == f and r["method"] == m]
+            assert summ[f][m]["mean_iterations"] == pytest.approx(np.mean(its))
+    md = write_summary(cfg, summ, {}).read_text()
+    g = summ["rosenbrock"]["grid"]
+    assert f"| grid | {g['mean']:.4g} | {g['median']:.4g} |" in md
+    # same start point for every method under one seed
+    x0s = {(r["function"], r["seed"]): set() for r in table}
+    for r in table:
+        x0s[(r["function"], r["seed"])].add(r["x0"])
+    assert all(len(v) == 1 for v in x0s.values())
+
+
+def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, monkeypatch, capsys):
+    import agent.models
+
+    import itertools
+
+    counter = itertools.count(1)
+
+    def fake(settings):
+        return ScriptedChatModel(script=[
+            lambda m, k: ({"name": "CentaurProposal", "args": {"learning_rate": 1e-3, "momentum": 0.9}}
+                          if "CentaurProposal" in k["tools"] else
+                          {"name": "run_momentum_gd", "args": {"learning_rate": 1e-4 * next(counter), "momentum": 0.5}}),
+        ])
+
+    monkeypatch.setattr(agent.models, "make_chat_model", fake)
+    from agent.cli import main
+
+    code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "llm", "centaur", "--seeds", "0", "--budget", "8", "--centaur-ratio", "0.5",
+                 "--max-iter", "300", "--workers", "1", "--out", str(tmp_path), "--no-plots"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = _csv(tmp_path / "results.csv")
+    assert [r["method"] for r in rows] == ["grid", "llm", "centaur"]
+    assert all(int(r["trials_charged"]) == 8 for r in rows[1:]), rows
+    assert int(rows[1]["tokens"]) > 0 and int(rows[2]["tokens"]) > 0
+
+
+def test_eval_cli_writes_plots_and_rejects_bad_input(tmp_path, capsys):
+    from agent.cli import main
+
+    code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "cmaes", "--seeds", "0-1", "--budget", "4",
+                 "--max-iter", "300", "--workers", "1", "--out", str(tmp_path)])
+    assert code == 0
+    md = (tmp_path / "summary.md").read_text()
+    assert "![anytime_rosenbrock](plots/anytime_rosenbrock.png)" in md
+    for name in ("anytime", "landscape", "per_seed", "trajectories"):
+        assert (tmp_path / "plots" / f"{name}_rosenbrock.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    for bad in (["--methods", "gridd"], ["--seeds", "x"], ["--functions", "nope"], ["--x0", "somewhere"]):
+        code = main(["eval", *bad, "--out", str(tmp_path / "b")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and err.count("\n") == 1, err
+
+
+def test_reproduce_no_llm_tables_have_the_studys_columns(tmp_path, capsys):
+    from agent.cli import main
+
+    code = main(["reproduce", "--no-llm", "--out", str(tmp_path)])
+    assert code == 0
+    md = (tmp_path / "study.md").read_text()
+    assert "| learning rate | momentum | final f(x) | iterations | status |" in md
+    assert "| seed | x0 | best lr | momentum | final value | iterations | status |" in md
+    assert "## Refined grid: best per objective" in md
+    assert md.count("## Grid search on") == 2 and md.count("## Random search on") == 2
+    # grid on rosenbrock: the study's best is lr 1e-3, momentum 0.9
+    assert "| 0.001 | 0.9 | 1.14929e-08 | 2020 | Best |" in md
+
+
+def test_reproduce_llm_rows_with_a_scripted_model(tmp_path, monkeypatch):
+    import agent.session
+    from evaluation.reproduce import reproduce, study_markdown
+    from tests.fakes import call, final
+
+    monkeypatch.setattr(agent.session, "make_chat_model",
+                        lambda s: ScriptedChatModel(script=[call(0.01, 0.9), final(0.01, 0.9)]))
+    tables = reproduce(tmp_path, ["openai:gpt-4o"], model_settings=ModelSettings())
+    md = study_markdown(tables, {}, 1.0)
+    assert "| seed | model | lr | momentum | final value | iterations | status |" in md
+    rows = tables["llm"]["rosenbrock"]
+    assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["lr"] == 0.01 for r in rows)
