@@ -275,9 +275,12 @@ def run(
     timeout: TimeoutOpt = 60.0,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = "OPENAI_API_KEY",
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run directory")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one agent session: the model proposes, the tool evaluates, until the budget is spent."""
+    if resume is not None:
+        return _resume(resume, as_json, api_key_env)
     obj = _objective(function)
     label, start = resolve_x0(x0, obj, seed)
     settings = _model_settings(model, temperature, max_tokens, seed, timeout, base_url, api_key_env)
@@ -323,6 +326,35 @@ def run(
         raise typer.Exit(130)
     if result.stop_reason == "model_error":
         raise UserError(f"model error: {result.error} (trace kept in {result.run_dir})")
+
+
+def _resume(run_dir: Path, as_json: bool, api_key_env: str) -> None:
+    from agent.models import make_chat_model
+    from agent.resume import config_from_manifest, finished_reason
+    from agent.session import run_session
+
+    t = _read(run_dir)
+    if not t.manifest:
+        raise UserError(f"{run_dir} has no manifest.json: it cannot be resumed")
+    if t.method != "llm":
+        raise UserError(f"{run_dir} is a {t.method} run; only agent sessions resume (re-run `tuneloop eval` instead)")
+    reason = finished_reason(t.events)
+    if reason in ("budget_spent", "final_answer"):
+        raise UserError(f"{run_dir} already finished ({reason}); nothing to resume")
+    cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": t.run_dir.parent})
+    if api_key_env != cfg.model.api_key_env:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"api_key_env": api_key_env})})
+    result = run_session(cfg, chat_model=make_chat_model(cfg.model), session_id=t.run_dir.name, resume_events=t.events)
+    if as_json:
+        d = result.model_dump(exclude={"trials"})
+        d["best"] = result.best.model_dump(exclude={"curve"}) if result.best else None
+        print(json.dumps(d))
+    else:
+        from rich.console import Console
+
+        _print_session_summary(Console(), result)
+    if result.stop_reason == "interrupted":
+        raise typer.Exit(130)
 
 
 def _print_session_summary(out, r) -> None:
@@ -450,6 +482,184 @@ def reproduce(
     figs = study_figures(tables, out)
     (out / "study.md").write_text(study_markdown(tables, figs, secs))
     print(f"study reproduced in {secs:.1f} s: {out / 'study.md'}, figures in {out / 'plots'}, runs in {out / 'runs'}")
+
+
+trace_app = typer.Typer(help="Analyse, compare, plot, export and replay traces.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
+
+
+def _read(run_dir: Path):
+    from evaluation.traces import read_trace
+
+    t = read_trace(run_dir)
+    for w in t.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return t
+
+
+def _console():
+    """A rich console that does not squeeze wide tables into 80 columns when piped."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=220)
+
+
+def _f(v, fmt=".4g") -> str:
+    return "-" if v is None else (format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+
+
+@trace_app.command("summary")
+def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
+    from evaluation.traces import summary
+
+    s = summary(_read(run_dir))
+    if as_json:
+        print(json.dumps(s, default=str))
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{s['session_id']}[/bold]  " + "  ".join(f"{k}={_f(v)}" for k, v in s["settings"].items()))
+    tab = Table(show_edge=False)
+    for col in ("trial", "source", "alpha", "beta", "status", "final value", "iters", "score", "repeat", "best so far"):
+        tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
+    for r in s["trials"]:
+        tab.add_row(_f(r["trial"]), _f(r["source"]), _f(r["learning_rate"]), _f(r["momentum"]), _f(r["status"]),
+                    _f(r["final_value"]), _f(r["iterations"]), _f(r["score"], ".3f"), "yes" if r["repeat"] else "",
+                    _f(r["best_value_so_far"]))
+    con.print(tab)
+    for e in s["invalid"]:
+        con.print(f"invalid ({e['source']}): {e['error']}")
+    mc = s["model_calls"]
+    con.print(f"model calls {mc['count']}, tokens in/out {mc['input_tokens']}/{mc['output_tokens']}, latency "
+              f"p50 {_f(mc['latency_p50_s'], '.2f')} s p95 {_f(mc['latency_p95_s'], '.2f')} s, retries {s['retries']}")
+    tm = s["time"]
+    if tm:
+        con.print(f"time: wall {_f(tm['wall_s'], '.2f')} s = model {_f(tm['model_s'], '.2f')} + tool "
+                  f"{_f(tm['tool_s'], '.3f')} + overhead {_f(tm['overhead_s'], '.3f')} s")
+    con.print(f"stop: {s['stop_reason']}")
+
+
+@trace_app.command("compare")
+def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False) -> None:
+    """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
+    from evaluation.traces import compare
+
+    rows = compare([_read(d) for d in run_dirs])
+    if as_json:
+        print(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    tab = Table(show_edge=False)
+    cols = ("run", "method", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
+            "invalid", "repeated", "tokens", "wall_s", "stop_reason")
+    for c in cols:
+        tab.add_column(c.replace("_", " "), no_wrap=True)
+    for r in rows:
+        tab.add_row(*(_f(r[c]) for c in cols))
+    _console().print(tab)
+
+
+@trace_app.command("state")
+def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?"""
+    from evaluation.traces import FAILED_BOX, state_audit
+
+    a = state_audit(_read(run_dir))
+    if as_json:
+        print(json.dumps(a, default=str))
+        return
+    for x in a["turns"]:
+        if x["invalid"]:
+            print(f"seq {x['seq']:>4}  invalid proposal: {x['error']}")
+            continue
+        inc = x["incumbent"]
+        flags = [n for n, k in (("REPEAT", "repeat_tried"), ("REPEAT-OF-FAILED", "repeat_failed"),
+                                ("IN-FAILED-REGION", "in_failed_region"), ("IGNORED-INCUMBENT", "ignored_incumbent")) if x[k]]
+        print(f"trial {x['trial']:>3}  proposed lr={x['proposal'][0]:.4g} mom={x['proposal'][1]:.4g}  | incumbent "
+              f"{'none' if inc is None else f'lr={inc[0]:.4g} mom={inc[1]:.4g}'}  failed so far {x['failed_so_far']}  "
+              f"{' '.join(flags)}")
+    pct = (lambda v: "n/a" if v is None else f"{100 * v:.0f} %")
+    print(f"\n{a['n_turns']} model proposals ({a['n_valid']} valid): invalid {pct(a['invalid_rate'])}, repeated a tried "
+          f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
+          f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}")
+    print(f"(failed: diverged, or stopped more than 1e-3 above the minimum; failed region: within "
+          f"{FAILED_BOX[0]} decade of alpha and {FAILED_BOX[1]} of beta of a failed trial; ignored the incumbent: "
+          f"closer to a failed trial than to the incumbent)")
+
+
+@trace_app.command("plot")
+def trace_plot(run_dir: RunDirArg,
+               out: Annotated[Optional[Path], typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None) -> None:
+    """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
+    from evaluation.traces import trial_rows
+
+    t = _read(run_dir)
+    m = t.manifest or {}
+    if not m.get("objective") or not m.get("x0"):
+        raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
+    target = out or (t.run_dir / "proposals.png")
+    if target.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file, got {target}")
+    from evaluation.report import plot_trace
+
+    plot_trace(m["objective"], m["x0"], int(m.get("max_iter", 5000)), trial_rows(t), target,
+               f"{t.session_id}: {t.method} on {t.objective}")
+    print(f"wrote {target}")
+
+
+@trace_app.command("export")
+def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
+                 fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
+                 out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("trials.csv")) -> None:
+    """One row per trial across runs, for pandas or a spreadsheet."""
+    import csv
+
+    from evaluation.traces import EXPORT_FIELDS, export_rows
+
+    if fmt not in ("csv", "jsonl"):
+        raise UserError(f"--format must be csv or jsonl, got {fmt!r}")
+    rows = export_rows([_read(d) for d in run_dirs])
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            if fmt == "csv":
+                w = csv.DictWriter(f, fieldnames=EXPORT_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            else:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
+    tmp.replace(out)
+    print(f"wrote {len(rows)} trials from {len(run_dirs)} run(s) to {out}")
+
+
+@trace_app.command("replay")
+def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """Re-run a session with its recorded model replies (no network, no model) and check
+    that the same trials, results and final answer come out."""
+    import tempfile
+
+    from evaluation.traces import replay
+
+    t = _read(run_dir)
+    with tempfile.TemporaryDirectory(prefix="tuneloop-replay-") as tmp:
+        rep = replay(t, Path(tmp))
+    if as_json:
+        print(json.dumps(rep, default=str))
+    elif rep["identical"]:
+        print(f"replayed {rep['trials']} trials of {t.session_id}: identical (trials, results, final answer)")
+    else:
+        d = rep["first_divergence"]
+        print(f"replay of {t.session_id} diverged at {d['where']}: {d['field']} recorded "
+              f"{d.get('recorded')!r}, replayed {d.get('replayed')!r}")
+    if not rep["identical"]:
+        raise typer.Exit(1)
 
 
 prompts_app = typer.Typer(help="List and show prompt templates.", no_args_is_help=True)

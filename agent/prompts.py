@@ -74,6 +74,11 @@ class PromptTemplate:
         return self.turn.substitute(values).strip()
 
 
+def parse_template(name: str, text: str) -> PromptTemplate:
+    """A template from its text (e.g. the one recorded in a manifest)."""
+    return _parse(name, text)
+
+
 def _parse(name: str, text: str) -> PromptTemplate:
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     if SYSTEM_MARK not in body or TURN_MARK not in body:

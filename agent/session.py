@@ -49,6 +49,7 @@ class SessionConfig(BaseModel):
     model: ModelSettings = ModelSettings()
     prompt: str = "default"
     seed: int = 0
+    prompt_text: str | None = None  # a recorded template's text (replay, resume) instead of a name
     x0_spec: str = "paper"  # how the start point was chosen: paper | random | explicit
     method: str = "llm"
     runs_dir: Path = Path("runs")
@@ -141,15 +142,31 @@ def run_session(
     chat_model: BaseChatModel | None = None,
     on_trial: Callable[[dict], None] | None = None,
     session_id: str | None = None,
+    resume_events: list[dict] | None = None,
 ) -> SessionResult:
-    """Run one agent session to its end; always leaves a complete trace."""
-    template = load_template(cfg.prompt)  # a bad template fails before any model is built
+    """Run one agent session to its end; always leaves a complete trace.
+
+    With `resume_events` (the events of an interrupted session, same session_id and
+    runs_dir), its trials are restored into the Evaluator without being re-run or
+    re-charged, its tool calls into the conversation, and the trace is appended to."""
+    from agent.prompts import parse_template
+
+    template = parse_template(cfg.prompt, cfg.prompt_text) if cfg.prompt_text else load_template(cfg.prompt)
     model = chat_model if chat_model is not None else make_chat_model(cfg.model)
     sid = session_id or new_session_id(cfg.method)
-    writer = TraceWriter(cfg.runs_dir, sid, secrets_to_hide=[api_key_for(cfg.model) or ""])
+    writer = TraceWriter(cfg.runs_dir, sid, secrets_to_hide=[api_key_for(cfg.model) or ""],
+                         append=resume_events is not None)
     t_start = time.perf_counter()
     handler = TraceCallbackHandler(writer, cfg.model.model)
     ev = Evaluator(cfg.evaluator, logger=_Tee(writer, on_trial))
+    history: list = []
+    if resume_events is not None:
+        from agent.resume import restored_conversation, restored_invalid, restored_trials
+
+        for t in restored_trials(resume_events):
+            ev.restore(t)
+        ev.invalid += restored_invalid(resume_events)
+        history = restored_conversation(resume_events)
     recommendation: FinalAnswer | None = None
     stop: StopReason = "budget_spent"
     error: str | None = None
@@ -157,7 +174,11 @@ def run_session(
         values = prompt_values(ev)
         system = template.render_system(**values)
         first_turn = template.render_turn(**values)
-        writer.write_manifest(manifest_for(cfg, sid, template.name, template.sha256, template.text))
+        if resume_events is None:
+            writer.write_manifest(manifest_for(cfg, sid, template.name, template.sha256, template.text))
+        else:
+            writer.emit("session_resumed", trials_restored=len(ev.trials), charged_restored=ev.charged,
+                        budget_left=ev.budget_left, messages_restored=len(history))
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
         budget = cfg.evaluator.budget
@@ -181,7 +202,7 @@ def run_session(
         # The first turn is already in the conversation; TurnMiddleware adds the fresh
         # state before every later call.
         state = agent.invoke(
-            {"messages": [HumanMessage(first_turn)]},
+            {"messages": [HumanMessage(first_turn), *history]},
             config={"callbacks": [handler], "recursion_limit": 10 * model_cap + 20},
         )
         recommendation = state.get("structured_response")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -74,8 +75,6 @@ class Redactor:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, float):
-        return None
     if hasattr(o, "model_dump"):
         return o.model_dump()
     return str(o)
@@ -87,7 +86,7 @@ def _dumps(obj: Any, **kw) -> str:
 
 
 def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")) and isinstance(v, float):
+    if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
         return {k: _nan_to_none(x) for k, x in v.items()}
@@ -108,7 +107,7 @@ class TraceWriter:
         self.redactor = Redactor(secrets_to_hide)
         self._seq = 0
         if append and self.path.exists():
-            self._seq = sum(1 for _ in self.path.open("rb"))
+            self._seq = self._drop_cut_line()
         self._file = self.path.open("a", encoding="utf-8")
         self.logger = structlog.wrap_logger(
             structlog.WriteLogger(self._file),
@@ -118,6 +117,21 @@ class TraceWriter:
                 lambda _l, _n, ed: _dumps(ed),
             ],
         )
+
+    def _drop_cut_line(self) -> int:
+        """Before appending to the trace of a killed session: remove a last line cut off
+        mid-write (readers already skip it with a warning) so that new events start on a
+        line of their own; returns the last seq number written."""
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            with self.path.open("r+b") as f:
+                f.truncate(len(data))
+        last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            return int(json.loads(last).get("seq", 0)) if last else 0
+        except (json.JSONDecodeError, AttributeError, ValueError):
+            return data.count(b"\n")
 
     def _stamp(self, _logger, _name, event_dict: dict) -> dict:
         self._seq += 1

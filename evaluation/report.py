@@ -205,3 +205,46 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
                                            f"{f}: GD path of each method's best configuration (seed {cfg.seeds[0]})")))
         made[f] = files
     return made
+
+
+def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path | str, title: str,
+               resolution: int = 96) -> Path:
+    """A session's proposals, numbered in order, on the (log10 alpha, beta) landscape and
+    coloured by score, beside the best-so-far curve."""
+    from tools.sweep import sweep
+
+    charged = [t for t in trials if t["charged"] and t["learning_rate"] and t["learning_rate"] > 0]
+    land = sweep(objective, (1e-5, 1.0), (0.0, 0.99), resolution, x0=x0, max_iter=max_iter)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
+    draw_landscape(ax, land, colorbar=False)
+    if charged:
+        la = np.log10([t["learning_rate"] for t in charged])
+        b = np.array([t["momentum"] for t in charged])
+        sc = np.array([t["score"] for t in charged], float)
+        finite = sc < 400
+        cmap = matplotlib.colormaps["plasma"]
+        norm = matplotlib.colors.Normalize(vmin=sc[finite].min() if finite.any() else 0,
+                                           vmax=sc[finite].max() if finite.any() else 1)
+        ax.plot(la, b, "-", color="white", lw=0.8, alpha=0.6)
+        for i, t in enumerate(charged):
+            color = "black" if not finite[i] else cmap(norm(sc[i]))
+            ax.scatter(la[i], b[i], s=70, color=color, edgecolor="white", zorder=3,
+                       marker="X" if not finite[i] else "o")
+            ax.annotate(str(t["trial"]), (la[i], b[i]), xytext=(4, 4), textcoords="offset points",
+                        color="white", fontsize=8, weight="bold")
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="score (X: diverged)")
+        best = np.minimum.accumulate(np.where(finite, sc, np.inf))
+        ks = np.arange(1, len(charged) + 1)
+        ax2.step(ks, np.where(np.isfinite(best), best, np.nan), where="post", color="#9467bd")
+        ax2.scatter(ks, np.where(finite, sc, np.nan), s=14, color="grey", label="each trial")
+    ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
+    ax.set_ylim(land.betas[0], land.betas[-1])
+    ax.set_title(title, fontsize=10)
+    ax2.set_xlabel("charged evaluation")
+    ax2.set_ylabel("best score so far")
+    ax2.grid(alpha=0.3)
+    ax2.set_title("best so far")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
