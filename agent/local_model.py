@@ -65,7 +65,8 @@ def _grammar(schema_json: str):
     return LlamaGrammar.from_json_schema(schema_json, verbose=False)
 
 
-_JSON_NUMBER = '"-"? [0-9]+ ("." [0-9]+)? ([eE] [-+]? [0-9]+)?'
+# digit runs are capped: an uncapped grammar lets a small model write digits until max_tokens
+_JSON_NUMBER = '"-"? [0-9]{1,12} ("." [0-9]{1,12})? ([eE] [-+]? [0-9]{1,3})?'
 _JSON_STRING = '"\\"" ([^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ["\\\\/bfnrt]){0,%d} "\\""'
 
 
@@ -85,13 +86,25 @@ def _number_gbnf(prop: dict) -> str:
     return "(" + " | ".join(options) + ")"
 
 
+def _value_gbnf(prop: dict) -> str:
+    return _number_gbnf(prop) if prop["type"] == "number" else _JSON_STRING % int(prop.get("maxLength", 400))
+
+
+@functools.lru_cache(maxsize=64)
+def _value_grammar(prop_json: str, terminator: str):
+    """One value of a flat object, then its terminator (',' or '}')."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_string(f'root ::= {_value_gbnf(json.loads(prop_json))} "{terminator}"', verbose=False)
+
+
 def _object_gbnf(schema: dict) -> str | None:
     props = schema.get("properties") if schema.get("type") == "object" else None
     if not props or any(p.get("type") not in ("number", "string") for p in props.values()):
         return None
     parts = []
     for i, (name, p) in enumerate(props.items()):
-        value = _number_gbnf(p) if p["type"] == "number" else _JSON_STRING % int(p.get("maxLength", 400))
+        value = _value_gbnf(p)
         parts.append(('"{' if i == 0 else '", ') + f'\\"{name}\\": " {value}')
     return "root ::= " + " ".join(parts) + ' "}"'
 
@@ -271,29 +284,52 @@ class LocalChatModel(BaseChatModel):
         # top-p / min-p filters: they act before temperature, so on a peaked distribution
         # they would otherwise keep proposing the same digits however hot the sampling.
         explore = temperature > self.temperature
-        out = llama.create_completion(
-            prompt + prefix,
-            grammar=_grammar(json.dumps(schema, sort_keys=True)) if schema else None,
-            temperature=temperature,
-            top_p=1.0 if explore else self.top_p,
-            min_p=0.0 if explore else 0.05,
-            top_k=0 if explore else 40,
-            max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
-            seed=self._seed_for(chat, temperature),
-            stop=["<end_of_turn>", *(stop or [])],
-        )
+        sampling = dict(temperature=temperature, top_p=1.0 if explore else self.top_p,
+                        min_p=0.0 if explore else 0.05, top_k=0 if explore else 40,
+                        max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+                        stop=["<end_of_turn>", *(stop or [])])
+        seed = self._seed_for(chat, temperature)
+        if prefix and _object_gbnf(schema) is not None:
+            text, in_tok, out_tok, finish = self._generate_values(llama, prompt, prefix, schema, seed, sampling)
+        else:
+            out = llama.create_completion(prompt + prefix, seed=seed, **sampling,
+                                          grammar=_grammar(json.dumps(schema, sort_keys=True)) if schema else None)
+            text = prefix + (out["choices"][0].get("text") or "") + ("}" if prefix else "")
+            usage = out.get("usage") or {}
+            in_tok, out_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            finish = out["choices"][0].get("finish_reason")
         self._n_calls += 1
-        text = prefix + (out["choices"][0].get("text") or "") + ("}" if prefix else "")
-        usage = out.get("usage") or {}
         message = self._to_message(text, tools)
-        message.usage_metadata = {
-            "input_tokens": int(usage.get("prompt_tokens", 0)),
-            "output_tokens": int(usage.get("completion_tokens", 0)),
-            "total_tokens": int(usage.get("total_tokens", 0)),
-        }
-        message.response_metadata = {"model_name": self.model_name,
-                                     "finish_reason": out["choices"][0].get("finish_reason")}
+        message.usage_metadata = {"input_tokens": in_tok, "output_tokens": out_tok, "total_tokens": in_tok + out_tok}
+        message.response_metadata = {"model_name": self.model_name, "finish_reason": finish}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    @staticmethod
+    def _generate_values(llama, prompt: str, prefix: str, schema: dict, seed: int, sampling: dict):
+        """Write the arguments object ourselves and let the model generate only each value,
+        one grammar-constrained completion per value: keys and punctuation cost no model
+        step (a grammar step scans Gemma's 262k-token vocabulary). llama.cpp reuses the
+        cached prompt prefix between the completions."""
+        text = prefix + "{"
+        in_tok = out_tok = 0
+        finish = "stop"
+        props = list(schema["properties"].items())
+        for i, (name, prop) in enumerate(props):
+            term = "}" if i == len(props) - 1 else ","
+            text += f'"{name}": '
+            out = llama.create_completion(prompt + text, seed=seed + i, **sampling,
+                                          grammar=_value_grammar(json.dumps(prop, sort_keys=True), term))
+            piece = out["choices"][0].get("text") or ""
+            usage = out.get("usage") or {}
+            in_tok = in_tok or int(usage.get("prompt_tokens", 0))
+            out_tok += int(usage.get("completion_tokens", 0))
+            text += piece
+            if not piece.endswith(term):  # cut off at max_tokens: left unparseable, shown as text
+                return text, in_tok, out_tok, out["choices"][0].get("finish_reason")
+            if term == ",":
+                text += " "
+        return text + "}", in_tok, out_tok, finish
+
 
     def _to_message(self, text: str, tools: list[dict]) -> AIMessage:
         names = {t["function"]["name"] for t in tools}

@@ -89,8 +89,13 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str,
 class CentaurProposal(BaseModel):
     """Your proposal: one configuration expected to beat the incumbent."""
 
-    learning_rate: float = Field(description="learning rate alpha")
-    momentum: float = Field(description="momentum beta")
+    # The bounds are shown to the model in the JSON schema (and enforced by the embedded
+    # model's grammar); the answer itself is not validated here but by the Evaluator, so an
+    # out-of-range value is reported there, never silently clamped.
+    learning_rate: float = Field(description="learning rate alpha, in (0, 1]", json_schema_extra={
+        "exclusiveMinimum": 0, "maximum": 1})
+    momentum: float = Field(description="momentum beta, in [0, 1)", json_schema_extra={
+        "minimum": 0, "exclusiveMaximum": 1})
 
 
 def _fmt_trial(a: float, b: float, s: float, src: str) -> str:
