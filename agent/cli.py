@@ -309,7 +309,8 @@ def run(
         fmt = (lambda v: "nan" if v is None else format(v, ".3g"))
         tag = "  repeat" if f["repeat"] else ""
         print(f"#{f['trial']:<3} lr={f['learning_rate']:<9.3g} mom={f['momentum']:<7.3g} {f['status']:<9} "
-              f"f={fmt(f['final_value']):<9} it={f['iterations']:<5} best={fmt(best.get('final_value')):<9} "
+              f"f={fmt(f['final_value']):<9} it={f['iterations']:<5} "
+              f"best={fmt(best.get('final_value')) if best.get('final_value') is not None else '-':<9} "
               f"left={f['budget_left']}{tag}", flush=True)
 
     if not as_json:
@@ -506,7 +507,11 @@ def _console():
 
 
 def _f(v, fmt=".4g") -> str:
-    return "-" if v is None else (format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return format(v, fmt)
+    return str(v)
 
 
 @trace_app.command("summary")
