@@ -297,7 +297,6 @@ def run(
     from rich.console import Console
 
     err = Console(stderr=True)
-    out = Console()
     chat_model = make_chat_model(settings)
     best: dict = {}
 
@@ -316,17 +315,7 @@ def run(
     if not as_json:
         err.print(f"[dim]session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, "
                   f"x0 {start} ({label})[/dim]")
-    result = run_session(cfg, chat_model=chat_model, on_trial=show)
-    if as_json:
-        d = result.model_dump(exclude={"trials"})
-        d["best"] = result.best.model_dump(exclude={"curve"}) if result.best else None
-        print(json.dumps(d))
-    else:
-        _print_session_summary(out, result)
-    if result.stop_reason == "interrupted":
-        raise typer.Exit(130)
-    if result.stop_reason == "model_error":
-        raise UserError(f"model error: {result.error} (trace kept in {result.run_dir})")
+    _report_session(run_session(cfg, chat_model=chat_model, on_trial=show), as_json)
 
 
 def _resume(run_dir: Path, as_json: bool, api_key_env: str) -> None:
@@ -345,7 +334,12 @@ def _resume(run_dir: Path, as_json: bool, api_key_env: str) -> None:
     cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": t.run_dir.parent})
     if api_key_env != cfg.model.api_key_env:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"api_key_env": api_key_env})})
-    result = run_session(cfg, chat_model=make_chat_model(cfg.model), session_id=t.run_dir.name, resume_events=t.events)
+    _report_session(run_session(cfg, chat_model=make_chat_model(cfg.model), session_id=t.run_dir.name,
+                                resume_events=t.events), as_json)
+
+
+def _report_session(result, as_json: bool) -> None:
+    """A finished session: its JSON or its summary; exit 130 if interrupted, 2 on a model error."""
     if as_json:
         d = result.model_dump(exclude={"trials"})
         d["best"] = result.best.model_dump(exclude={"curve"}) if result.best else None
@@ -356,6 +350,8 @@ def _resume(run_dir: Path, as_json: bool, api_key_env: str) -> None:
         _print_session_summary(Console(), result)
     if result.stop_reason == "interrupted":
         raise typer.Exit(130)
+    if result.stop_reason == "model_error":
+        raise UserError(f"model error: {result.error} (trace kept in {result.run_dir})")
 
 
 def _print_session_summary(out, r) -> None:

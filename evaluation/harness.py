@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import shutil
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Literal
