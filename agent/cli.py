@@ -695,7 +695,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = join_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="tuneloop", standalone_mode=False)
+        # in non-standalone mode click returns a typer.Exit's code instead of raising it
+        rv = app(args=args, prog_name="tuneloop", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

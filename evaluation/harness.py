@@ -175,21 +175,26 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
             if progress:
                 progress(done, len(cells), cell_id(*c))
     elif todo:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-            pending = {pool.submit(run_cell, cfg, *c, threads): c for c in todo}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        c = pending.pop(fut)
-                        fut.result()
-                        done += 1
-                        if progress:
-                            progress(done, len(cells), cell_id(*c))
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                raise
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+        pending = {pool.submit(run_cell, cfg, *c, threads): c for c in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    c = pending.pop(fut)
+                    fut.result()
+                    done += 1
+                    if progress:
+                        progress(done, len(cells), cell_id(*c))
+        except BaseException:
+            # Ctrl-C or a failed cell: stop now rather than wait minutes for running LLM
+            # cells. Their directories have no result.json, so the next run redoes them.
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API for this
+            for proc in procs:
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     rows = [json.loads((runs / cell_id(*c) / "result.json").read_text())["row"] for c in cells]
     write_csv(rows, cfg.out / "results.csv")
     return rows

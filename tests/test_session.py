@@ -115,3 +115,19 @@ def test_builtin_prompts_render(tmp_path, name):
     model = ScriptedChatModel(script=[call(1e-3, 0.5), final(1e-3, 0.5)])
     r = run_session(cfg(tmp_path, budget=1, prompt=name), chat_model=model)
     assert r.trials_charged == 1 and r.stop_reason == "budget_spent"
+
+
+def test_interrupted_session_keeps_a_complete_trace_and_cli_exits_130(tmp_path, monkeypatch, capsys):
+    import agent.models
+    from agent.cli import main
+
+    def interrupt(messages, kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent.models, "make_chat_model",
+                        lambda s: ScriptedChatModel(script=[call(1e-3, 0.9), interrupt]))
+    code = main(["run", "--budget", "3", "--runs-dir", str(tmp_path), "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 130 and d["stop_reason"] == "interrupted" and d["trials_charged"] == 1
+    last = events(d["run_dir"])[-1]
+    assert last["event"] == "session_finished" and last["stop_reason"] == "interrupted"
