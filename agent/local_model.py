@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
@@ -344,5 +344,3 @@ class LocalChatModel(BaseChatModel):
             return AIMessage(content=obj["answer"])
         return AIMessage(content=text)
 
-
-__all__ = ["LocalChatModel", "HumanMessage", "model_file", "load_llama", "MODEL_NAME"]

@@ -33,7 +33,8 @@ MODEL_CALLS_EXTRA = 3
 TOOL_CALLS_PER_TRIAL = 3
 
 StopReason = Literal["budget_spent", "final_answer", "model_call_limit", "tool_call_limit",
-                     "interrupted", "model_error", "no_tool_call"]
+                     "interrupted", "model_error", "no_tool_call",
+                     "strategy_done", "proposal_limit"]  # the last two: classical strategies
 
 
 class FinalAnswer(BaseModel):

@@ -15,7 +15,7 @@ from agent.models import classify_error
 from agent.prompt_state import prompt_values
 from agent.prompts import load_template
 from agent.session import SessionConfig, SessionResult, _Tee, finish_fields, manifest_for
-from agent.tracing import TraceWriter, package_versions
+from agent.tracing import TraceWriter
 from evaluation.strategies import Centaur, CentaurError, Strategy
 from tools.trials import BudgetExhausted, Evaluator, InvalidProposal
 
@@ -79,7 +79,7 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str,
         model=cfg.model.model if is_centaur else "-", prompt=template.name if template else "-",
         budget=cfg.evaluator.budget, best=ev.incumbent, trials=ev.trials, trials_charged=ev.charged,
         invalid_proposals=ev.invalid, repeated_proposals=ev.repeats, recommendation=None,
-        stop_reason=stop if stop in ("budget_spent", "interrupted", "model_error") else "final_answer",
+        stop_reason=stop,
         error=error, model_calls=st.get("calls", 0), input_tokens=st.get("input_tokens", 0),
         output_tokens=st.get("output_tokens", 0), wall_s=wall, model_s=st.get("model_s", 0.0), tool_s=0.0,
         overhead_s=max(wall - st.get("model_s", 0.0), 0.0),
@@ -161,5 +161,3 @@ def _json_from_text(text: str) -> dict | None:
         return None
     return obj if isinstance(obj, dict) else None
 
-
-__all__ = ["run_strategy", "CentaurLLM", "CentaurProposal", "package_versions"]
