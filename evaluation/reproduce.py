@@ -93,7 +93,8 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
                 b = res.best
                 rows.append(dict(seed=s, model=m, lr=b.learning_rate if b else None, momentum=b.momentum if b else None,
                                  final=b.final_value if b else None, iterations=b.iterations if b else None,
-                                 status=b.status if b else f"no proposal ({res.stop_reason})",
+                                 status=b.status if b else (f"no valid proposal ({res.invalid_proposals} invalid, "
+                                                            f"stop: {res.stop_reason})"),
                                  invalid=res.invalid_proposals))
         tables["llm"][f] = rows
     return tables
