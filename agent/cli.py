@@ -254,7 +254,7 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="local | openai:<mo
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="template name (see `tuneloop prompts list`) or path")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
 KeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")]
-TempOpt = Annotated[Optional[float], typer.Option("--temperature", help="sampling temperature (default 0.8)")]
+TempOpt = Annotated[Optional[float], typer.Option("--temperature", help="sampling temperature (default 1.0)")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="max tokens per model reply")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="request timeout in seconds (remote models)")]
 

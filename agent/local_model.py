@@ -228,7 +228,7 @@ class LocalChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     model_path: str | None = None
-    temperature: float = 0.8
+    temperature: float = 1.0
     max_tokens: int = 200
     seed: int = 0
     n_ctx: int = 8192

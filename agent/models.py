@@ -21,7 +21,7 @@ class ModelSettings(BaseModel):
     """Model choice and sampling settings (recorded in the manifest; never the key)."""
 
     model: str = "local"
-    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=200, ge=16, le=8192)
     seed: int = 0
     timeout_s: float = Field(default=60.0, gt=0)
