@@ -78,7 +78,6 @@ def functions(as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="tuneloop objectives")
@@ -88,7 +87,7 @@ def functions(as_json: JsonOpt = False) -> None:
         mins = "; ".join(f"({a:.4g}, {b:.4g})" for a, b in r["minimisers_2d"])
         table.add_row(r["name"], r["dims"], f"{r['minimum_2d']:.6g}", mins,
                       f"[{r['domain'][0]:g}, {r['domain'][1]:g}]", r["formula"])
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -156,8 +155,11 @@ def sweep(
 
     from tools.sweep import sweep as run_sweep
 
+    from rich.console import Console
+
     t0 = time.perf_counter()
-    land = run_sweep(obj.name, lr_range, momentum_range, resolution, x0=start, max_iter=max_iter, tol=tol)
+    with Console(stderr=True).status(f"running {resolution * resolution} momentum-GD runs"):
+        land = run_sweep(obj.name, lr_range, momentum_range, resolution, x0=start, max_iter=max_iter, tol=tol)
     secs = time.perf_counter() - t0
     from evaluation.report import plot_landscape
 
@@ -179,14 +181,23 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the kernel: ns per iteration and batch throughput, with ratios."""
+    from rich.console import Console
+
     from tools import bench as b
 
+    status = Console(stderr=True).status("measuring single runs")
+    status.start()
     single = {
         "rosenbrock 2-D": b.single_ns_per_iter("rosenbrock", repeats=repeats),
         "rastrigin 2-D": b.single_ns_per_iter("rastrigin", iters=500_000, repeats=repeats),
         "rosenbrock d=1000 (per dim)": b.single_ns_per_iter("rosenbrock", iters=20_000, repeats=repeats, dim=1000),
     }
-    rows, same, threads = b.batch_rows("rosenbrock", configs, max_iter=max_iter, repeats=repeats, numpy_ref=not no_numpy)
+    status.update(f"measuring the batch paths on {configs} configs" + ("" if no_numpy else " (NumPy last, slowest)"))
+    try:
+        rows, same, threads = b.batch_rows("rosenbrock", configs, max_iter=max_iter, repeats=repeats,
+                                           numpy_ref=not no_numpy)
+    finally:
+        status.stop()
     ref = rows[-1].updates_per_s if not no_numpy else rows[1].updates_per_s
     if as_json:
         print(json.dumps(dict(
@@ -195,10 +206,9 @@ def bench(
                         updates_per_s=r.updates_per_s, ratio=r.updates_per_s / ref) for r in rows],
         )))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = _console()
     t1 = Table(title="single run (after compilation)")
     t1.add_column("workload")
     t1.add_column("ns / iteration", justify="right")
