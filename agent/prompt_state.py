@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tools.scoring import is_failed
 from tools.trials import Evaluator, TrialResult
 
 
@@ -34,8 +35,7 @@ def tried_text(trials: list[TrialResult]) -> str:
 
 
 def failed_text(trials: list[TrialResult], f_star: float) -> str:
-    bad = [t for t in trials if not t.repeat and (t.status == "diverged" or
-           (t.final_value is not None and t.final_value - f_star > 1e-3 and t.status == "converged"))]
+    bad = [t for t in trials if not t.repeat and is_failed(t.status, t.final_value, f_star)]
     if not bad:
         return "(none)"
     return ", ".join(f"(lr={t.learning_rate:.4g}, momentum={t.momentum:.4g}: "

@@ -108,21 +108,30 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     }
 
 
-def finish_fields(ev: Evaluator, stop: str, wall: float, model_s: float = 0.0, tool_s: float = 0.0,
-                  model_calls: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-                  recommendation: dict | None = None, error: str | None = None) -> dict[str, Any]:
-    """The `session_finished` event's fields, the same for every method."""
-    best = ev.incumbent
-    return dict(
-        stop_reason=stop, error=error,
-        best_trial=best.trial if best else None,
-        best=best.model_dump(exclude={"curve"}) if best else None,
-        recommendation=recommendation,
+def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, model: str, prompt: str, stop: str,
+                   wall: float, model_s: float = 0.0, tool_s: float = 0.0, model_calls: int = 0,
+                   input_tokens: int = 0, output_tokens: int = 0, recommendation: FinalAnswer | None = None,
+                   error: str | None = None) -> SessionResult:
+    """The one place a session of any method ends: builds its result, writes the
+    `session_finished` event from it and closes the trace."""
+    r = SessionResult(
+        session_id=writer.session_id, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,
+        model=model, prompt=prompt, budget=cfg.evaluator.budget, best=ev.incumbent, trials=ev.trials,
         trials_charged=ev.charged, invalid_proposals=ev.invalid, repeated_proposals=ev.repeats,
-        model_calls=model_calls, input_tokens=input_tokens, output_tokens=output_tokens,
-        wall_s=round(wall, 4), model_s=round(model_s, 4), tool_s=round(tool_s, 4),
-        overhead_s=round(max(wall - model_s - tool_s, 0.0), 4),
+        recommendation=recommendation, stop_reason=stop, error=error, model_calls=model_calls,
+        input_tokens=input_tokens, output_tokens=output_tokens, wall_s=wall, model_s=model_s, tool_s=tool_s,
+        overhead_s=max(wall - model_s - tool_s, 0.0),
     )
+    writer.emit(
+        "session_finished",
+        **r.model_dump(include={"stop_reason", "error", "trials_charged", "invalid_proposals", "repeated_proposals",
+                                "model_calls", "input_tokens", "output_tokens", "recommendation"}),
+        best_trial=r.best.trial if r.best else None,
+        best=r.best.model_dump(exclude={"curve"}) if r.best else None,
+        **{k: round(getattr(r, k), 4) for k in ("wall_s", "model_s", "tool_s", "overhead_s")},
+    )
+    writer.close()
+    return r
 
 
 class _Tee:
@@ -222,18 +231,8 @@ def run_session(
     except ModelError as e:
         stop, error = "model_error", str(e)
     finally:
-        wall = time.perf_counter() - t_start
-        writer.emit("session_finished", **finish_fields(
-            ev, stop, wall, handler.model_seconds, handler.tool_seconds, handler.model_calls,
-            handler.input_tokens, handler.output_tokens,
-            recommendation.model_dump() if recommendation else None, error))
-        writer.close()
-    return SessionResult(
-        session_id=sid, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,
-        model=cfg.model.model, prompt=template.name, budget=cfg.evaluator.budget, best=ev.incumbent,
-        trials=ev.trials, trials_charged=ev.charged, invalid_proposals=ev.invalid,
-        repeated_proposals=ev.repeats, recommendation=recommendation, stop_reason=stop, error=error,
-        model_calls=handler.model_calls, input_tokens=handler.input_tokens, output_tokens=handler.output_tokens,
-        wall_s=wall, model_s=handler.model_seconds, tool_s=handler.tool_seconds,
-        overhead_s=max(wall - handler.model_seconds - handler.tool_seconds, 0.0),
-    )
+        result = finish_session(
+            writer, ev, cfg, cfg.model.model, template.name, stop, time.perf_counter() - t_start,
+            handler.model_seconds, handler.tool_seconds, handler.model_calls, handler.input_tokens,
+            handler.output_tokens, recommendation, error)
+    return result

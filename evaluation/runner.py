@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from agent.models import classify_error
 from agent.prompt_state import prompt_values
 from agent.prompts import load_template
-from agent.session import SessionConfig, SessionResult, _Tee, finish_fields, manifest_for
+from agent.session import SessionConfig, SessionResult, _Tee, finish_session, manifest_for
 from agent.tracing import TraceWriter
 from evaluation.strategies import Centaur, CentaurError, Strategy
 from tools.trials import BudgetExhausted, Evaluator, InvalidProposal
@@ -67,23 +67,12 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str,
         stop = "interrupted"
         raise
     finally:
-        wall = time.perf_counter() - t0
         st = llm_stats or {}
-        writer.emit("session_finished", **finish_fields(
-            ev, stop, wall, st.get("model_s", 0.0), 0.0, st.get("calls", 0), st.get("input_tokens", 0),
-            st.get("output_tokens", 0), None, error))
-        writer.close()
-    st = llm_stats or {}
-    return SessionResult(
-        session_id=session_id, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,
-        model=cfg.model.model if is_centaur else "-", prompt=template.name if template else "-",
-        budget=cfg.evaluator.budget, best=ev.incumbent, trials=ev.trials, trials_charged=ev.charged,
-        invalid_proposals=ev.invalid, repeated_proposals=ev.repeats, recommendation=None,
-        stop_reason=stop,
-        error=error, model_calls=st.get("calls", 0), input_tokens=st.get("input_tokens", 0),
-        output_tokens=st.get("output_tokens", 0), wall_s=wall, model_s=st.get("model_s", 0.0), tool_s=0.0,
-        overhead_s=max(wall - st.get("model_s", 0.0), 0.0),
-    )
+        result = finish_session(
+            writer, ev, cfg, cfg.model.model if is_centaur else "-", template.name if template else "-", stop,
+            time.perf_counter() - t0, st.get("model_s", 0.0), 0.0, st.get("calls", 0), st.get("input_tokens", 0),
+            st.get("output_tokens", 0), None, error)
+    return result
 
 
 class CentaurProposal(BaseModel):

@@ -18,6 +18,7 @@ import numpy as np
 
 from agent.errors import UserError
 from agent.tracing import TRACE_FORMAT
+from tools.scoring import is_failed
 
 
 class TraceError(UserError):
@@ -201,7 +202,7 @@ def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
     return math.hypot(math.log10(a[0]) - math.log10(b[0]), (a[1] - b[1]) / BETA_UNIT)
 
 
-def state_audit(t: Trace, good_gap: float = 1e-3) -> dict[str, Any]:
+def state_audit(t: Trace) -> dict[str, Any]:
     """For every proposal the model made, what was true at that moment, and whether the
     proposal (a) repeated a configuration already tried, (b) fell in a failed region (within
     FAILED_BOX of a trial that diverged or stopped away from the minimum), or (c) ignored
@@ -231,7 +232,7 @@ def state_audit(t: Trace, good_gap: float = 1e-3) -> dict[str, Any]:
         if p not in tried:
             tried.append(p)
         fv = e.get("final_value")
-        if e.get("status") == "diverged" or (fv is not None and fv - f_star > good_gap and e.get("status") == "converged"):
+        if is_failed(e.get("status", ""), fv, f_star):
             if p not in failed:
                 failed.append(p)
         if e.get("charged", True) and e.get("score") is not None and (incumbent is None or e["score"] < incumbent[2]):

@@ -49,3 +49,9 @@ def study_label(status: str, final_value: float | None, f_star: float, is_best: 
     if final_value - f_star <= GOOD_GAP:
         return "Good"
     return "Slow" if status == "max_iter" else "Poor"
+
+
+def is_failed(status: str, final_value: float | None, f_star: float) -> bool:
+    """A failed trial, for prompts and the state audit: one the study would label Diverged
+    or Poor (diverged, or stopped more than GOOD_GAP above the minimum)."""
+    return study_label(status, final_value, f_star, is_best=False) in ("Diverged", "Poor")
