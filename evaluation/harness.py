@@ -70,6 +70,14 @@ def anytime(result: SessionResult) -> list[float]:
     return out
 
 
+def pad_curves(curves: list[list[float]]) -> np.ndarray:
+    """Anytime curves as one (n, k_max) array: a cell that stopped early keeps its last
+    best score; a cell with no charged trial is inf throughout."""
+    k_max = max((len(c) for c in curves), default=0)
+    return np.array([[c[k] if k < len(c) else (c[-1] if c else np.inf) for k in range(k_max)] for c in curves],
+                    float).reshape(len(curves), k_max)
+
+
 def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0) -> dict[str, Any]:
     """Run one cell to completion and write its result.json; returns its CSV row."""
     from evaluation.runner import CentaurLLM, run_strategy
@@ -225,12 +233,7 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
             vals = np.array([np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float)
             scores = np.array([np.inf if c["row"]["score"] is None else c["row"]["score"] for c in cells], float)
             iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
-            curves = [c["anytime"] for c in cells]
-            k_max = max((len(c) for c in curves), default=0)
-            med_curve = []
-            for k in range(k_max):
-                at_k = [c[k] if len(c) > k else (c[-1] if c else np.inf) for c in curves]
-                med_curve.append(float(np.median(at_k)))
+            med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
             finite = vals[np.isfinite(vals)]
             per[m] = {
                 "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),

@@ -57,12 +57,14 @@ def _style(method: str):
 def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
     """Best score so far against evaluations: median over seeds, 25-75 % band."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    from evaluation.harness import pad_curves
+
     for m, cs in curves.items():
-        k = max((len(c) for c in cs), default=0)
+        arr = pad_curves(cs)
+        k = arr.shape[1]
         if k == 0:
             continue
-        arr = np.array([[c[i] if i < len(c) else (c[-1] if c else np.nan) for i in range(k)] for c in cs], float)
-        arr = np.where(arr >= 400, np.nan, arr)  # diverged-only prefixes are not drawn
+        arr = np.where(arr >= 400, np.nan, arr)  # diverged-only prefixes (and empty cells) are not drawn
         ks = np.arange(1, k + 1)
         with np.errstate(all="ignore"):
             import warnings
