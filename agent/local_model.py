@@ -29,7 +29,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from agent.errors import UserError
+from agent.gbnf import object_gbnf, tool_call_schema, value_gbnf
+from tools.errors import UserError
 
 MODEL_NAME = "gemma-3-270m-it-Q4_K_M (embedded)"
 _LOCK = threading.Lock()
@@ -52,42 +53,17 @@ _SILENCE = None
 
 
 @functools.lru_cache(maxsize=32)
-def _grammar(schema_json: str):
+def grammar_for(schema_json: str):
     """GBNF for a JSON schema. A flat object of numbers and strings (every tool we bind)
     gets our own grammar, which also enforces numeric bounds inside [0, 1] (llama.cpp's
     converter ignores minimum/maximum for floats); anything else goes to llama.cpp's."""
     from llama_cpp import LlamaGrammar
 
     schema = json.loads(schema_json)
-    gbnf = _object_gbnf(schema)
+    gbnf = object_gbnf(schema)
     if gbnf is not None:
         return LlamaGrammar.from_string(gbnf, verbose=False)
     return LlamaGrammar.from_json_schema(schema_json, verbose=False)
-
-
-# digit runs are capped: an uncapped grammar lets a small model write digits until max_tokens
-_JSON_NUMBER = '"-"? [0-9]{1,12} ("." [0-9]{1,12})? ([eE] [-+]? [0-9]{1,3})?'
-_JSON_STRING = '"\\"" ([^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ["\\\\/bfnrt]){0,%d} "\\""'
-
-
-def _number_gbnf(prop: dict) -> str:
-    """Decimal numbers inside the property's bounds when those lie within [0, 1]."""
-    lo = prop.get("minimum", prop.get("exclusiveMinimum"))
-    hi = prop.get("maximum", prop.get("exclusiveMaximum"))
-    if lo is None or hi is None or not (0 <= lo < hi <= 1):
-        return _JSON_NUMBER
-    lo_excl = "exclusiveMinimum" in prop and "minimum" not in prop
-    hi_excl = "exclusiveMaximum" in prop and "maximum" not in prop
-    options = ['"0." [0-9]{0,6} [1-9]']  # every decimal in (0, 1) with up to 7 places
-    if lo == 0 and not lo_excl:
-        options.append('"0"')
-    if hi == 1 and not hi_excl:
-        options.append('"1"')
-    return "(" + " | ".join(options) + ")"
-
-
-def _value_gbnf(prop: dict) -> str:
-    return _number_gbnf(prop) if prop["type"] == "number" else _JSON_STRING % int(prop.get("maxLength", 400))
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,18 +71,7 @@ def _value_grammar(prop_json: str, terminator: str):
     """One value of a flat object, then its terminator (',' or '}')."""
     from llama_cpp import LlamaGrammar
 
-    return LlamaGrammar.from_string(f'root ::= {_value_gbnf(json.loads(prop_json))} "{terminator}"', verbose=False)
-
-
-def _object_gbnf(schema: dict) -> str | None:
-    props = schema.get("properties") if schema.get("type") == "object" else None
-    if not props or any(p.get("type") not in ("number", "string") for p in props.values()):
-        return None
-    parts = []
-    for i, (name, p) in enumerate(props.items()):
-        value = _value_gbnf(p)
-        parts.append(('"{' if i == 0 else '", ') + f'\\"{name}\\": " {value}')
-    return "root ::= " + " ".join(parts) + ' "}"'
+    return LlamaGrammar.from_string(f'root ::= {value_gbnf(json.loads(prop_json))} "{terminator}"', verbose=False)
 
 
 def format_gemma(chat: list[dict]):
@@ -139,41 +104,6 @@ def load_llama(path: str, n_ctx: int = 8192, n_threads: int | None = None):
             _LOADED[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                  chat_format="gemma", verbose=False, seed=0)
         return _LOADED[key]
-
-
-def _grammar_friendly(prop: Any) -> dict:
-    """Reduce a property schema to what llama.cpp's schema-to-grammar converter handles
-    (it rejects e.g. a bare default); strings get a length cap so a reply always closes."""
-    kind = prop.get("type") if isinstance(prop, dict) else None
-    if kind == "string":
-        return {"type": "string", "maxLength": 400}
-    if kind == "number":
-        keep = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-        return {"type": "number", **{k: prop[k] for k in keep if k in prop}}
-    if kind in ("integer", "boolean"):
-        return {"type": kind}
-    return {"type": "number"}
-
-
-def _tool_call_schema(tools: list[dict], allow_text: bool) -> dict:
-    options = []
-    for t in tools:
-        fn = t["function"]
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
-        props = {k: _grammar_friendly(v) for k, v in (params.get("properties") or {}).items()}
-        options.append({
-            "type": "object",
-            "properties": {
-                "name": {"const": fn["name"]},
-                "arguments": {"type": "object", "properties": props,
-                              "required": params.get("required", list(props))},
-            },
-            "required": ["name", "arguments"],
-        })
-    if allow_text or not options:
-        options.append({"type": "object", "properties": {"answer": {"type": "string", "maxLength": 400}},
-                        "required": ["answer"]})
-    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def _tools_preamble(tools: list[dict]) -> str:
@@ -276,9 +206,9 @@ class LocalChatModel(BaseChatModel):
             # grammar-constrained tokens: each one costs a pass over Gemma's 262k vocab).
             fn = tools[0]["function"]
             prefix = f'{{"name": "{fn["name"]}", "arguments": '
-            schema = _tool_call_schema(tools, allow_text=False)["properties"]["arguments"]
+            schema = tool_call_schema(tools, allow_text=False)["properties"]["arguments"]
         else:
-            schema = _tool_call_schema(tools, allow_text=not forced) if tools else None
+            schema = tool_call_schema(tools, allow_text=not forced) if tools else None
         temperature = float(kwargs.get("temperature", self.temperature))
         # Above the base temperature (TurnMiddleware heats up after repeats) also lift the
         # top-p / min-p filters: they act before temperature, so on a peaked distribution
@@ -289,11 +219,11 @@ class LocalChatModel(BaseChatModel):
                         max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
                         stop=["<end_of_turn>", *(stop or [])])
         seed = self._seed_for(chat, temperature)
-        if prefix and _object_gbnf(schema) is not None:
+        if prefix and object_gbnf(schema) is not None:
             text, in_tok, out_tok, finish = self._generate_values(llama, prompt, prefix, schema, seed, sampling)
         else:
             out = llama.create_completion(prompt + prefix, seed=seed, **sampling,
-                                          grammar=_grammar(json.dumps(schema, sort_keys=True)) if schema else None)
+                                          grammar=grammar_for(json.dumps(schema, sort_keys=True)) if schema else None)
             text = prefix + (out["choices"][0].get("text") or "") + ("}" if prefix else "")
             usage = out.get("usage") or {}
             in_tok, out_tok = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))

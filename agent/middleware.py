@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from agent.models import ModelError, classify_error
+from agent.usage import Usage
 from tools.trials import Evaluator
 
 FINAL_INSTRUCTION = (
@@ -83,10 +84,11 @@ class RetryMiddleware(AgentMiddleware):
     exponential backoff and jitter, bounded in attempts and in total time; each retry is
     a `retry` trace event. Permanent faults raise ModelError at once."""
 
-    def __init__(self, emit: Callable[..., None], attempts: int = 5, total_s: float = 120.0,
-                 initial_s: float = 1.0, max_wait_s: float = 20.0) -> None:
+    def __init__(self, emit: Callable[..., None], usage: Usage | None = None, attempts: int = 5,
+                 total_s: float = 120.0, initial_s: float = 1.0, max_wait_s: float = 20.0) -> None:
         super().__init__()
         self.emit = emit
+        self.usage = usage
         self.attempts = attempts
         self.total_s = total_s
         self.initial_s = initial_s
@@ -95,6 +97,8 @@ class RetryMiddleware(AgentMiddleware):
     def wrap_model_call(self, request, handler):
         def before_sleep(rs) -> None:
             exc = rs.outcome.exception()
+            if self.usage is not None:
+                self.usage.retries += 1
             self.emit("retry", attempt=rs.attempt_number, wait_s=round(rs.next_action.sleep, 3),
                       error=classify_error(exc)[1])
 

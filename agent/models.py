@@ -9,12 +9,12 @@ with tenacity and classifies permanent ones with `classify_error` below.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from agent.errors import UserError
+from tools.errors import UserError
 
 
 class ModelSettings(BaseModel):
@@ -30,6 +30,11 @@ class ModelSettings(BaseModel):
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_total_s: float = Field(default=120.0, gt=0)
+    n_threads: int | None = Field(default=None, ge=1)  # embedded model only; None: every core
+
+
+ModelFactory = Callable[[ModelSettings], BaseChatModel]
+"""Makes the chat model a session uses from its settings: `make_chat_model`, or a test's."""
 
 
 class ModelError(Exception):
@@ -46,7 +51,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         from agent.local_model import LocalChatModel
 
         return LocalChatModel(temperature=settings.temperature, max_tokens=settings.max_tokens,
-                              seed=settings.seed)
+                              seed=settings.seed, n_threads=settings.n_threads)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
         key = api_key_for(settings)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from tools.formatting import fmt_value
 from tools.scoring import is_failed
 from tools.trials import Evaluator, TrialResult
-
-
-def _fv(v: float | None) -> str:
-    return "nan" if v is None else f"{v:.4g}"
 
 
 def history_table(trials: list[TrialResult]) -> str:
@@ -16,7 +13,7 @@ def history_table(trials: list[TrialResult]) -> str:
         return "(none yet)"
     rows = sorted(charged, key=lambda t: -t.score)  # best last
     lines = ["trial | learning_rate | momentum | status | final_value | iterations"]
-    lines += [f"{t.trial} | {t.learning_rate:.4g} | {t.momentum:.4g} | {t.status} | {_fv(t.final_value)} | {t.iterations}"
+    lines += [f"{t.trial} | {t.learning_rate:.4g} | {t.momentum:.4g} | {t.status} | {fmt_value(t.final_value)} | {t.iterations}"
               for t in rows]
     return "\n".join(lines)
 
@@ -26,7 +23,7 @@ def incumbent_text(ev: Evaluator) -> str:
     if inc is None:
         return "(none yet)"
     return (f"trial {inc.trial}: learning_rate={inc.learning_rate:.4g}, momentum={inc.momentum:.4g}, "
-            f"final_value={_fv(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
+            f"final_value={fmt_value(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
 
 
 def tried_text(trials: list[TrialResult]) -> str:
@@ -39,7 +36,7 @@ def failed_text(trials: list[TrialResult], f_star: float) -> str:
     if not bad:
         return "(none)"
     return ", ".join(f"(lr={t.learning_rate:.4g}, momentum={t.momentum:.4g}: "
-                     f"{'diverged' if t.status == 'diverged' else 'poor, ' + _fv(t.final_value)})" for t in bad)
+                     f"{'diverged' if t.status == 'diverged' else 'poor, ' + fmt_value(t.final_value)})" for t in bad)
 
 
 def prompt_values(ev: Evaluator) -> dict[str, str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from agent.errors import UserError
+from tools.errors import UserError
 
 VARIABLES = {
     "objective_name": "the objective's name",

@@ -20,13 +20,15 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
+from agent.langchain_tools import TOOL_NAME, make_gd_tool
 from agent.middleware import RetryMiddleware, TurnMiddleware
-from agent.models import ModelError, ModelSettings, api_key_for, make_chat_model
+from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, make_chat_model
 from agent.prompt_state import prompt_values
-from agent.prompts import load_template
+from agent.prompts import load_template, parse_template
+from agent.resume import restore_into, restored_conversation
 from agent.tracing import TraceCallbackHandler, TraceWriter, new_session_id, package_versions
-from tools.langchain_tools import TOOL_NAME, make_gd_tool
-from tools.trials import Evaluator, EvaluatorConfig, TrialResult
+from agent.usage import Usage
+from tools.trials import Bounds, Evaluator, EvaluatorConfig, TrialResult
 
 MODEL_CALLS_PER_TRIAL = 3
 MODEL_CALLS_EXTRA = 3
@@ -108,9 +110,19 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     }
 
 
-def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, model: str, prompt: str, stop: str,
-                   wall: float, model_s: float = 0.0, tool_s: float = 0.0, model_calls: int = 0,
-                   input_tokens: int = 0, output_tokens: int = 0, recommendation: FinalAnswer | None = None,
+def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
+    """The SessionConfig a manifest describes (the prompt by its recorded text)."""
+    ev = EvaluatorConfig(objective=m["objective"], x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
+                         budget=m["budget"], bounds=Bounds(**(m.get("bounds") or {})))
+    model = ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})
+    prompt = m.get("prompt") or {}
+    return SessionConfig(evaluator=ev, model=model, prompt=prompt.get("name") or "default",
+                         prompt_text=prompt.get("text"), seed=m.get("seed", 0), x0_spec=m.get("x0_spec", "explicit"),
+                         method=m.get("method", "llm"))
+
+
+def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, *, model: str, prompt: str,
+                   stop: str, wall_s: float, usage: Usage, recommendation: FinalAnswer | None = None,
                    error: str | None = None) -> SessionResult:
     """The one place a session of any method ends: builds its result, writes the
     `session_finished` event from it and closes the trace."""
@@ -118,9 +130,9 @@ def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, model
         session_id=writer.session_id, run_dir=str(writer.dir), method=cfg.method, objective=ev.objective.name,
         model=model, prompt=prompt, budget=cfg.evaluator.budget, best=ev.incumbent, trials=ev.trials,
         trials_charged=ev.charged, invalid_proposals=ev.invalid, repeated_proposals=ev.repeats,
-        recommendation=recommendation, stop_reason=stop, error=error, model_calls=model_calls,
-        input_tokens=input_tokens, output_tokens=output_tokens, wall_s=wall, model_s=model_s, tool_s=tool_s,
-        overhead_s=max(wall - model_s - tool_s, 0.0),
+        recommendation=recommendation, stop_reason=stop, error=error, model_calls=usage.calls,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, wall_s=wall_s, model_s=usage.model_s,
+        tool_s=usage.tool_s, overhead_s=max(wall_s - usage.model_s - usage.tool_s, 0.0),
     )
     writer.emit(
         "session_finished",
@@ -134,10 +146,10 @@ def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, model
     return r
 
 
-class _Tee:
+class EventSink:
     """The Evaluator's logger: every event to the trace, trials also to a callback."""
 
-    def __init__(self, writer: TraceWriter, on_trial: Callable[[dict], None] | None) -> None:
+    def __init__(self, writer: TraceWriter, on_trial: Callable[[dict], None] | None = None) -> None:
         self.writer = writer
         self.on_trial = on_trial
 
@@ -149,7 +161,9 @@ class _Tee:
 
 def run_session(
     cfg: SessionConfig,
+    *,
     chat_model: BaseChatModel | None = None,
+    model_factory: ModelFactory = make_chat_model,
     on_trial: Callable[[dict], None] | None = None,
     session_id: str | None = None,
     resume_events: list[dict] | None = None,
@@ -158,24 +172,19 @@ def run_session(
 
     With `resume_events` (the events of an interrupted session, same session_id and
     runs_dir), its trials are restored into the Evaluator without being re-run or
-    re-charged, its tool calls into the conversation, and the trace is appended to."""
-    from agent.prompts import parse_template
-
+    re-charged, its tool calls into the conversation, and the trace is appended to.
+    The model is `chat_model` if given, else `model_factory(cfg.model)`."""
     template = parse_template(cfg.prompt, cfg.prompt_text) if cfg.prompt_text else load_template(cfg.prompt)
-    model = chat_model if chat_model is not None else make_chat_model(cfg.model)
+    model = chat_model if chat_model is not None else model_factory(cfg.model)
     sid = session_id or new_session_id(cfg.method)
     writer = TraceWriter(cfg.runs_dir, sid, secrets_to_hide=[api_key_for(cfg.model) or ""],
                          append=resume_events is not None)
     t_start = time.perf_counter()
     handler = TraceCallbackHandler(writer, cfg.model.model)
-    ev = Evaluator(cfg.evaluator, logger=_Tee(writer, on_trial))
+    ev = Evaluator(cfg.evaluator, logger=EventSink(writer, on_trial))
     history: list = []
     if resume_events is not None:
-        from agent.resume import restored_conversation, restored_invalid, restored_trials
-
-        for t in restored_trials(resume_events):
-            ev.restore(t)
-        ev.invalid += restored_invalid(resume_events)
+        restore_into(ev, resume_events)
         history = restored_conversation(resume_events)
     recommendation: FinalAnswer | None = None
     stop: StopReason = "budget_spent"
@@ -205,7 +214,7 @@ def run_session(
                                max_temperature=2.0 if local else 1.5, compact=local),
                 ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
                 ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
-                RetryMiddleware(writer.emit, attempts=cfg.model.retry_attempts,
+                RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
                                 initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
             ],
         )
@@ -220,7 +229,7 @@ def run_session(
             stop = "budget_spent" if ev.exhausted else "final_answer"
         elif ev.exhausted:
             stop = "budget_spent"
-        elif handler.model_calls >= model_cap:
+        elif handler.usage.calls >= model_cap:
             stop = "model_call_limit"
         elif len(ev.trials) + ev.invalid >= tool_cap:
             stop = "tool_call_limit"
@@ -231,8 +240,7 @@ def run_session(
     except ModelError as e:
         stop, error = "model_error", str(e)
     finally:
-        result = finish_session(
-            writer, ev, cfg, cfg.model.model, template.name, stop, time.perf_counter() - t_start,
-            handler.model_seconds, handler.tool_seconds, handler.model_calls, handler.input_tokens,
-            handler.output_tokens, recommendation, error)
+        result = finish_session(writer, ev, cfg, model=cfg.model.model, prompt=template.name, stop=stop,
+                                wall_s=time.perf_counter() - t_start, usage=handler.usage,
+                                recommendation=recommendation, error=error)
     return result

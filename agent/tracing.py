@@ -1,4 +1,5 @@
-"""Run directories, the JSONL trace (structlog), and the LangChain callback that feeds it.
+"""THE trace format: run directories, writing the JSONL trace (structlog), reading it
+back, and the LangChain callback that feeds it.
 
 RUNS_DIR/<session id>/manifest.json   everything needed to re-run the session
 RUNS_DIR/<session id>/trace.jsonl     one JSON event per line, flushed as written
@@ -6,17 +7,20 @@ RUNS_DIR/<session id>/trace.jsonl     one JSON event per line, flushed as writte
 Every event carries event, timestamp (UTC ISO 8601), session_id, seq and format. Secrets
 never reach the file: the known key values, `Bearer ...` and `sk-...` strings and any
 field named like a credential are replaced by "***" in a structlog processor.
+
+Readers are forgiving where a killed process is the likely cause (a cut last line: a
+warning, the events before it are used) and strict otherwise (an empty file, a file
+that is not a trace, a newer format: one clear TraceError).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import re
 import secrets
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +32,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
+from agent.usage import Usage
+from tools.errors import UserError
+from tools.files import atomic_write_text
+from tools.formatting import json_safe
+
 TRACE_FORMAT = 1
+# UTC, microseconds, "+00:00": what datetime.isoformat() writes for an aware UTC time
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 _SECRET_PATTERNS = [re.compile(r"Bearer\s+\S+", re.I), re.compile(r"sk-[A-Za-z0-9_\-]{8,}")]
 _SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|secret|password|access[_-]?token)", re.I)
 
@@ -80,19 +91,9 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _dumps(obj: Any, **kw) -> str:
-    # nan/inf are not JSON: write them as null
-    return json.dumps(_nan_to_none(obj), default=_json_default, **kw)
-
-
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _nan_to_none(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_nan_to_none(x) for x in v]
-    return v
+def dumps(obj: Any, **kw) -> str:
+    """JSON as the trace and the manifest write it: nan/inf (not JSON) become null."""
+    return json.dumps(json_safe(obj), default=_json_default, **kw)
 
 
 class TraceWriter:
@@ -112,9 +113,11 @@ class TraceWriter:
         self.logger = structlog.wrap_logger(
             structlog.WriteLogger(self._file),
             processors=[
-                self._stamp,
+                structlog.processors.TimeStamper(fmt=TIMESTAMP_FORMAT, utc=True, key="timestamp"),
+                self._head,
                 self.redactor,
-                lambda _l, _n, ed: _dumps(ed),
+                lambda _l, _n, ed: json_safe(ed),
+                structlog.processors.JSONRenderer(default=_json_default),
             ],
         )
 
@@ -133,11 +136,12 @@ class TraceWriter:
         except (json.JSONDecodeError, AttributeError, ValueError):
             return data.count(b"\n")
 
-    def _stamp(self, _logger, _name, event_dict: dict) -> dict:
+    def _head(self, _logger, _name, event_dict: dict) -> dict:
+        """The keys every event starts with, in this order (the timestamp is structlog's)."""
         self._seq += 1
         head = {
             "event": event_dict.pop("event"),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            "timestamp": event_dict.pop("timestamp"),
             "session_id": self.session_id,
             "seq": self._seq,
             "format": TRACE_FORMAT,
@@ -145,11 +149,8 @@ class TraceWriter:
         return head | event_dict
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
-        path = self.dir / "manifest.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(_dumps(self.redactor.scrub(manifest), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # atomic: never a half-written manifest
-        return path
+        # atomic: never a half-written manifest
+        return atomic_write_text(self.dir / "manifest.json", dumps(self.redactor.scrub(manifest), indent=2) + "\n")
 
     def emit(self, event: str, **fields: Any) -> None:
         self.logger.info(event, **fields)
@@ -176,11 +177,7 @@ class TraceCallbackHandler(BaseCallbackHandler):
         self.model_name = model_name
         self._starts: dict[UUID, tuple[float, list[BaseMessage]]] = {}
         self._tool_starts: dict[UUID, tuple[float, str, str]] = {}
-        self.model_seconds = 0.0
-        self.tool_seconds = 0.0
-        self.model_calls = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.usage = Usage()
 
     def on_chat_model_start(self, serialized, messages, *, run_id: UUID, **kw) -> None:
         self._starts[run_id] = (time.perf_counter(), messages[0] if messages else [])
@@ -188,14 +185,11 @@ class TraceCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw) -> None:
         t0, msgs = self._starts.pop(run_id, (time.perf_counter(), []))
         latency = time.perf_counter() - t0
-        self.model_seconds += latency
-        self.model_calls += 1
         gen = response.generations[0][0] if response.generations and response.generations[0] else None
         msg = getattr(gen, "message", None)
         usage = getattr(msg, "usage_metadata", None) or {}
         tin, tout = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-        self.input_tokens += tin
-        self.output_tokens += tout
+        self.usage.add_call(latency, tin, tout)
         self.writer.emit(
             "model_called",
             model=self.model_name,
@@ -212,7 +206,7 @@ class TraceCallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw) -> None:
         t0, _ = self._starts.pop(run_id, (time.perf_counter(), []))
-        self.model_seconds += time.perf_counter() - t0
+        self.usage.model_s += time.perf_counter() - t0
 
     def on_tool_start(self, serialized, input_str: str, *, run_id: UUID, inputs=None, **kw) -> None:
         name = (serialized or {}).get("name", "?")
@@ -221,11 +215,100 @@ class TraceCallbackHandler(BaseCallbackHandler):
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw) -> None:
         t0, name, args = self._tool_starts.pop(run_id, (time.perf_counter(), "?", ""))
         latency = time.perf_counter() - t0
-        self.tool_seconds += latency
+        self.usage.tool_s += latency
         content = getattr(output, "content", output)
         self.writer.emit("tool_called", tool=name, input=args, output=str(content), latency_s=round(latency, 6))
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw) -> None:
         t0, name, args = self._tool_starts.pop(run_id, (time.perf_counter(), "?", ""))
-        self.tool_seconds += time.perf_counter() - t0
+        self.usage.tool_s += time.perf_counter() - t0
         self.writer.emit("tool_error", tool=name, input=args, error=f"{type(error).__name__}: {error}")
+
+
+# ------------------------------------------------------------------ reading
+class TraceError(UserError):
+    """A trace that cannot be read; the message says why."""
+
+
+@dataclass
+class Trace:
+    run_dir: Path
+    manifest: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def session_id(self) -> str:
+        return self.events[0].get("session_id", self.run_dir.name) if self.events else self.run_dir.name
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == name]
+
+    @property
+    def finished(self) -> dict[str, Any] | None:
+        f = self.of("session_finished")
+        return f[-1] if f else None
+
+    @property
+    def method(self) -> str:
+        if self.manifest:
+            return str(self.manifest.get("method", "?"))
+        s = self.of("session_started")
+        return str(s[0].get("method", "?")) if s else "?"
+
+    @property
+    def objective(self) -> str:
+        if self.manifest:
+            return str(self.manifest.get("objective", "?"))
+        s = self.of("session_started")
+        return str(s[0].get("objective", "?")) if s else "?"
+
+
+def read_trace(path: Path | str) -> Trace:
+    p = Path(path)
+    run_dir = p if p.is_dir() else p.parent
+    tfile = p / "trace.jsonl" if p.is_dir() else p
+    if not tfile.exists():
+        raise TraceError(f"no trace found: {tfile} does not exist")
+    raw = tfile.read_bytes()
+    if not raw.strip():
+        raise TraceError(f"{tfile} is empty: the session wrote no events")
+    lines = raw.split(b"\n")
+    ends_clean = raw.endswith(b"\n")
+    if ends_clean:
+        lines = lines[:-1]
+    events: list[dict] = []
+    warnings: list[str] = []
+    try:  # orjson (a langsmith dependency) parses 3-4x faster; json is the fallback
+        from orjson import JSONDecodeError as _OrjsonError
+        from orjson import loads
+        decode_errors: tuple = (_OrjsonError, json.JSONDecodeError, UnicodeDecodeError)
+    except ImportError:  # pragma: no cover
+        loads = json.loads
+        decode_errors = (json.JSONDecodeError, UnicodeDecodeError)
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ev = loads(line)
+        except decode_errors:
+            if i == len(lines) and not ends_clean and events:
+                warnings.append(f"the last line of {tfile} is cut off (the process was killed?); "
+                                f"using the {len(events)} events before it")
+                break
+            raise TraceError(f"{tfile} is not a tuneloop trace: line {i} is not JSON") from None
+        if not isinstance(ev, dict) or "event" not in ev or "seq" not in ev:
+            raise TraceError(f"{tfile} is not a tuneloop trace: line {i} has no 'event'/'seq'")
+        fmt = ev.get("format", 1)
+        if isinstance(fmt, int) and fmt > TRACE_FORMAT:
+            raise TraceError(f"{tfile} uses trace format {fmt}, newer than this tuneloop reads "
+                             f"({TRACE_FORMAT}): upgrade tuneloop")
+        events.append(ev)
+    manifest = None
+    mfile = run_dir / "manifest.json"
+    if mfile.exists():
+        try:
+            manifest = json.loads(mfile.read_text())
+        except json.JSONDecodeError:
+            warnings.append(f"{mfile} is not valid JSON; settings are taken from the trace")
+    return Trace(run_dir, manifest, events, warnings)

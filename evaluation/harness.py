@@ -13,42 +13,47 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import shutil
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agent.models import ModelSettings
+from agent.models import ModelFactory, ModelSettings, make_chat_model
 from agent.session import SessionConfig, SessionResult
-from tools.momentum import default_start, random_start
+from evaluation import defaults as D
+from evaluation.strategies import AGENT_METHOD, LLM_METHODS, STRATEGIES, SearchSpace, StrategyContext, make_strategy
+from tools.defaults import DEFAULT_TOL
+from tools.files import atomic_open, atomic_write_text
+from tools.formatting import fmt_cell
+from tools.momentum import start_point as kernel_start_point
+from tools.scoring import DIVERGED_SCORE, best_so_far
 from tools.trials import EvaluatorConfig
 
-CLASSICAL = ("grid", "refined", "random", "cmaes", "tpe")
-LLM_METHODS = ("llm", "centaur")
-METHODS = CLASSICAL + LLM_METHODS
 CSV_COLUMNS = ["method", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
                "score", "trials_charged", "invalid", "repeated", "tokens", "wall_s", "stop_reason", "error"]
 
 
 class EvalConfig(BaseModel):
-    functions: list[str] = ["rosenbrock", "rastrigin"]
-    methods: list[str] = ["grid", "random", "cmaes", "tpe"]
-    seeds: list[int] = [0, 1, 2]
-    budget: int = Field(default=12, ge=1)
-    x0: Literal["paper", "random"] = "random"
-    max_iter: int = Field(default=2000, ge=1)
-    tol: float = 1e-6
+    """A study: methods x functions x seeds on one budget (defaults in evaluation/defaults.py)."""
+
+    functions: list[str] = list(D.FUNCTIONS)
+    methods: list[str] = list(D.METHODS)
+    seeds: list[int] = list(D.SEEDS)
+    budget: int = Field(default=D.BUDGET, ge=1)
+    x0: Literal["paper", "random"] = D.X0
+    max_iter: int = Field(default=D.MAX_ITER, ge=1)
+    tol: float = DEFAULT_TOL
     model: ModelSettings = ModelSettings()
-    prompt: str = "default"
-    centaur_prompt: str = "centaur"
-    centaur_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    prompt: str = D.PROMPT
+    centaur_prompt: str = D.CENTAUR_PROMPT
+    centaur_ratio: float = Field(default=D.CENTAUR_RATIO, ge=0.0, le=1.0)
     centaur_warmup: int | None = None
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    out: Path = Path("results")
+    out: Path = D.OUT
 
 
 def cell_id(method: str, function: str, seed: int) -> str:
@@ -57,17 +62,12 @@ def cell_id(method: str, function: str, seed: int) -> str:
 
 def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:
     """Every method under one seed starts from the same point."""
-    return random_start(seed) if cfg.x0 == "random" else default_start()
+    return kernel_start_point(cfg.x0, seed)
 
 
 def anytime(result: SessionResult) -> list[float]:
     """Best score after k charged evaluations, k = 1..trials charged."""
-    out, best = [], float("inf")
-    for t in result.trials:
-        if t.charged:
-            best = min(best, t.score)
-            out.append(best)
-    return out
+    return best_so_far([t.score for t in result.trials if t.charged])
 
 
 def pad_curves(curves: list[list[float]]) -> np.ndarray:
@@ -78,63 +78,46 @@ def pad_curves(curves: list[list[float]]) -> np.ndarray:
                     float).reshape(len(curves), k_max)
 
 
-def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0) -> dict[str, Any]:
+def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0,
+             model_factory: ModelFactory = make_chat_model) -> dict[str, Any]:
     """Run one cell to completion and write its result.json; returns its CSV row."""
-    from evaluation.runner import CentaurLLM, run_strategy
-    from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid,
-                                       SearchSpace, TPEStrategy)
-
     cid = cell_id(method, function, seed)
     runs = cfg.out / "runs"
     x0 = start_point(cfg, seed)
+    model_settings = cfg.model.model_copy(update={"seed": cfg.model.seed + seed})
+    if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
+        model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
+    uses_llm = method in LLM_METHODS
     scfg = SessionConfig(
         evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol, budget=cfg.budget),
-        model=cfg.model.model_copy(update={"seed": cfg.model.seed + seed}),
-        prompt=cfg.centaur_prompt if method == "centaur" else cfg.prompt,
+        model=model_settings, prompt=cfg.centaur_prompt if method == "centaur" else cfg.prompt,
         seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
     )
-    space = SearchSpace()
-    if method in LLM_METHODS:
-        from agent.models import make_chat_model
-
-        model = make_chat_model(scfg.model)
-        if threads_per_worker and hasattr(model, "n_threads"):
-            model.n_threads = threads_per_worker
-    if method == "llm":
+    model = model_factory(scfg.model) if uses_llm else None
+    if method == AGENT_METHOD:
         from agent.session import run_session
 
         result = run_session(scfg, chat_model=model, session_id=cid)
     else:
+        from evaluation.runner import run_strategy
+
+        space = SearchSpace()
+        proposer = None
+        if STRATEGIES[method].uses_llm:
+            from evaluation.centaur import CentaurLLM
+
+            proposer = CentaurLLM(model, cfg.centaur_prompt)
+        strat = make_strategy(method, StrategyContext(budget=cfg.budget, seed=seed, space=space, propose_llm=proposer,
+                                                      centaur_ratio=cfg.centaur_ratio,
+                                                      centaur_warmup=cfg.centaur_warmup))
         extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
-        stats = None
-        if method == "grid":
-            strat = GridSearch(budget=cfg.budget)
-        elif method == "refined":
-            strat = RefinedGrid(budget=cfg.budget)
-        elif method == "random":
-            strat = RandomSearch(space, seed=seed)
-        elif method == "cmaes":
-            strat = CMAESStrategy(space, seed=seed)
-            extra["cmaes"] = {"sigma0": 0.3, "population_size": strat.population_size, "space": "unit square"}
-        elif method == "tpe":
-            strat = TPEStrategy(space, seed=seed)
-            extra["tpe"] = {"n_startup_trials": 5}
-        elif method == "centaur":
-            llm = CentaurLLM(model, cfg.centaur_prompt)
-            strat = Centaur(llm, cfg.budget, space, seed=seed, warmup=cfg.centaur_warmup, ratio=cfg.centaur_ratio)
-            extra["centaur"] = {"ratio": cfg.centaur_ratio, "warmup": strat.warmup,
-                                "llm_trials": [i + 1 for i, v in enumerate(strat.schedule) if v]}
-            stats = llm.stats
-        else:
-            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-        result = run_strategy(strat, scfg, cid, extra_manifest=extra, llm_stats=stats)
+        if strat.manifest():
+            extra[method] = strat.manifest()
+        result = run_strategy(strat, scfg, cid, extra_manifest=extra, usage=proposer.usage if proposer else None)
     row = _row(method, function, seed, x0, result)
-    res_path = runs / cid / "result.json"
-    tmp = res_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"row": row, "anytime": anytime(result),
-                               "proposals": [(t.learning_rate, t.momentum, t.score, t.source) for t in result.trials
-                                             if t.charged]}))
-    os.replace(tmp, res_path)
+    atomic_write_text(runs / cid / "result.json", json.dumps({
+        "row": row, "anytime": anytime(result),
+        "proposals": [(t.learning_rate, t.momentum, t.score, t.source) for t in result.trials if t.charged]}))
     return row
 
 
@@ -156,8 +139,15 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
 
 
-def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
-    """Run every missing cell, then collect all rows (in a fixed order)."""
+def _run_cell_job(job: tuple) -> tuple[tuple[str, str, int], dict]:
+    cfg, cell, threads, factory = job
+    return cell, run_cell(cfg, *cell, threads_per_worker=threads, model_factory=factory)
+
+
+def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None,
+             model_factory: ModelFactory = make_chat_model) -> list[dict]:
+    """Run every missing cell, then collect all rows (in a fixed order). With more than
+    one worker, `model_factory` must be picklable (a module-level function)."""
     cells = [(m, f, s) for f in cfg.functions for m in cfg.methods for s in cfg.seeds]
     runs = cfg.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -176,46 +166,33 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     todo.sort(key=lambda c: c[0] not in LLM_METHODS)
     workers = max(1, min(cfg.workers, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [(cfg, c, threads, model_factory) for c in todo]
     if workers == 1:
-        for c in todo:
-            run_cell(cfg, *c, threads_per_worker=threads)
+        finished = map(_run_cell_job, jobs)
+        for cell, _ in finished:
             done += 1
             if progress:
-                progress(done, len(cells), cell_id(*c))
-    elif todo:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
-        pending = {pool.submit(run_cell, cfg, *c, threads): c for c in todo}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    c = pending.pop(fut)
-                    fut.result()
-                    done += 1
-                    if progress:
-                        progress(done, len(cells), cell_id(*c))
-        except BaseException:
-            # Ctrl-C or a failed cell: stop now rather than wait minutes for running LLM
-            # cells. Their directories have no result.json, so the next run redoes them.
-            procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API for this
-            for proc in procs:
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+                progress(done, len(cells), cell_id(*cell))
+    elif jobs:
+        # Leaving the `with` block on Ctrl-C or a failed cell terminates the workers at
+        # once rather than waiting minutes for running LLM cells; their directories have
+        # no result.json, so the next run redoes them.
+        with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
+            for cell, _ in pool.imap_unordered(_run_cell_job, jobs):
+                done += 1
+                if progress:
+                    progress(done, len(cells), cell_id(*cell))
     rows = [json.loads((runs / cell_id(*c) / "result.json").read_text())["row"] for c in cells]
     write_csv(rows, cfg.out / "results.csv")
     return rows
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
-    os.replace(tmp, path)
 
 
 def load_cells(out: Path, cells: list[tuple[str, str, int]]) -> list[dict]:
@@ -252,8 +229,8 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _num(v: float | None, fmt: str = ".4g") -> str:
-    return "n/a" if v is None else format(v, fmt)
+def _num(v: float | None, spec: str = ".4g") -> str:
+    return fmt_cell(v, spec, missing="n/a")
 
 
 def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], seconds: float | None = None) -> Path:
@@ -278,7 +255,7 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
                          f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | {wins} |")
         k_max = max(len(per[m]["anytime_median"]) for m in cfg.methods)
         lines += ["", "Anytime: median over seeds of the best score after k evaluations "
-                  "(score = log10 of the gap to the minimum, binned; 400 = diverged).", "",
+                  f"(score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged).", "",
                   "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
                   "|---|" + "---:|" * k_max]
         for m in cfg.methods:

@@ -10,8 +10,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from tools.sweep import Landscape  # noqa: E402
+from evaluation.strategies import SearchSpace  # noqa: E402
+from tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
+from tools.sweep import Landscape, sweep  # noqa: E402
+
+
+def search_landscape(objective: str, x0, max_iter: int, resolution: int = 96, **kw) -> Landscape:
+    """The landscape over the box every classical method searches (SearchSpace), the
+    backdrop of every plot of proposals."""
+    space = SearchSpace()
+    lo, hi = space.log10_alpha
+    return sweep(objective, (10.0**lo, 10.0**hi), space.beta, resolution, x0=x0, max_iter=max_iter, **kw)
 
 
 def draw_landscape(ax, land: Landscape, colorbar: bool = True):
@@ -25,11 +36,12 @@ def draw_landscape(ax, land: Landscape, colorbar: bool = True):
     extent = (land.log10_alphas[0], land.log10_alphas[-1], land.betas[0], land.betas[-1])
     im = ax.imshow(np.ma.masked_invalid(gap), origin="lower", aspect="auto", extent=extent,
                    cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest")
-    ax.set_xlabel(r"$\log_{10}\,\alpha$ (learning rate)")
-    ax.set_ylabel(r"$\beta$ (momentum)")
+    # plain Unicode, not mathtext: parsing $...$ labels costs a sweep more than its scoring
+    ax.set_xlabel("log₁₀ α (learning rate)")
+    ax.set_ylabel("β (momentum)")
     if colorbar:
-        cb = ax.figure.colorbar(im, ax=ax)
-        cb.set_label(r"$f(x_{final}) - f^*$ (grey: diverged)")
+        cb = ax.figure.colorbar(im, ax=ax, format=LogFormatter())  # "1e-08": no mathtext either
+        cb.set_label("f(x_final) − f* (grey: diverged)")
     return im
 
 
@@ -38,7 +50,7 @@ def plot_landscape(land: Landscape, path: Path | str, title: str | None = None) 
     draw_landscape(ax, land)
     x0 = ", ".join(f"{v:g}" for v in land.x0)
     ax.set_title(title or f"{land.objective}: final value after momentum GD (x0 = ({x0}), T = {land.max_iter})")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)  # fixed: tight_layout measures every label
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
@@ -64,7 +76,7 @@ def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: 
         k = arr.shape[1]
         if k == 0:
             continue
-        arr = np.where(arr >= 400, np.nan, arr)  # diverged-only prefixes (and empty cells) are not drawn
+        arr = np.where(arr >= DIVERGED_SCORE, np.nan, arr)  # diverged-only prefixes (and empty cells) are not drawn
         ks = np.arange(1, k + 1)
         with np.errstate(all="ignore"):
             import warnings
@@ -180,7 +192,6 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
     """All of `tuneloop eval`'s figures, per function."""
     from evaluation.harness import load_cells, start_point
     from tools.objectives import get_objective
-    from tools.sweep import sweep
 
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +203,7 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
                                       plots_dir / f"anytime_{f}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
         x0 = start_point(cfg, cfg.seeds[0])
-        land = sweep(f, (10 ** -5, 1.0), (0.0, 0.99), resolution, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol)
+        land = search_landscape(f, x0, cfg.max_iter, resolution, tol=cfg.tol)
         props = {m: [(p[0], p[1]) for c in cs for p in c["proposals"]] for m, cs in cells.items()}
         files.append(str(plot_landscape_proposals(
             land, props, plots_dir / f"landscape_{f}.png",
@@ -213,17 +224,15 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
                resolution: int = 96) -> Path:
     """A session's proposals, numbered in order, on the (log10 alpha, beta) landscape and
     coloured by score, beside the best-so-far curve."""
-    from tools.sweep import sweep
-
     charged = [t for t in trials if t["charged"] and t["learning_rate"] and t["learning_rate"] > 0]
-    land = sweep(objective, (1e-5, 1.0), (0.0, 0.99), resolution, x0=x0, max_iter=max_iter)
+    land = search_landscape(objective, x0, max_iter, resolution)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
     draw_landscape(ax, land, colorbar=False)
     if charged:
         la = np.log10([t["learning_rate"] for t in charged])
         b = np.array([t["momentum"] for t in charged])
         sc = np.array([t["score"] for t in charged], float)
-        finite = sc < 400
+        finite = sc < DIVERGED_SCORE
         cmap = matplotlib.colormaps["plasma"]
         norm = matplotlib.colors.Normalize(vmin=sc[finite].min() if finite.any() else 0,
                                            vmax=sc[finite].max() if finite.any() else 1)
@@ -235,7 +244,7 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
             ax.annotate(str(t["trial"]), (la[i], b[i]), xytext=(4, 4), textcoords="offset points",
                         color="white", fontsize=8, weight="bold")
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="score (X: diverged)")
-        best = np.minimum.accumulate(np.where(finite, sc, np.inf))
+        best = np.array(best_so_far(np.where(finite, sc, np.inf)))
         ks = np.arange(1, len(charged) + 1)
         ax2.step(ks, np.where(np.isfinite(best), best, np.nan), where="post", color="#9467bd")
         ax2.scatter(ks, np.where(finite, sc, np.nan), s=14, color="grey", label="each trial")

@@ -1,18 +1,23 @@
 """Ask/tell proposers, all searching (log10 alpha, beta) and all evaluated through the
 same Evaluator. Like the `cmaes` package: one class per algorithm, `ask()` returns the
 next (alpha, beta) or None when the strategy has nothing more to propose, `tell()`
-takes the score the Evaluator gave it.
+takes the score the Evaluator gave it. Like Optuna's samplers, every class derives from
+one base class whose hooks all have defaults, and is registered by name:
 
-    >>> s = RandomSearch(SearchSpace(), seed=0)
+    >>> s = make_strategy("random", StrategyContext(budget=4, seed=0))
     >>> alpha, beta = s.ask()
     >>> s.tell(alpha, beta, score=-3.2)
+    >>> sorted(STRATEGIES)
+    ['centaur', 'cmaes', 'grid', 'random', 'refined', 'tpe']
+
+Adding a method is one class with `@register("name")` and a `create(ctx)` classmethod.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -47,20 +52,97 @@ class SearchSpace:
         return np.clip((x - self.lows) / (self.highs - self.lows), 0.0, 1.0)
 
 
-class Strategy(Protocol):
-    name: str
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy may be built from: the cell's budget and seed, the search box, and
+    for the methods that use one, the LLM proposer (Centaur)."""
 
-    def ask(self) -> tuple[float, float] | None: ...
+    budget: int
+    seed: int = 0
+    space: SearchSpace = SearchSpace()
+    propose_llm: "LLMProposer | None" = None
+    centaur_ratio: float = 0.3
+    centaur_warmup: int | None = None
 
-    def tell(self, alpha: float, beta: float, score: float) -> None: ...
+
+class Strategy:
+    """The base of every proposer. Only `ask` must be written; every other hook has a
+    default that suits a strategy without it."""
+
+    name: ClassVar[str] = "strategy"
+    uses_llm: ClassVar[bool] = False  # True: the cell needs a chat model (Centaur)
+
+    @classmethod
+    def create(cls, ctx: StrategyContext) -> "Strategy":
+        """Build it for one cell; the default takes the search box and the seed."""
+        return cls(ctx.space, seed=ctx.seed)  # type: ignore[call-arg]
+
+    def ask(self) -> tuple[float, float] | None:
+        raise NotImplementedError
+
+    def tell(self, alpha: float, beta: float, score: float) -> None:
+        """The Evaluator's score for a configuration (not necessarily one asked)."""
+
+    @property
+    def source(self) -> str:
+        """The `source` recorded with the last proposal's trial."""
+        return self.name
+
+    def bind_evaluator(self, ev: Any) -> None:
+        """Given the cell's Evaluator before the first ask (Centaur shows its state)."""
+
+    def rejected(self) -> tuple[float, float] | None:
+        """The last proposal was invalid (the Evaluator reported and counted it): a
+        replacement for this trial, or None to simply ask again."""
+        return None
+
+    def manifest(self) -> dict[str, Any]:
+        """Settings recorded in the cell's manifest under the strategy's name."""
+        return {}
 
 
-class GridSearch:
+class LLMProposer:
+    """What Centaur asks for its LLM trials: given CMA-ES's state and the history, one
+    (alpha, beta). Raises CentaurError when the LLM fails."""
+
+    def bind_evaluator(self, ev: Any) -> None:
+        """Given the cell's Evaluator (its objective, ranges and trials) before the first call."""
+
+    def __call__(self, state: dict) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator: make a strategy available by `name` to the harness and the service."""
+
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def make_strategy(name: str, ctx: StrategyContext) -> Strategy:
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}") from None
+    return cls.create(ctx)
+
+
+@register("grid")
+class GridSearch(Strategy):
     """The study's grid: alpha in {1e-4, 1e-3, 1e-2, 1e-1} x beta in {0, 0.5, 0.9}, in
     alpha-major order. With a budget below the grid size, `budget` points spread evenly
     over that order (indices round(linspace(0, n - 1, budget))) are used."""
 
-    name = "grid"
+    @classmethod
+    def create(cls, ctx: StrategyContext) -> "GridSearch":
+        return cls(budget=ctx.budget)
 
     def __init__(self, alphas=STUDY_ALPHAS, betas=STUDY_BETAS, budget: int | None = None) -> None:
         points = [(float(a), float(b)) for a in alphas for b in betas]
@@ -85,7 +167,7 @@ class GridSearch:
 
 
 def refinement_points(alpha: float, beta: float) -> list[tuple[float, float]]:
-    """PROTOCOL.md: alpha in {0.8, 1.0, 1.2, 1.4} x alpha*, beta in {beta* - 0.03, beta*,
+    """docs/protocol.md: alpha in {0.8, 1.0, 1.2, 1.4} x alpha*, beta in {beta* - 0.03, beta*,
     beta* + 0.03}, dropping betas outside [0, 1) and alphas above 1."""
     pts = []
     for f in REFINE_ALPHA_FACTORS:
@@ -96,12 +178,15 @@ def refinement_points(alpha: float, beta: float) -> list[tuple[float, float]]:
     return pts
 
 
-class RefinedGrid:
+@register("refined")
+class RefinedGrid(Strategy):
     """The study's grid, then its refinement around the grid's best, charged to the same
     budget: the first min(12, budget) trials are the grid (subset as in GridSearch), the
     rest refine; the refinement point equal to the grid's best is skipped (a repeat)."""
 
-    name = "refined"
+    @classmethod
+    def create(cls, ctx: StrategyContext) -> "RefinedGrid":
+        return cls(budget=ctx.budget)
 
     def __init__(self, budget: int | None = None) -> None:
         self.grid = GridSearch(budget=budget)
@@ -122,11 +207,10 @@ class RefinedGrid:
             self.grid.tell(alpha, beta, score)
 
 
-class RandomSearch:
+@register("random")
+class RandomSearch(Strategy):
     """alpha log-uniform in the space (or uniform in alpha, as the study did, with
     uniform_alpha=True), beta uniform; seeded."""
-
-    name = "random"
 
     def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, uniform_alpha: bool = False) -> None:
         self.space = space
@@ -142,11 +226,10 @@ class RandomSearch:
             alpha = float(10.0 ** self.rng.uniform(lo, hi))
         return alpha, float(self.rng.uniform(*self.space.beta))
 
-    def tell(self, alpha: float, beta: float, score: float) -> None:
-        pass
 
 
-class CMAESStrategy:
+@register("cmaes")
+class CMAESStrategy(Strategy):
     """CMA-ES (the `cmaes` package) on the unit square mapped to the space.
 
     Coordinates are normalised to [0, 1]^2 so one step size fits both axes; the search
@@ -154,13 +237,14 @@ class CMAESStrategy:
     default population 4 + floor(3 ln 2) = 6. `tell` collects a generation and passes it
     on whole; points told need not be the ones asked (Centaur injects its LLM's)."""
 
-    name = "cmaes"
+    SIGMA0 = 0.3
 
-    def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, sigma0: float = 0.3,
+    def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, sigma0: float = SIGMA0,
                  population_size: int | None = None) -> None:
         from cmaes import CMA
 
         self.space = space
+        self.sigma0 = sigma0
         self.cma = CMA(mean=np.full(2, 0.5), sigma=sigma0, bounds=np.array([[0.0, 1.0], [0.0, 1.0]]),
                        seed=int(seed) % (2**31), population_size=population_size)
         self._pending: list[tuple[np.ndarray, float]] = []
@@ -183,26 +267,35 @@ class CMAESStrategy:
             self.cma.tell(self._pending)
             self._pending = []
 
-    # the interpretable state Centaur shows its LLM (real units: log10 alpha, beta)
+    def manifest(self) -> dict[str, Any]:
+        return {"sigma0": self.sigma0, "population_size": self.population_size, "space": "unit square"}
+
     def state(self) -> dict:
+        """The interpretable state Centaur shows its LLM (real units: log10 alpha, beta)."""
         width = self.space.highs - self.space.lows
-        mean = self.space.lows + self.cma._mean * width  # cmaes keeps mean, sigma, C private
-        cov = (self.cma._sigma**2) * self.cma._C * np.outer(width, width)
-        return {"sigma": float(self.cma._sigma), "mean": mean.tolist(), "cov": cov.tolist(),
-                "generation": self.cma.generation}
+        sigma, mean_unit, cov_unit = self._internals()
+        mean = self.space.lows + mean_unit * width
+        cov = (sigma**2) * cov_unit * np.outer(width, width)
+        return {"sigma": sigma, "mean": mean.tolist(), "cov": cov.tolist(), "generation": self.cma.generation}
+
+    def _internals(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """(sigma, mean, C) in unit-square coordinates. `cmaes.CMA` exposes `mean` but keeps
+        sigma and C private (no public accessor as of cmaes 0.12); this is the one place
+        that reads them, so a change in the package breaks only here."""
+        return float(self.cma._sigma), np.asarray(self.cma.mean), np.asarray(self.cma._C)
 
 
-class TPEStrategy:
+@register("tpe")
+class TPEStrategy(Strategy):
     """Optuna's TPESampler (seeded) on the same space, driven ask/tell. The first
     n_startup_trials (default 5) are random, the rest TPE; Optuna's logging is quiet."""
-
-    name = "tpe"
 
     def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, n_startup_trials: int = 5) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
+        self.n_startup_trials = n_startup_trials
         self.study = optuna.create_study(
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=n_startup_trials))
         self._open: dict[tuple[float, float], object] = {}
@@ -220,6 +313,9 @@ class TPEStrategy:
         if trial is not None:
             self.study.tell(trial, score)
 
+    def manifest(self) -> dict[str, Any]:
+        return {"n_startup_trials": self.n_startup_trials}
+
 
 class CentaurError(RuntimeError):
     """The LLM failed inside Centaur: a hard, visible failure, never a silent fallback."""
@@ -236,7 +332,8 @@ def centaur_schedule(budget: int, warmup: int, ratio: float) -> list[bool]:
     return out
 
 
-class Centaur:
+@register("centaur")
+class Centaur(Strategy):
     """CMA-ES proposes every trial; after the warm-up, on the scheduled trials the LLM's
     proposal replaces CMA-ES's. Every result, the LLM's included, is told to CMA-ES.
 
@@ -245,12 +342,20 @@ class Centaur:
     Evaluator as it is: an out-of-range value is rejected there and reported (a
     `tool_error` event, counted as invalid), never clamped."""
 
-    name = "centaur"
+    uses_llm = True
 
-    def __init__(self, propose_llm: Callable[[dict], tuple[float, float]], budget: int,
+    @classmethod
+    def create(cls, ctx: StrategyContext) -> "Centaur":
+        if ctx.propose_llm is None:
+            raise ValueError("centaur needs an LLM proposer (StrategyContext.propose_llm)")
+        return cls(ctx.propose_llm, ctx.budget, ctx.space, seed=ctx.seed, warmup=ctx.centaur_warmup,
+                   ratio=ctx.centaur_ratio)
+
+    def __init__(self, propose_llm: LLMProposer, budget: int,
                  space: SearchSpace = SearchSpace(), seed: int = 0, warmup: int | None = None,
                  ratio: float = 0.3, sigma0: float = 0.3) -> None:
         self.cma = CMAESStrategy(space, seed=seed, sigma0=sigma0)
+        self.ratio = ratio
         self.warmup = self.cma.population_size if warmup is None else warmup
         self.schedule = centaur_schedule(budget, self.warmup, ratio)
         self.propose_llm = propose_llm
@@ -271,9 +376,16 @@ class Centaur:
         self.last_source = "cmaes"
         return cma_alpha, cma_beta
 
+    @property
+    def source(self) -> str:
+        return self.last_source
+
     def bind_evaluator(self, ev) -> None:
-        if hasattr(self.propose_llm, "bind_evaluator"):
-            self.propose_llm.bind_evaluator(ev)
+        self.propose_llm.bind_evaluator(ev)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "warmup": self.warmup,
+                "llm_trials": [i + 1 for i, v in enumerate(self.schedule) if v]}
 
     def rejected(self) -> tuple[float, float]:
         """The LLM's proposal was invalid (the Evaluator reported and counted it): this
@@ -284,3 +396,11 @@ class Centaur:
     def tell(self, alpha: float, beta: float, score: float) -> None:
         self.history.append((alpha, beta, score, self.last_source))
         self.cma.tell(alpha, beta, score)
+
+
+# Method names, in the order tables list them: the classical strategies, then the two
+# that use an LLM (the agent session, which is not a strategy, and Centaur).
+AGENT_METHOD = "llm"
+CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
+LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
+METHODS = CLASSICAL + LLM_METHODS

@@ -1,112 +1,19 @@
-"""Reading and analysing traces: summary, compare, state audit, plot data, export.
+"""Analysing traces: summary, compare, state audit, plot data, export.
 
-A run directory holds manifest.json and trace.jsonl (DESIGN.md). Readers are forgiving
-where a killed process is the likely cause (a cut last line: a warning, the events
-before it are used) and strict otherwise (an empty file, a file that is not a trace, a
-newer format: one clear TraceError).
+Traces are read with agent.tracing.read_trace (the format's one home); see
+docs/design.md for the run directory and the events.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.errors import UserError
-from agent.tracing import TRACE_FORMAT
-from tools.scoring import is_failed
-
-
-class TraceError(UserError):
-    """A trace that cannot be read; the message says why."""
-
-
-@dataclass
-class Trace:
-    run_dir: Path
-    manifest: dict[str, Any] | None
-    events: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def session_id(self) -> str:
-        return self.events[0].get("session_id", self.run_dir.name) if self.events else self.run_dir.name
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == name]
-
-    @property
-    def finished(self) -> dict[str, Any] | None:
-        f = self.of("session_finished")
-        return f[-1] if f else None
-
-    @property
-    def method(self) -> str:
-        if self.manifest:
-            return str(self.manifest.get("method", "?"))
-        s = self.of("session_started")
-        return str(s[0].get("method", "?")) if s else "?"
-
-    @property
-    def objective(self) -> str:
-        if self.manifest:
-            return str(self.manifest.get("objective", "?"))
-        s = self.of("session_started")
-        return str(s[0].get("objective", "?")) if s else "?"
-
-
-def read_trace(path: Path | str) -> Trace:
-    p = Path(path)
-    run_dir = p if p.is_dir() else p.parent
-    tfile = p / "trace.jsonl" if p.is_dir() else p
-    if not tfile.exists():
-        raise TraceError(f"no trace found: {tfile} does not exist")
-    raw = tfile.read_bytes()
-    if not raw.strip():
-        raise TraceError(f"{tfile} is empty: the session wrote no events")
-    lines = raw.split(b"\n")
-    ends_clean = raw.endswith(b"\n")
-    if ends_clean:
-        lines = lines[:-1]
-    events: list[dict] = []
-    warnings: list[str] = []
-    try:  # orjson (a langsmith dependency) parses 3-4x faster; json is the fallback
-        from orjson import JSONDecodeError as _OrjsonError
-        from orjson import loads
-        decode_errors: tuple = (_OrjsonError, json.JSONDecodeError, UnicodeDecodeError)
-    except ImportError:  # pragma: no cover
-        loads = json.loads
-        decode_errors = (json.JSONDecodeError, UnicodeDecodeError)
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = loads(line)
-        except decode_errors:
-            if i == len(lines) and not ends_clean and events:
-                warnings.append(f"the last line of {tfile} is cut off (the process was killed?); "
-                                f"using the {len(events)} events before it")
-                break
-            raise TraceError(f"{tfile} is not a tuneloop trace: line {i} is not JSON") from None
-        if not isinstance(ev, dict) or "event" not in ev or "seq" not in ev:
-            raise TraceError(f"{tfile} is not a tuneloop trace: line {i} has no 'event'/'seq'")
-        fmt = ev.get("format", 1)
-        if isinstance(fmt, int) and fmt > TRACE_FORMAT:
-            raise TraceError(f"{tfile} uses trace format {fmt}, newer than this tuneloop reads "
-                             f"({TRACE_FORMAT}): upgrade tuneloop")
-        events.append(ev)
-    manifest = None
-    mfile = run_dir / "manifest.json"
-    if mfile.exists():
-        try:
-            manifest = json.loads(mfile.read_text())
-        except json.JSONDecodeError:
-            warnings.append(f"{mfile} is not valid JSON; settings are taken from the trace")
-    return Trace(run_dir, manifest, events, warnings)
+from agent.tracing import Trace
+from evaluation.strategies import CLASSICAL, LLM_METHODS
+from tools.scoring import best_so_far, is_failed
 
 
 # ------------------------------------------------------------------ summary
@@ -164,14 +71,9 @@ def evals_to_within(rows: list[dict], rel: float = 0.01) -> int | None:
     charged = [r for r in rows if r["charged"] and r["score"] is not None]
     if not charged:
         return None
-    best = min(r["score"] for r in charged)
-    target = best + rel * max(abs(best), 1.0)
-    so_far = math.inf
-    for k, r in enumerate(charged, 1):
-        so_far = min(so_far, r["score"])
-        if so_far <= target:
-            return k
-    return None
+    curve = best_so_far([r["score"] for r in charged])
+    target = curve[-1] + rel * max(abs(curve[-1]), 1.0)
+    return next(k for k, best in enumerate(curve, 1) if best <= target)
 
 
 def compare(traces: list[Trace]) -> list[dict[str, Any]]:
@@ -212,7 +114,7 @@ def state_audit(t: Trace) -> dict[str, Any]:
     failed: list[tuple[float, float]] = []
     incumbent: tuple[float, float, float] | None = None  # lr, mom, score
     turns = []
-    model_sources = {"llm", "centaur-llm"} | ({t.method} if t.method not in ("grid", "refined", "random", "cmaes", "tpe") else set())
+    model_sources = {*LLM_METHODS, "centaur-llm"} | ({t.method} if t.method not in CLASSICAL else set())
     for e in t.events:
         if e.get("event") == "tool_error" and e.get("source") in model_sources:
             turns.append({"seq": e["seq"], "invalid": True, "error": e.get("error")})
@@ -270,66 +172,3 @@ def export_rows(traces: list[Trace]) -> list[dict[str, Any]]:
             rows.append({"run": t.run_dir.name, "method": t.method, "objective": t.objective, "seed": seed}
                         | {k: r[k] for k in EXPORT_FIELDS if k in r})
     return rows
-
-
-# ------------------------------------------------------------------ replay
-REPLAY_FIELDS = ("trial", "source", "learning_rate", "momentum", "status", "final_value", "iterations", "score",
-                 "repeat", "charged", "budget_left")
-
-
-def _first_difference(old: list[dict], new: list[dict], what: str) -> dict | None:
-    for i, (a, b) in enumerate(zip(old, new)):
-        for k in REPLAY_FIELDS:
-            if a.get(k) != b.get(k):
-                return {"where": f"{what} {i + 1}", "field": k, "recorded": a.get(k), "replayed": b.get(k)}
-    if len(old) != len(new):
-        return {"where": f"{what} count", "field": "count", "recorded": len(old), "replayed": len(new)}
-    return None
-
-
-def replay(t: Trace, workdir: Path) -> dict[str, Any]:
-    """Re-run a session from its record: an agent session with the recorded model replies
-    in place of the model (no network, no model load); a classical one by re-evaluating
-    its recorded proposals. Returns whether everything matched, else the first divergence."""
-    from agent.resume import ReplayChatModel, ReplayDivergence, config_from_manifest, recorded_replies
-    from tools.trials import Evaluator, InvalidProposal
-
-    if not t.manifest:
-        raise TraceError(f"{t.run_dir} has no manifest.json: a replay needs the session's settings")
-    if t.finished is None:
-        raise TraceError(f"{t.run_dir} has no session_finished event: replay a finished session "
-                         "(or resume this one with `tuneloop run --resume`)")
-    if t.of("session_resumed"):
-        raise TraceError(f"{t.run_dir} was resumed; replay covers sessions that ran in one piece")
-    cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": workdir})
-    recorded = t.of("trial_evaluated")
-    if t.method == "llm":
-        from agent.session import run_session
-
-        model = ReplayChatModel(replies=recorded_replies(t.events))
-        try:
-            res = run_session(cfg, chat_model=model, session_id=t.session_id)
-        except ReplayDivergence as e:
-            return {"identical": False, "trials": len(recorded), "first_divergence": {"where": "model calls", "field": str(e)}}
-        new = read_trace(workdir / t.session_id)
-        diff = _first_difference(recorded, new.of("trial_evaluated"), "trial")
-        if diff is None:
-            a, b = t.finished.get("recommendation"), (new.finished or {}).get("recommendation")
-            if a != b:
-                diff = {"where": "final answer", "field": "recommendation", "recorded": a, "replayed": b}
-        if diff is None and t.finished.get("stop_reason") != res.stop_reason:
-            diff = {"where": "end", "field": "stop_reason", "recorded": t.finished.get("stop_reason"),
-                    "replayed": res.stop_reason}
-    else:
-        ev = Evaluator(cfg.evaluator)
-        new_rows = []
-        for e in t.events:
-            if e.get("event") == "trial_evaluated":
-                new_rows.append(ev.evaluate(e["learning_rate"], e["momentum"], source=e.get("source", "?")).model_dump())
-            elif e.get("event") == "tool_error" and "source" in e:
-                try:
-                    ev.evaluate(e.get("learning_rate"), e.get("momentum"), source=e["source"])
-                except InvalidProposal:
-                    pass
-        diff = _first_difference(recorded, new_rows, "trial")
-    return {"identical": diff is None, "trials": len(recorded), "first_divergence": diff}

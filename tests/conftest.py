@@ -1,8 +1,4 @@
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# numba's thread pool: the two cores of the machines this runs on
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")

@@ -1,4 +1,5 @@
-"""Test doubles: a scripted chat model and a fake OpenAI-compatible HTTP server."""
+"""Test doubles: tool-call items for the scripted chat model (agent.scripted) and a fake
+OpenAI-compatible HTTP server."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import PrivateAttr
+from agent.scripted import ScriptedChatModel
+
+__all__ = ["ScriptedChatModel", "FakeOpenAIServer", "call", "final", "openai_tool_reply"]
 
 
 def call(lr: Any, mom: Any, name: str = "run_momentum_gd") -> dict:
@@ -20,44 +20,6 @@ def call(lr: Any, mom: Any, name: str = "run_momentum_gd") -> dict:
 
 def final(lr: float, mom: float, why: str = "best seen") -> dict:
     return {"name": "FinalAnswer", "args": {"learning_rate": lr, "momentum": mom, "rationale": why}}
-
-
-class ScriptedChatModel(BaseChatModel):
-    """Replies from a script: each item is a tool call dict, a str (plain text), or a
-    callable(messages, kwargs) -> item. After the script ends, the last item repeats."""
-
-    script: list[Any]
-    _i: int = PrivateAttr(default=0)
-    _seen: list = PrivateAttr(default_factory=list)
-    _tools: list = PrivateAttr(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
-        from langchain_core.utils.function_calling import convert_to_openai_tool
-
-        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
-        self._seen.append({"tools": names, "tool_choice": tool_choice, **kwargs})
-        self._tools = names
-        return self
-
-    @property
-    def bindings(self) -> list[dict]:
-        return self._seen
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
-        item = self.script[min(self._i, len(self.script) - 1)]
-        self._i += 1
-        if callable(item):
-            item = item(messages, {"tools": self._tools, **kwargs})
-        if isinstance(item, str):
-            msg = AIMessage(content=item)
-        else:
-            msg = AIMessage(content="", tool_calls=[{**item, "id": f"call_{self._i}"}])
-        msg.usage_metadata = {"input_tokens": 10 * len(messages), "output_tokens": 7, "total_tokens": 10 * len(messages) + 7}
-        return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
 def openai_tool_reply(name: str, args: dict, i: int) -> dict:

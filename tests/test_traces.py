@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 
 from agent.session import SessionConfig, run_session
-from evaluation.traces import (TraceError, compare, evals_to_within, export_rows, read_trace, replay, state_audit,
+from agent.tracing import TraceError, read_trace
+from evaluation.replay import replay
+from evaluation.traces import (compare, evals_to_within, export_rows, state_audit,
                                summary)
 from tests.fakes import ScriptedChatModel, call, final
 from tools.trials import EvaluatorConfig
@@ -115,7 +117,7 @@ def test_corrupt_traces(tmp_path):
 
 
 def test_cli_trace_commands_and_bad_input(tmp_path, capsys):
-    from agent.cli import main
+    from evaluation.cli import main
 
     d = write_trace(tmp_path / "r", SYNTH, MANIFEST)
     assert main(["trace", "summary", str(d), "--json"]) == 0
@@ -178,8 +180,6 @@ def test_resume_after_a_crash_charges_nothing_twice(tmp_path, capsys, monkeypatc
     lines = path.read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "session_finished"
     path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
-    import agent.models
-
     seen = []
 
     def resumed_model(settings):
@@ -188,10 +188,9 @@ def test_resume_after_a_crash_charges_nothing_twice(tmp_path, capsys, monkeypatc
             return call(2e-3, 0.8)
         return ScriptedChatModel(script=[first, call(1e-3, 0.9), call(5e-4, 0.6), final(1e-3, 0.9)])
 
-    monkeypatch.setattr(agent.models, "make_chat_model", resumed_model)
-    from agent.cli import main
+    from evaluation.cli import main
 
-    code = main(["run", "--resume", r.run_dir, "--json"])
+    code = main(["run", "--resume", r.run_dir, "--json"], model_factory=resumed_model)
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "cut off" in out.err

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tools import momentum
+from tools import kernels, momentum
 from tools.objectives import get_objective
 
 
@@ -32,7 +32,7 @@ def _numpy_fg(name: str, x: np.ndarray, y: np.ndarray):
 def numpy_batch(name, alphas, betas, x0=momentum.DEFAULT_X0, max_iter=5000, tol=1e-6):
     """Vectorised NumPy momentum GD; returns (status codes, iterations, final values)."""
     n = alphas.size
-    status = np.full(n, momentum.MAX_ITER)
+    status = np.full(n, kernels.MAX_ITER)
     iters = np.full(n, max_iter)
     final = np.empty(n)
     idx = np.arange(n)
@@ -54,7 +54,7 @@ def numpy_batch(name, alphas, betas, x0=momentum.DEFAULT_X0, max_iter=5000, tol=
             done = div | conv
             if done.any():
                 ids = idx[done]
-                status[ids] = np.where(div[done], momentum.DIVERGED, momentum.CONVERGED)
+                status[ids] = np.where(div[done], kernels.DIVERGED, kernels.CONVERGED)
                 iters[ids] = t
                 final[ids] = np.where(div[done], np.nan, f[done])
                 keep = ~done
@@ -96,7 +96,7 @@ def single_ns_per_iter(name: str, iters: int = 2_000_000, repeats: int = 3, dim:
     """ns per update of one long run (tol = 0 so it never stops early); for dim > 2,
     ns per update per dimension."""
     obj = get_objective(name)
-    x0 = np.array(list(momentum.DEFAULT_X0) * (dim // 2) + [0.5] * (dim % 2))
+    x0 = np.array(momentum.default_start(dim))
     momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=10, tol=0.0)  # compile / load cache
     secs, res = _best_of(repeats, lambda: momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=iters, tol=0.0))
     if res.status != "max_iter":

@@ -6,7 +6,7 @@ N-D one that writes the gradient into a caller-owned array. The kernels dispatch
 integer id (`Objective.fid`): a loop-invariant branch that LLVM hoists, which, unlike
 passing jitted functions as arguments, keeps numba's on-disk cache (`cache=True`) working.
 
-Formulas follow PROTOCOL.md for Rosenbrock and Rastrigin and the usual definitions
+Formulas follow docs/protocol.md for Rosenbrock and Rastrigin and the usual definitions
 (Jamil & Yang 2013, "A literature survey of benchmark functions for global optimisation
 problems") for the rest.
 """

@@ -12,25 +12,99 @@ and bin() rounds down to a multiple of SCORE_TOL_DECADES = 0.01. Hence:
   - a diverged run (400) is strictly worse than any finite one (at most log10(DBL_MAX)
     + 0.01 < 308.3).
 The log scale lets CMA-ES and TPE see progress across many orders of magnitude.
+
+`score` scores one run (called per trial), `score_array` a whole grid of runs; both
+evaluate the rule in `_finite_score`, so they agree bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from itertools import accumulate
+from typing import NamedTuple
+
+import numpy as np
 
 SCORE_TOL_DECADES = 0.01
 GAP_FLOOR = 1e-12
 DIVERGED_SCORE = 400.0
 GOOD_GAP = 1e-3  # within this of the global minimum a run is "Good"
 
+# A level this close to a bin edge (in bins) is recomputed with math.log10 by
+# score_array; vector log10s are within a few ulps (~1e-11 bins at |level| ~ 308).
+_EDGE_BINS = 1e-6
+
+
+class _Ops(NamedTuple):
+    """The three non-arithmetic operations of the rule, for floats or for arrays."""
+
+    maximum: Callable
+    log10: Callable
+    floor: Callable
+
+
+def _finite_score(final_value, iterations, max_iter: int, f_star: float, ops: _Ops):
+    """The score of a finite run: the rule, written once for floats and arrays alike."""
+    gap = ops.maximum(final_value - f_star, 0.0)
+    level = ops.log10(gap + GAP_FLOOR)
+    binned = ops.floor(level / SCORE_TOL_DECADES) * SCORE_TOL_DECADES
+    return binned + SCORE_TOL_DECADES * iterations / (max_iter + 1)
+
+
+# Swapped out by the tests to stand in for a vector log10 that is not the C library's.
+_vector_log10 = np.log10
+
+
+def _log10_like_math(x: np.ndarray) -> np.ndarray:
+    """np.log10, made to bin exactly as math.log10 does.
+
+    NumPy may compute log10 with its own SIMD code (SVML on AVX-512 machines), which can
+    differ from the C library's log10 (what math.log10 calls) in the last bit. The level
+    reaches the score only through floor(level / SCORE_TOL_DECADES), so a last-bit
+    difference matters only next to a bin edge: those few values are recomputed with
+    math.log10, which makes score_array equal score bit for bit on any machine."""
+    level = _vector_log10(x)
+    q = level / SCORE_TOL_DECADES
+    near = np.abs(q - np.rint(q)) < _EDGE_BINS
+    if near.any():
+        level[near] = [math.log10(v) for v in x[near].tolist()]
+    return level
+
+
+_SCALAR = _Ops(max, math.log10, math.floor)
+_ARRAY = _Ops(np.maximum, _log10_like_math, np.floor)
+
 
 def score(final_value: float | None, iterations: int, max_iter: int, f_star: float = 0.0) -> float:
     if final_value is None or not math.isfinite(final_value):
         return DIVERGED_SCORE
-    gap = max(final_value - f_star, 0.0)
-    level = math.log10(gap + GAP_FLOOR)
-    binned = math.floor(level / SCORE_TOL_DECADES) * SCORE_TOL_DECADES
-    return binned + SCORE_TOL_DECADES * iterations / (max_iter + 1)
+    return _finite_score(final_value, iterations, max_iter, f_star, _SCALAR)
+
+
+def score_array(final_values: np.ndarray, iterations: np.ndarray, max_iter: int, f_star: float = 0.0) -> np.ndarray:
+    """`score` for every run at once (any shape; nan or inf final value: diverged).
+
+    Equal bit for bit to [score(f, i, max_iter, f_star) for f, i in zip(...)]."""
+    f = np.asarray(final_values, dtype=np.float64)
+    it = np.asarray(iterations)
+    f, it = np.broadcast_arrays(f, it)
+    out = np.full(f.shape, DIVERGED_SCORE)
+    finite = np.isfinite(f)
+    # only the finite runs go through the rule: no nan/inf arithmetic, no warnings
+    out[finite] = _finite_score(f[finite], it[finite], max_iter, f_star, _ARRAY)
+    return out
+
+
+def best_so_far(scores: Iterable[float]) -> list[float]:
+    """The anytime curve: the best (lowest) score after each charged evaluation.
+
+    >>> best_so_far([3.5, 400.0, -2.1, 0.7, -2.1])
+    [3.5, 3.5, -2.1, -2.1, -2.1]
+    >>> best_so_far([])
+    []
+    """
+    return [float(s) for s in accumulate(scores, min)]
 
 
 def study_label(status: str, final_value: float | None, f_star: float, is_best: bool) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tools import momentum
+from tools.formatting import finite_or_none
 from tools.objectives import get_objective
 from tools.scoring import score as score_run
 
@@ -65,6 +66,18 @@ class Bounds(BaseModel):
     def beta_text(self) -> str:
         hi = "1)" if self.beta_max == 1.0 else f"{self.beta_max:g}]"
         return f"[{self.beta_min:g}, {hi}"
+
+    def args_schema(self) -> dict[str, Any]:
+        """The JSON schema of a proposal {learning_rate, momentum}, these bounds included:
+        what every model is shown, whether it answers through a tool or in JSON."""
+        lr: dict[str, Any] = {"type": "number", "maximum": self.alpha_max,
+                              "description": f"learning rate alpha, in {self.alpha_text()}"}
+        lr |= {"minimum": self.alpha_min} if self.alpha_min > 0 else {"exclusiveMinimum": 0}
+        mom: dict[str, Any] = {"type": "number", "minimum": self.beta_min,
+                               "description": f"momentum beta, in {self.beta_text()}"}
+        mom |= {"exclusiveMaximum": 1} if self.beta_max >= 1.0 else {"maximum": self.beta_max}
+        return {"type": "object", "properties": {"learning_rate": lr, "momentum": mom},
+                "required": ["learning_rate", "momentum"]}
 
     def check(self, alpha: float, beta: float) -> str | None:
         """None if (alpha, beta) is allowed, else what is wrong, in words."""
@@ -139,16 +152,12 @@ class TrialResult(BaseModel):
     curve: CurveSummary
 
 
-def _finite_or_none(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
-
-
 def _curve(traj, status: str) -> CurveSummary:
     fs = [float(r[-1]) for r in traj]
     picks = sorted({0, len(fs) // 4, len(fs) // 2, (3 * len(fs)) // 4, len(fs) - 1})
     increases = sum(1 for a, b in zip(fs, fs[1:]) if b > a)
     return CurveSummary(
-        checkpoints=[(int(traj[i][0]), _finite_or_none(fs[i])) for i in picks],
+        checkpoints=[(int(traj[i][0]), finite_or_none(fs[i])) for i in picks],
         increases=increases,
         oscillating=status != "diverged" and increases >= 2,
     )
@@ -251,14 +260,14 @@ class Evaluator:
         c = self.config
         r = momentum.run(self.objective, p.learning_rate, p.momentum, x0=c.x0,
                          max_iter=c.max_iter, tol=c.tol, record_every=self._every)
-        final = _finite_or_none(r.final_value)
+        final = finite_or_none(r.final_value)
         return TrialResult(
             trial=len(self.trials) + 1, source=source,
             learning_rate=p.learning_rate, momentum=p.momentum,
             status=r.status, final_value=final, iterations=r.iterations,
-            x_final=[_finite_or_none(v) for v in r.x_final],
-            distance_to_optimum=_finite_or_none(r.distance_to_optimum),
-            best_value=_finite_or_none(r.best_value),
+            x_final=[finite_or_none(v) for v in r.x_final],
+            distance_to_optimum=finite_or_none(r.distance_to_optimum),
+            best_value=finite_or_none(r.best_value),
             score=score_run(final, r.iterations, c.max_iter, self.f_star),
             repeat=False, charged=True, budget_left=self.budget_left,
             curve=_curve(r.trajectory, r.status),
@@ -275,6 +284,12 @@ class Evaluator:
         elif result.repeat:
             self.repeats += 1
             self.outcomes.append("repeat")
+
+    def restore_invalid(self) -> None:
+        """Re-enter an invalid proposal recorded earlier (resuming): counted, not charged,
+        and part of the uncharged streak that heats the sampling."""
+        self.invalid += 1
+        self.outcomes.append("invalid")
 
     # --------------------------------------------------------------- events
     @staticmethod

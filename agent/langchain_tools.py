@@ -12,23 +12,10 @@ import json
 from typing import Any
 
 from langchain_core.tools import StructuredTool
+
 from tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
 
 TOOL_NAME = "run_momentum_gd"
-
-
-def args_json_schema(ev: Evaluator) -> dict[str, Any]:
-    """The JSON schema the model sees, bounds included. Given to LangChain as a plain dict
-    so that LangChain does not validate: the Evaluator does, and counts what it rejects."""
-    b = ev.config.bounds
-    lr: dict[str, Any] = {"type": "number", "maximum": b.alpha_max,
-                          "description": f"learning rate alpha, in {b.alpha_text()}"}
-    lr |= {"minimum": b.alpha_min} if b.alpha_min > 0 else {"exclusiveMinimum": 0}
-    mom: dict[str, Any] = {"type": "number", "minimum": b.beta_min,
-                           "description": f"momentum beta, in {b.beta_text()}"}
-    mom |= {"exclusiveMaximum": 1} if b.beta_max >= 1.0 else {"maximum": b.beta_max}
-    return {"type": "object", "properties": {"learning_rate": lr, "momentum": mom},
-            "required": ["learning_rate", "momentum"]}
 
 
 def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
@@ -84,5 +71,6 @@ def make_gd_tool(ev: Evaluator, source: str = "llm") -> StructuredTool:
             f"(in {b.alpha_text()}) and momentum (in {b.beta_text()}); returns the run's status, final "
             "value, iterations and a loss-curve summary. Each new configuration spends one evaluation."
         ),
-        args_schema=args_json_schema(ev),
+        # a plain dict, so LangChain does not validate: the Evaluator does, and counts what it rejects
+        args_schema=b.args_schema(),
     )

@@ -1,0 +1,96 @@
+"""Centaur's LLM proposer: CMA-ES's state rendered through a prompt template, the model's
+answer taken as JSON (a forced tool call) and passed on unchecked, so that the Evaluator
+reports an out-of-range value instead of anyone silently fixing it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agent.models import classify_error
+from agent.prompt_state import prompt_values
+from agent.prompts import load_template
+from agent.usage import Usage
+from evaluation.strategies import CentaurError, LLMProposer
+from tools.scoring import is_failed
+from tools.trials import Evaluator, TrialResult
+
+PROPOSAL_TOOL = "CentaurProposal"
+TOP_K = 5
+RECENT = 20
+
+
+def proposal_tool(ev: Evaluator) -> dict:
+    """The tool the LLM must call: its schema carries the Evaluator's bounds (shown to the
+    model and enforced by the embedded model's grammar), the same schema an agent sees."""
+    return {"type": "function", "function": {
+        "name": PROPOSAL_TOOL,
+        "description": "Your proposal: one configuration expected to beat the incumbent.",
+        "parameters": ev.config.bounds.args_schema()}}
+
+
+def trial_text(t: TrialResult, f_star: float) -> str:
+    """One trial for the prompt; FAILED where the study would call it Diverged or Poor."""
+    tag = " FAILED" if is_failed(t.status, t.final_value, f_star) else ""
+    return f"(lr={t.learning_rate:.4g}, momentum={t.momentum:.4g}, score={t.score:.3f}, by {t.source}){tag}"
+
+
+class CentaurLLM(LLMProposer):
+    """Asks the chat model for Centaur's proposal, showing CMA-ES's state through the
+    `centaur` template (or another). The answer is a forced tool call with the two
+    numbers (JSON); anything else is a CentaurError. Model time and tokens go to `usage`."""
+
+    def __init__(self, chat_model, template_name: str) -> None:
+        self.chat_model = chat_model
+        self.template = load_template(template_name)
+        self.ev: Evaluator | None = None
+        self.model = None
+        self.usage = Usage()
+
+    def bind_evaluator(self, ev: Evaluator) -> None:
+        self.ev = ev
+        self.model = self.chat_model.bind_tools([proposal_tool(ev)], tool_choice="any")
+
+    def __call__(self, state: dict) -> tuple[float, float]:
+        ev = self.ev
+        if ev is None or self.model is None:
+            raise CentaurError("CentaurLLM used before bind_evaluator()")
+        told = ev.trials  # every answered proposal, as CMA-ES was told it
+        values = prompt_values(ev) | {
+            "n_trials": str(state["n_trials"]),
+            "sigma": f"{state['sigma']:.4g}",
+            "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]",
+            "suggestion": f"learning_rate={state['suggestion'][0]:.4g}, momentum={state['suggestion'][1]:.4g}",
+            "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]),
+            "top5": "; ".join(trial_text(t, ev.f_star) for t in sorted(told, key=lambda t: t.score)[:TOP_K]) or "(none)",
+            "recent": "; ".join(trial_text(t, ev.f_star) for t in told[-RECENT:]) or "(none)",
+        }
+        msgs = [SystemMessage(self.template.render_system(**values)), HumanMessage(self.template.render_turn(**values))]
+        t0 = time.perf_counter()
+        try:
+            reply = self.model.invoke(msgs)
+        except Exception as e:  # noqa: BLE001 - any model failure is a hard Centaur failure
+            self.usage.add_call(time.perf_counter() - t0)
+            raise CentaurError(f"the LLM failed: {classify_error(e)[1]}") from e
+        usage = getattr(reply, "usage_metadata", None) or {}
+        self.usage.add_call(time.perf_counter() - t0, int(usage.get("input_tokens", 0)),
+                            int(usage.get("output_tokens", 0)))
+        args = reply.tool_calls[0]["args"] if reply.tool_calls else json_from_text(str(reply.content))
+        if args is None or "learning_rate" not in args or "momentum" not in args:
+            raise CentaurError(f"the LLM did not answer with JSON learning_rate/momentum: {str(reply.content)[:200]!r}")
+        return args["learning_rate"], args["momentum"]
+
+
+def json_from_text(text: str) -> dict | None:
+    """The first {...} object in a text reply, if it parses."""
+    m = re.search(r"\{.*\}", text, re.S)
+    if not m:
+        return None
+    try:
+        obj = json.loads(m.group(0))
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

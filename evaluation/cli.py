@@ -1,0 +1,202 @@
+"""The `tuneloop` command: the root app. It mounts the other floors' commands (tools:
+functions, gd, bench; agent: run, prompts) and adds its own: sweep, eval, reproduce,
+trace. Heavy imports (LangChain, matplotlib, Optuna) happen inside the commands that
+need them, so `tuneloop gd` loads only numpy and numba.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from agent.cli import (BaseUrlOpt, KeyEnvOpt, ModelOpt, PromptOpt, TempOpt, model_factory_of,
+                       model_settings_or_exit)
+from agent.cli import app as agent_app
+from evaluation import defaults as D
+from evaluation.trace_cli import trace_app
+from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tools.cli import app as tools_app
+from tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tools.errors import UserError
+
+app = new_app("LLM agents as hyperparameter tuners for gradient descent with momentum.", name="tuneloop")
+app.add_typer(tools_app)
+app.add_typer(agent_app)
+app.add_typer(trace_app, name="trace")
+
+
+@app.command()
+def sweep(
+    function: FunctionOpt = "rosenbrock",
+    lr_range: Annotated[tuple[float, float], typer.Option("--lr-range", help="alpha range (log-spaced)")] = (1e-5, 1e-1),
+    momentum_range: Annotated[tuple[float, float], typer.Option("--momentum-range", help="beta range")] = (0.0, 0.99),
+    resolution: Annotated[int, typer.Option("--resolution", min=2, max=2048, help="grid points per axis")] = 256,
+    max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
+    tol: TolOpt = DEFAULT_TOL,
+    x0: X0Opt = None,
+    out: Annotated[Path, typer.Option("--out", help="PNG to write; the data goes beside it as .npz")] = Path("sweep.png"),
+) -> None:
+    """Map the final value over the (log alpha, beta) grid: a heatmap PNG plus raw data."""
+    obj = objective_or_exit(function)
+    check_range(lr_range, "--lr-range", 0.0, 1.0, log=True)
+    check_range(momentum_range, "--momentum-range", 0.0, 1.0)
+    if momentum_range[1] >= 1.0:
+        raise UserError("--momentum-range must stay below 1")
+    start = start_or_exit(obj, x0)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file, got {out}")
+    if not out.parent.exists():
+        raise UserError(f"--out's folder does not exist: {out.parent}")
+    import importlib
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.console import Console
+
+    from tools.kernels import DIVERGED
+    from tools.sweep import sweep as run_sweep
+
+    # Import matplotlib (half a second) in a thread while the kernel runs: the batch
+    # kernel releases the GIL, so the two overlap.
+    plotting = ThreadPoolExecutor(1).submit(importlib.import_module, "evaluation.report")
+    t0 = time.perf_counter()
+    with Console(stderr=True).status(f"running {resolution * resolution} momentum-GD runs"):
+        land = run_sweep(obj.name, lr_range, momentum_range, resolution, x0=start, max_iter=max_iter, tol=tol)
+    secs = time.perf_counter() - t0
+    plot_landscape = plotting.result().plot_landscape
+
+    plot_landscape(land, out)
+    data = out.with_suffix(".npz")
+    land.to_npz(data)
+    n = resolution * resolution
+    diverged = land.status_code == DIVERGED
+    best = float(min(land.final_value[~diverged], default=math.nan))
+    print(f"{n} runs in {secs:.2f} s; {int(diverged.sum())} diverged; best final value {best:.4g}")
+    print(f"wrote {out} and {data}")
+
+
+@app.command("eval")
+def eval_cmd(
+    ctx: typer.Context,
+    functions: Annotated[str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")] = ",".join(D.FUNCTIONS),
+    methods: Annotated[str, typer.Option("--methods", help="grid refined random cmaes tpe llm centaur")] = ",".join(D.METHODS),
+    seeds: Annotated[str, typer.Option("--seeds", help="e.g. --seeds 0 1 2, or --seeds 0-29")] = ",".join(map(str, D.SEEDS)),
+    budget: Annotated[int, typer.Option("--budget", min=1, max=10_000,
+                                        help="charged evaluations per cell, the same for every method")] = D.BUDGET,
+    x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = D.X0,
+    max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T of each run")] = D.MAX_ITER,
+    model: ModelOpt = "local",
+    prompt: PromptOpt = D.PROMPT,
+    centaur_ratio: Annotated[float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")] = D.CENTAUR_RATIO,
+    centaur_warmup: Annotated[Optional[int], typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes (default: CPU count)")] = None,
+    temperature: TempOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="output folder (re-running resumes it)")] = D.OUT,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
+) -> None:
+    """Every method x objective x seed on one budget, in parallel; results.csv, summary.md, plots."""
+    import time as _time
+
+    from agent.prompts import load_template
+    from evaluation.harness import EvalConfig
+    from evaluation.strategies import LLM_METHODS, METHODS
+
+    fnames = split_names(functions, "--functions")
+    for f in fnames:
+        objective_or_exit(f)
+    mnames = split_names(methods, "--methods", METHODS)
+    seed_list = parse_seeds(seeds)
+    if x0 not in ("paper", "random"):
+        raise UserError(f"--x0 must be paper or random, got {x0!r}")
+    settings = model_settings_or_exit(model, temperature=temperature, base_url=base_url, api_key_env=api_key_env)
+    factory = model_factory_of(ctx)
+    if set(mnames) & set(LLM_METHODS):
+        load_template(prompt)
+        load_template(D.CENTAUR_PROMPT)
+        factory(settings)  # a missing key or unknown model is reported before any work
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out is a file, not a folder: {out}")
+    cfg = EvalConfig(functions=[objective_or_exit(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
+                     x0=x0, max_iter=max_iter, model=settings, prompt=prompt, centaur_ratio=centaur_ratio,
+                     centaur_warmup=centaur_warmup, out=out, **({"workers": workers} if workers else {}))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evaluation.harness import run_eval, summarize, write_summary
+
+    t0 = _time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), transient=False) as bar:
+        task = bar.add_task("cells", total=None, last="")
+
+        def progress(done: int, total: int, last: str) -> None:
+            bar.update(task, completed=done, total=total, last=last)
+
+        rows = run_eval(cfg, progress, model_factory=factory)
+    secs = _time.perf_counter() - t0
+    plots: dict = {}
+    if not no_plots:
+        from evaluation.report import eval_plots
+
+        plots = eval_plots(cfg, out)
+    path = write_summary(cfg, summarize(cfg), plots, seconds=secs)
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows)} cells in {secs:.1f} s ({len(failed)} with errors); wrote {out / 'results.csv'}, {path}"
+          + (f" and {sum(len(v) for v in plots.values())} plots in {out / 'plots'}" if plots else ""))
+
+
+@app.command()
+def reproduce(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("study"),
+    models: Annotated[str, typer.Option("--model", "--models", help="model(s) for the LLM-guided rows")] = "local",
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="skip the LLM rows (runs in seconds)")] = False,
+    base_url: BaseUrlOpt = None,
+    api_key_env: KeyEnvOpt = None,
+) -> None:
+    """Study 1 (docs/protocol.md): grid, refined grid, random search, LLM-guided; tables + figures."""
+    import time as _time
+
+    from evaluation.reproduce import reproduce as run_repro
+    from evaluation.reproduce import study_figures, study_markdown
+
+    mlist = split_names(models, "--model")
+    settings = model_settings_or_exit("local", base_url=base_url, api_key_env=api_key_env)
+    factory = model_factory_of(ctx)
+    if not no_llm:
+        for m in mlist:
+            factory(settings.model_copy(update={"model": m}))  # a missing key or unknown model, before any work
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out is a file, not a folder: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    t0 = _time.perf_counter()
+    with err.status("reproducing study 1") as status:
+        tables = run_repro(out, mlist, no_llm=no_llm, model_settings=settings, model_factory=factory,
+                           progress=lambda m: status.update(f"reproducing study 1: {m}"))
+    secs = _time.perf_counter() - t0
+    figs = study_figures(tables, out)
+    (out / "study.md").write_text(study_markdown(tables, figs, secs))
+    print(f"study reproduced in {secs:.1f} s: {out / 'study.md'}, figures in {out / 'plots'}, runs in {out / 'runs'}")
+
+
+def main(argv: list[str] | None = None, model_factory=None) -> int:
+    """Run `tuneloop` with `argv`; returns the exit code. `model_factory` replaces
+    make_chat_model for every command that makes a chat model (tests inject theirs here)."""
+    return run_app(app, argv, obj={"model_factory": model_factory})
+
+
+def console_main() -> None:
+    """The console script."""
+    exit_fast(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,180 @@
+"""`tuneloop trace ...`: analyse, compare, plot, export and replay traces."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tools.cli_common import JsonOpt, console, new_app
+from tools.defaults import DEFAULT_MAX_ITER
+from tools.errors import UserError
+from tools.formatting import fmt_cell
+
+trace_app = new_app("Analyse, compare, plot, export and replay traces.")
+RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
+
+
+def _read(run_dir: Path):
+    from agent.tracing import read_trace
+
+    t = read_trace(run_dir)
+    for w in t.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return t
+
+
+@trace_app.command("summary")
+def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
+    from evaluation.traces import summary
+
+    s = summary(_read(run_dir))
+    if as_json:
+        print(json.dumps(s, default=str))
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold]{s['session_id']}[/bold]  " + "  ".join(f"{k}={fmt_cell(v)}" for k, v in s["settings"].items()))
+    tab = Table(show_edge=False)
+    for col in ("trial", "source", "alpha", "beta", "status", "final value", "iters", "score", "repeat", "best so far"):
+        tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
+    for r in s["trials"]:
+        tab.add_row(fmt_cell(r["trial"]), fmt_cell(r["source"]), fmt_cell(r["learning_rate"]), fmt_cell(r["momentum"]), fmt_cell(r["status"]),
+                    fmt_cell(r["final_value"]), fmt_cell(r["iterations"]), fmt_cell(r["score"], ".3f"), "yes" if r["repeat"] else "",
+                    fmt_cell(r["best_value_so_far"]))
+    con.print(tab)
+    for e in s["invalid"]:
+        con.print(f"invalid ({e['source']}): {e['error']}")
+    mc = s["model_calls"]
+    con.print(f"model calls {mc['count']}, tokens in/out {mc['input_tokens']}/{mc['output_tokens']}, latency "
+              f"p50 {fmt_cell(mc['latency_p50_s'], '.2f')} s p95 {fmt_cell(mc['latency_p95_s'], '.2f')} s, retries {s['retries']}")
+    tm = s["time"]
+    if tm:
+        con.print(f"time: wall {fmt_cell(tm['wall_s'], '.2f')} s = model {fmt_cell(tm['model_s'], '.2f')} + tool "
+                  f"{fmt_cell(tm['tool_s'], '.3f')} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
+    con.print(f"stop: {s['stop_reason']}")
+
+
+@trace_app.command("compare")
+def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False) -> None:
+    """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
+    from evaluation.traces import compare
+
+    rows = compare([_read(d) for d in run_dirs])
+    if as_json:
+        print(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    tab = Table(show_edge=False)
+    cols = ("run", "method", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
+            "invalid", "repeated", "tokens", "wall_s", "stop_reason")
+    for c in cols:
+        tab.add_column(c.replace("_", " "), no_wrap=True)
+    for r in rows:
+        tab.add_row(*(fmt_cell(r[c]) for c in cols))
+    console().print(tab)
+
+
+@trace_app.command("state")
+def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?"""
+    from evaluation.traces import FAILED_BOX, state_audit
+    from tools.scoring import GOOD_GAP
+
+    a = state_audit(_read(run_dir))
+    if as_json:
+        print(json.dumps(a, default=str))
+        return
+    for x in a["turns"]:
+        if x["invalid"]:
+            print(f"seq {x['seq']:>4}  invalid proposal: {x['error']}")
+            continue
+        inc = x["incumbent"]
+        flags = [n for n, k in (("REPEAT", "repeat_tried"), ("REPEAT-OF-FAILED", "repeat_failed"),
+                                ("IN-FAILED-REGION", "in_failed_region"), ("IGNORED-INCUMBENT", "ignored_incumbent")) if x[k]]
+        print(f"trial {x['trial']:>3}  proposed lr={x['proposal'][0]:.4g} mom={x['proposal'][1]:.4g}  | incumbent "
+              f"{'none' if inc is None else f'lr={inc[0]:.4g} mom={inc[1]:.4g}'}  failed so far {x['failed_so_far']}  "
+              f"{' '.join(flags)}")
+    pct = (lambda v: "n/a" if v is None else f"{100 * v:.0f} %")
+    print(f"\n{a['n_turns']} model proposals ({a['n_valid']} valid): invalid {pct(a['invalid_rate'])}, repeated a tried "
+          f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
+          f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}")
+    print(f"(failed: diverged, or stopped more than {GOOD_GAP:g} above the minimum; failed region: within "
+          f"{FAILED_BOX[0]} decade of alpha and {FAILED_BOX[1]} of beta of a failed trial; ignored the incumbent: "
+          f"closer to a failed trial than to the incumbent)")
+
+
+@trace_app.command("plot")
+def trace_plot(run_dir: RunDirArg,
+               out: Annotated[Optional[Path], typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None) -> None:
+    """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
+    from evaluation.traces import trial_rows
+
+    t = _read(run_dir)
+    m = t.manifest or {}
+    if not m.get("objective") or not m.get("x0"):
+        raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
+    target = out or (t.run_dir / "proposals.png")
+    if target.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file, got {target}")
+    from evaluation.report import plot_trace
+
+    plot_trace(m["objective"], m["x0"], int(m.get("max_iter", DEFAULT_MAX_ITER)), trial_rows(t), target,
+               f"{t.session_id}: {t.method} on {t.objective}")
+    print(f"wrote {target}")
+
+
+@trace_app.command("export")
+def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
+                 fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
+                 out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("trials.csv")) -> None:
+    """One row per trial across runs, for pandas or a spreadsheet."""
+    import csv
+
+    from evaluation.traces import EXPORT_FIELDS, export_rows
+    from tools.files import atomic_open
+
+    if fmt not in ("csv", "jsonl"):
+        raise UserError(f"--format must be csv or jsonl, got {fmt!r}")
+    rows = export_rows([_read(d) for d in run_dirs])
+    try:
+        with atomic_open(out, newline="") as f:
+            if fmt == "csv":
+                w = csv.DictWriter(f, fieldnames=EXPORT_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+            else:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {len(rows)} trials from {len(run_dirs)} run(s) to {out}")
+
+
+@trace_app.command("replay")
+def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """Re-run a session with its recorded model replies (no network, no model) and check
+    that the same trials, results and final answer come out."""
+    import tempfile
+
+    from evaluation.replay import replay
+
+    t = _read(run_dir)
+    with tempfile.TemporaryDirectory(prefix="tuneloop-replay-") as tmp:
+        rep = replay(t, Path(tmp))
+    if as_json:
+        print(json.dumps(rep, default=str))
+    elif rep["identical"]:
+        print(f"replayed {rep['trials']} trials of {t.session_id}: identical (trials, results, final answer)")
+    else:
+        d = rep["first_divergence"]
+        print(f"replay of {t.session_id} diverged at {d['where']}: {d['field']} recorded "
+              f"{d.get('recorded')!r}, replayed {d.get('replayed')!r}")
+    if not rep["identical"]:
+        raise typer.Exit(1)

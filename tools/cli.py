@@ -1,0 +1,171 @@
+"""The kernel's commands: `functions`, `gd`, `bench`.
+
+Heavy imports (numba through tools.momentum, rich) happen inside the commands, so the
+root app can be built without loading them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Optional
+
+import typer
+
+from tools.cli_common import JsonOpt, check_lr, check_momentum, console, new_app, parse_numbers
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tools.errors import UserError
+from tools.formatting import finite_or_none
+
+app = new_app("Objectives and the momentum-GD kernel.")
+
+FunctionOpt = Annotated[str, typer.Option("--function", "-f", help="objective name (see `tuneloop functions`)")]
+X0Opt = Annotated[Optional[str], typer.Option("--x0", help="start point: numbers, e.g. --x0 -1.5 2")]
+MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
+TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
+
+
+def objective_or_exit(name: str):
+    """The objective called `name`, or a UserError listing the known ones."""
+    from tools.objectives import UnknownObjectiveError, get_objective
+
+    try:
+        return get_objective(name)
+    except UnknownObjectiveError as e:
+        raise UserError(str(e)) from None
+
+
+def start_or_exit(obj, x0: str | None, dim: int | None = None) -> tuple[float, ...]:
+    """--x0 numbers (or the study's start point, repeated to `dim`), checked against the objective."""
+    from tools.momentum import start_point
+
+    if x0 is None:
+        start = start_point("paper", dim=dim or 2)
+    else:
+        start = parse_numbers(x0, "--x0")
+        if dim is not None and len(start) != dim:
+            raise UserError(f"--x0 has {len(start)} values but --dim is {dim}")
+    try:
+        obj.check_dim(len(start))
+    except ValueError as e:
+        raise UserError(f"--x0 has {len(start)} value(s): {e}") from None
+    return start
+
+
+@app.command()
+def functions(as_json: JsonOpt = False) -> None:
+    """List the benchmark objectives."""
+    from tools.objectives import OBJECTIVES
+
+    rows = [
+        dict(name=o.name, dims="any" if o.any_dim else "2", minimum_2d=o.minimum(2),
+             minimisers_2d=o.minimisers(2).tolist(), domain=list(o.domain), formula=o.formula,
+             description=o.description)
+        for o in OBJECTIVES.values()
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table(title="tuneloop objectives")
+    for col in ("name", "dims", "min (2-D)", "minimiser(s) (2-D)", "domain", "formula"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        mins = "; ".join(f"({a:.4g}, {b:.4g})" for a, b in r["minimisers_2d"])
+        table.add_row(r["name"], r["dims"], f"{r['minimum_2d']:.6g}", mins,
+                      f"[{r['domain'][0]:g}, {r['domain'][1]:g}]", r["formula"])
+    console().print(table)
+
+
+@app.command()
+def gd(
+    function: FunctionOpt = "rosenbrock",
+    lr: Annotated[float, typer.Option("--lr", help="learning rate alpha, in (0, 1]")] = 1e-3,
+    momentum: Annotated[float, typer.Option("--momentum", help="momentum beta, in [0, 1)")] = 0.9,
+    max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
+    tol: TolOpt = DEFAULT_TOL,
+    x0: X0Opt = None,
+    dim: Annotated[Optional[int], typer.Option("--dim", min=2, help="dimension (N-D objectives)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run gradient descent with momentum once and print the result."""
+    obj = objective_or_exit(function)
+    check_lr(lr)
+    check_momentum(momentum)
+    if not math.isfinite(tol):
+        raise UserError(f"--tol must be finite, got {tol}")
+    start = start_or_exit(obj, x0, dim)
+    from tools.momentum import run
+
+    r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol)
+    out = dict(
+        function=r.objective, learning_rate=r.alpha, momentum=r.beta, x0=list(r.x0),
+        max_iter=max_iter, tol=tol, status=r.status, final_value=finite_or_none(r.final_value),
+        iterations=r.iterations, x_final=[finite_or_none(v) for v in r.x_final],
+        distance_to_optimum=finite_or_none(r.distance_to_optimum), best_value=finite_or_none(r.best_value),
+    )
+    if as_json:
+        print(json.dumps(out))
+        return
+    fx = "nan (diverged)" if out["final_value"] is None else f"{r.final_value:.6g}"
+    xs = ", ".join("nan" if v is None else f"{v:.6g}" for v in out["x_final"])
+    dist = "n/a" if out["distance_to_optimum"] is None else f"{r.distance_to_optimum:.3g}"
+    print(f"{r.objective}  lr={r.alpha:g}  momentum={r.beta:g}  x0=({', '.join(f'{v:g}' for v in r.x0)})")
+    print(f"  status     {r.status} after {r.iterations} iterations (max {max_iter}, tol {tol:g})")
+    print(f"  f(x_final) {fx}   best seen {r.best_value:.6g}")
+    print(f"  x_final    ({xs})   distance to optimum {dist}")
+
+
+@app.command()
+def bench(
+    configs: Annotated[int, typer.Option("--configs", min=100, help="batch size for the throughput rows")] = 100_000,
+    max_iter: Annotated[int, typer.Option("--max-iter", min=10, help="iteration cap T of the batch runs")] = DEFAULT_MAX_ITER,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timings per row; the fastest is kept")] = 3,
+    no_numpy: Annotated[bool, typer.Option("--no-numpy", help="skip the (slow) NumPy reference")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the kernel: ns per iteration and batch throughput, with ratios."""
+    from rich.console import Console
+
+    from tools import bench as b
+
+    status = Console(stderr=True).status("measuring single runs")
+    status.start()
+    single = {
+        "rosenbrock 2-D": b.single_ns_per_iter("rosenbrock", repeats=repeats),
+        "rastrigin 2-D": b.single_ns_per_iter("rastrigin", iters=500_000, repeats=repeats),
+        "rosenbrock d=1000 (per dim)": b.single_ns_per_iter("rosenbrock", iters=20_000, repeats=repeats, dim=1000),
+    }
+    status.update(f"measuring the batch paths on {configs} configs" + ("" if no_numpy else " (NumPy last, slowest)"))
+    try:
+        rows, same, threads = b.batch_rows("rosenbrock", configs, max_iter=max_iter, repeats=repeats,
+                                           numpy_ref=not no_numpy)
+    finally:
+        status.stop()
+    ref = rows[-1].updates_per_s if not no_numpy else rows[1].updates_per_s
+    if as_json:
+        print(json.dumps(dict(
+            single_ns_per_iter=single, threads=threads, identical_results=same,
+            batch=[dict(name=r.name, seconds=r.seconds, configs_per_s=r.configs_per_s,
+                        updates_per_s=r.updates_per_s, ratio=r.updates_per_s / ref) for r in rows],
+        )))
+        return
+    from rich.table import Table
+
+    con = console()
+    t1 = Table(title="single run (after compilation)")
+    t1.add_column("workload")
+    t1.add_column("ns / iteration", justify="right")
+    for k, v in single.items():
+        t1.add_row(k, f"{v:.2f}")
+    con.print(t1)
+    ref_name = "NumPy" if not no_numpy else "numba serial"
+    t2 = Table(title=f"batch: {configs} random configs on rosenbrock 2-D, T={max_iter}, {threads} threads")
+    for col in ("path", "seconds", "configs/s", "M updates/s", f"x {ref_name}"):
+        t2.add_column(col, justify="right" if col != "path" else "left")
+    for r in rows:
+        t2.add_row(r.name, f"{r.seconds:.3f}", f"{r.configs_per_s:,.0f}", f"{r.updates_per_s / 1e6:,.0f}",
+                   f"{r.updates_per_s / ref:.1f}")
+    con.print(t2)
+    con.print(f"all paths give identical iterations and statuses: {same}")

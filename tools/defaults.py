@@ -1,0 +1,6 @@
+"""Defaults of the kernel's run settings, as plain constants so that the CLI can show
+them without importing numba. tools.momentum re-exports them; nothing else restates them."""
+
+DEFAULT_X0 = (-1.5, 2.0)  # the study's start point
+DEFAULT_MAX_ITER = 5000  # the study's T for the grid
+DEFAULT_TOL = 1e-6  # stop when ||v_{t+1}|| < tol

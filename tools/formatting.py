@@ -1,0 +1,43 @@
+"""Numbers as people and JSON read them: one definition each, used by every floor.
+
+    >>> fmt_value(None), fmt_value(1.23456789e-8), fmt_value(0.5, digits=6)
+    ('nan', '1.235e-08', '0.5')
+    >>> json_safe({"f": float("nan"), "xs": (1.0, float("inf"))})
+    {'f': None, 'xs': [1.0, None]}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def finite_or_none(v: float | None) -> float | None:
+    """A float, or None where it is None, nan or infinite (JSON has no nan)."""
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def json_safe(v: Any) -> Any:
+    """Non-finite floats -> None, recursively through dicts, lists and tuples (tuples
+    become lists, as JSON writes them)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def fmt_value(v: float | None, digits: int = 4) -> str:
+    """A final value: `digits` significant digits, "nan" when the run diverged."""
+    return "nan" if v is None else format(v, f".{digits}g")
+
+
+def fmt_cell(v: Any, spec: str = ".4g", missing: str = "-") -> str:
+    """A table cell: `missing` for None, floats with `spec`, anything else as str."""
+    if v is None:
+        return missing
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)

@@ -1,0 +1,321 @@
+"""The momentum-GD kernels, compiled with numba: one run (2-D, N-D), many runs in
+parallel (2-D, N-D). Plain arrays and scalars in and out; the Python API over them is
+tools/momentum.py.
+
+
+The update (docs/protocol.md, heavy-ball form, v_0 = 0):
+
+    v_{t+1} = beta * v_t - alpha * grad f(x_t)
+    x_{t+1} = x_t + v_{t+1}
+
+A run stops at the first t (1-based: the number of updates made) where
+  - x_{t+1} or f(x_{t+1}) is non-finite       -> "diverged" (final value reported as nan),
+  - ||v_{t+1}||_2 < tol                       -> "converged",
+or after max_iter updates                     -> "max_iter".
+Diverged beats converged beats max_iter, and ||v|| < tol is tested as ||v||^2 < tol^2.
+That rule lives in one place, `_status`, which every path calls: the 2-D paths through
+`_classify`, the N-D path directly. The 2-D single-run and batch paths also share
+`_step2`, so the batch gives the single-run result bit for bit.
+
+fastmath's nnan, ninf and nsz flags are never enabled: they would let LLVM fold away the
+finiteness checks (x * 0 -> 0, isfinite -> true). The 2-D kernels use no fastmath flag at
+all. The N-D kernel `run_nd` enables `reassoc` alone, so that its two per-update sums,
+||v||^2 = sum v_i^2 and the probe sum x_i * 0, vectorise (several partial sums, added at
+the end); without it the d = 1000 Rosenbrock run costs about twice as much per dimension.
+What that flag may and may not change in `run_nd`:
+  - it permits regrouping float adds and multiplies; the loop vectoriser uses it to
+    reorder those two sums. The per-coordinate values (v_i = beta v_i - alpha g_i,
+    x_i + v_i, v_i^2, x_i * 0) have no product chain to regroup, and regrouping adds
+    into other expressions also needs nsz in LLVM, so they are computed as written
+    (a copy compiled without the flag follows the same path bit for bit: tested);
+  - it makes no assumption about nan or inf: x * 0 stays nan for a non-finite x, nan
+    propagates through any order of additions and a sum of +-0 is +-0, so the probe is
+    non-finite iff some x_i is, in whatever order it is summed; isfinite and the
+    comparisons are not arithmetic and are untouched. Divergence is detected exactly;
+  - ||v||^2 may differ from the coordinate-order sum by a few ulps (at most about
+    2 d 2^-53 relative), and with it the comparison with tol^2: a run whose ||v||^2
+    lands that close to tol^2 may stop one update apart on a CPU with other vector
+    widths. Below the vector loop's minimum trip count (d = 2 and 3 among them) the sum
+    runs in coordinate order, so at d = 2 `run_nd` stops where run2 does (tested).
+tools/objectives.py compiles the N-D objectives with reassoc as well; there it also
+regroups products (the quadratic's c x_i x_i), so f, not the gradient, can differ from
+the 2-D formula in the last bit.
+
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from tools.objectives import BEALE, HIMMELBLAU, QUADRATIC, ROSENBROCK, SPHERE, STYBLINSKI_TANG, fg2, fg_nd
+
+RUNNING, CONVERGED, DIVERGED, MAX_ITER = 0, 1, 2, 3
+STATUS_NAMES = {CONVERGED: "converged", DIVERGED: "diverged", MAX_ITER: "max_iter"}
+LANES = 32  # configs each batch worker steps in lockstep (vectorised across lanes)
+
+
+# ----------------------------------------------------------------------- kernels
+@nb.njit(cache=True, inline="always")
+def _step2(fid, x, y, vx, vy, gx, gy, a, b):
+    """One momentum update from (x, v) with gradient g at x; returns the new state."""
+    vx = b * vx - a * gx
+    vy = b * vy - a * gy
+    x = x + vx
+    y = y + vy
+    f, gx, gy = fg2(fid, x, y)
+    return x, y, vx, vy, f, gx, gy
+
+
+@nb.njit(cache=True, inline="always")
+def _status(finite, vnorm2, t, max_iter, tol):
+    """The stop rule, after update t with ||v_{t+1}||^2 = vnorm2 and `finite` telling
+    whether x_{t+1} and f(x_{t+1}) are all finite: diverged beats converged beats
+    max_iter. Written as selects (no branches) so the batch kernel's lane loop
+    vectorises. ||v|| < tol is tested as ||v||^2 < tol^2: no sqrt, whose vector
+    throughput would dominate."""
+    st = MAX_ITER if t >= max_iter else RUNNING
+    st = CONVERGED if vnorm2 < tol * tol else st
+    return st if finite else DIVERGED
+
+
+@nb.njit(cache=True, inline="always")
+def _classify(x, y, f, vx, vy, t, max_iter, tol):
+    """Status of a 2-D run after update t (the rule is `_status`)."""
+    finite = math.isfinite(x) and math.isfinite(y) and math.isfinite(f)
+    return _status(finite, vx * vx + vy * vy, t, max_iter, tol)
+
+
+@nb.njit(cache=True)
+def run2(fid, x, y, a, b, max_iter, tol, every, rec):
+    """One 2-D run. Records (t, x, y, f) every `every` updates into rec when every > 0
+    (rec needs max_iter // every + 2 rows). Returns (status, t, x, y, f, best, n_rec)."""
+    vx = 0.0
+    vy = 0.0
+    f, gx, gy = fg2(fid, x, y)
+    best = f if math.isfinite(f) else math.inf
+    n_rec = 0
+    if every > 0:
+        rec[0, 0] = 0.0
+        rec[0, 1] = x
+        rec[0, 2] = y
+        rec[0, 3] = f
+        n_rec = 1
+    status = DIVERGED if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(f)) else RUNNING
+    if max_iter <= 0 and status == RUNNING:
+        status = MAX_ITER
+    t = 0
+    while status == RUNNING:
+        t += 1
+        x, y, vx, vy, f, gx, gy = _step2(fid, x, y, vx, vy, gx, gy, a, b)
+        status = _classify(x, y, f, vx, vy, t, max_iter, tol)
+        if status != DIVERGED and f < best:
+            best = f
+        if every > 0 and (t % every == 0 or status != RUNNING):
+            rec[n_rec, 0] = t
+            rec[n_rec, 1] = x
+            rec[n_rec, 2] = y
+            rec[n_rec, 3] = f
+            n_rec += 1
+    return status, t, x, y, f, best, n_rec
+
+
+@nb.njit(cache=True, inline="always")
+def _sweep(fid, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol):
+    """Step every lane until at least one loaded lane stops.
+
+    State is stored unconditionally: the sweep in which a lane stops is the last one
+    before the caller collects its result, so its arrays hold exactly the state at the
+    stopping update (what run2 returns). Parked lanes (no config left) have alpha = beta
+    = 0 and stay put. No select on stores, so the loop vectorises across lanes."""
+    n_stop = 0
+    while n_stop == 0:
+        for l in range(LANES):
+            t = lt[l] + 1
+            x, y, vx, vy, f, gx, gy = _step2(fid, lx[l], ly[l], lvx[l], lvy[l], lgx[l], lgy[l], la[l], lb[l])
+            st = _classify(x, y, f, vx, vy, t, max_iter, tol)
+            lbest[l] = f if (st != DIVERGED and f < lbest[l]) else lbest[l]
+            lx[l] = x
+            ly[l] = y
+            lvx[l] = vx
+            lvy[l] = vy
+            lgx[l] = gx
+            lgy[l] = gy
+            lf[l] = f
+            lt[l] = t
+            lst[l] = st
+        for l in range(LANES):
+            n_stop += (lst[l] != RUNNING) & (lidx[l] >= 0)
+
+
+@nb.njit(cache=True)
+def _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
+                 o_status, o_iter, o_x, o_y, o_f, o_best):
+    """Worker w of batch2: configs w, w + n_workers, ..., LANES at a time in lockstep."""
+    n = alphas.size
+    f0, gx0, gy0 = fg2(fid, x0, y0)
+    bad0 = not (math.isfinite(x0) and math.isfinite(y0) and math.isfinite(f0))
+    best0 = f0 if math.isfinite(f0) else math.inf
+    lx = np.empty(LANES)
+    ly = np.empty(LANES)
+    lvx = np.empty(LANES)
+    lvy = np.empty(LANES)
+    lgx = np.empty(LANES)
+    lgy = np.empty(LANES)
+    lf = np.empty(LANES)
+    lbest = np.empty(LANES)
+    la = np.empty(LANES)
+    lb = np.empty(LANES)
+    lt = np.zeros(LANES, dtype=np.int64)
+    lst = np.full(LANES, MAX_ITER, dtype=np.int64)
+    lidx = np.full(LANES, -1, dtype=np.int64)  # -1: the lane holds no config
+    nxt = np.int64(w)  # prange hands out unsigned ints; int64 keeps i integral when unified
+    step = np.int64(n_workers)
+    active = 0
+    while True:
+        # (re)fill every stopped lane: write its result out, load the next config
+        for l in range(LANES):
+            if lst[l] == RUNNING and lidx[l] >= 0:
+                continue
+            i = lidx[l]
+            if i >= 0:
+                o_status[i] = lst[l]
+                o_iter[i] = lt[l]
+                o_x[i] = lx[l]
+                o_y[i] = ly[l]
+                o_f[i] = lf[l]
+                o_best[i] = lbest[l]
+                lidx[l] = -1
+                active -= 1
+            # park the lane: zero step sizes keep it still (no denormals, no NaN)
+            lx[l] = x0
+            ly[l] = y0
+            lvx[l] = 0.0
+            lvy[l] = 0.0
+            lgx[l] = gx0
+            lgy[l] = gy0
+            lbest[l] = best0
+            la[l] = 0.0
+            lb[l] = 0.0
+            lt[l] = 0
+            while nxt < n:
+                i = nxt
+                nxt += step
+                if bad0 or max_iter <= 0:  # nothing to step: finished at the start
+                    o_status[i] = DIVERGED if bad0 else MAX_ITER
+                    o_iter[i] = 0
+                    o_x[i] = x0
+                    o_y[i] = y0
+                    o_f[i] = f0
+                    o_best[i] = best0
+                    continue
+                lidx[l] = i
+                lx[l] = x0
+                ly[l] = y0
+                lvx[l] = 0.0
+                lvy[l] = 0.0
+                lgx[l] = gx0
+                lgy[l] = gy0
+                lf[l] = f0
+                lbest[l] = best0
+                la[l] = alphas[i]
+                lb[l] = betas[i]
+                lt[l] = 0
+                lst[l] = RUNNING
+                active += 1
+                break
+        if active == 0:
+            return
+        # Dispatch on the objective once per round, outside the lane loop: each call
+        # below inlines _sweep with a constant fid, so LLVM drops the other objectives'
+        # branches (and their libm calls) and vectorises the lane loop.
+        if fid == ROSENBROCK:
+            _sweep(ROSENBROCK, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        elif fid == SPHERE:
+            _sweep(SPHERE, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        elif fid == QUADRATIC:
+            _sweep(QUADRATIC, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        elif fid == BEALE:
+            _sweep(BEALE, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        elif fid == HIMMELBLAU:
+            _sweep(HIMMELBLAU, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        elif fid == STYBLINSKI_TANG:
+            _sweep(STYBLINSKI_TANG, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+        else:  # objectives with libm calls (cos, exp) do not vectorise anyway
+            _sweep(fid, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol)
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)  # nogil: other threads work meanwhile
+def batch2(fid, x0, y0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_y, o_f, o_best):
+    """Many 2-D runs in parallel, written into the o_* arrays (length n).
+
+    Work is split into n_workers strided streams (worker w takes configs w, w + W, ...) so a grid
+    sorted by alpha is spread evenly over threads; each worker steps LANES configs in
+    lockstep (vectorised across lanes) and refills a lane as soon as its config stops.
+    """
+    for w in nb.prange(n_workers):
+        _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
+                     o_status, o_iter, o_x, o_y, o_f, o_best)
+
+
+# reassoc, and only it: see the module docstring for what it may reorder here
+@nb.njit(cache=True, fastmath={"reassoc"})
+def run_nd(fid, x0, a, b, max_iter, tol, every, rec):
+    """One N-D run (d = x0.size). Same rule as run2 (`_status`); rec rows are
+    (t, x_1..x_d, f). Returns (status, t, x, f, best, n_rec)."""
+    d = x0.size
+    x = x0.copy()
+    v = np.zeros(d)
+    g = np.empty(d)
+    f = fg_nd(fid, x, g)
+    finite = math.isfinite(f)
+    for i in range(d):
+        finite = finite and math.isfinite(x[i])
+    best = f if finite else math.inf
+    n_rec = 0
+    if every > 0:
+        rec[0, 0] = 0.0
+        rec[0, 1 : d + 1] = x
+        rec[0, d + 1] = f
+        n_rec = 1
+    status = RUNNING if finite else DIVERGED
+    if max_iter <= 0 and status == RUNNING:
+        status = MAX_ITER
+    t = 0
+    while status == RUNNING:
+        t += 1
+        vn = 0.0
+        xs = 0.0  # a sum of x_i * 0: nan iff some x_i is non-finite, else +-0
+        for i in range(d):
+            vi = b * v[i] - a * g[i]
+            v[i] = vi
+            x[i] += vi
+            vn += vi * vi
+            xs += x[i] * 0.0
+        f = fg_nd(fid, x, g)
+        status = _status(math.isfinite(xs) and math.isfinite(f), vn, t, max_iter, tol)
+        if status != DIVERGED and f < best:
+            best = f
+        if every > 0 and (t % every == 0 or status != RUNNING):
+            rec[n_rec, 0] = t
+            rec[n_rec, 1 : d + 1] = x
+            rec[n_rec, d + 1] = f
+            n_rec += 1
+    return status, t, x, f, best, n_rec
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)  # nogil: other threads work meanwhile
+def batch_nd(fid, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_f, o_best):
+    """Many N-D runs in parallel (one config per task, strided for balance)."""
+    n = alphas.size
+    empty = np.empty((0, x0.size + 2))
+    for w in nb.prange(n_workers):
+        for i in range(w, n, n_workers):
+            st, t, x, f, best, _ = run_nd(fid, x0, alphas[i], betas[i], max_iter, tol, 0, empty)
+            o_status[i] = st
+            o_iter[i] = t
+            o_x[i, :] = x
+            o_f[i] = f
+            o_best[i] = best
