@@ -9,28 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, objective_or_exit
-from tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app, parse_numbers
+from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
 from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tools.errors import UserError
+from tools.formatting import fmt_cell, fmt_value
 
 app = new_app("Agent sessions and prompt templates.")
-
-
-def resolve_x0(spec: str | None, obj, seed: int, dim: int = 2) -> tuple[str, tuple[float, ...]]:
-    """--x0 paper | random | numbers -> (spec label, start point)."""
-    from tools.momentum import start_point
-
-    if spec is None or spec in ("paper", "random"):
-        label = spec or "paper"
-        start = start_point(label, seed, dim)
-    else:
-        start, label = parse_numbers(spec, "--x0 (paper, random or numbers)"), "explicit"
-    try:
-        obj.check_dim(len(start))
-    except ValueError as e:
-        raise UserError(f"--x0 has {len(start)} value(s): {e}") from None
-    return label, start
 
 
 def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | None = None,
@@ -74,7 +59,7 @@ def run(
     model: ModelOpt = "local",
     prompt: PromptOpt = "default",
     seed: Annotated[int, typer.Option("--seed", help="seeds the model and a random start")] = 0,
-    x0: Annotated[Optional[str], typer.Option("--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | X Y")] = None,
+    x0: X0Opt = None,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where run directories go")] = Path("runs"),
@@ -91,7 +76,7 @@ def run(
     if resume is not None:
         return _resume(resume, as_json, api_key_env, factory)
     obj = objective_or_exit(function)
-    label, start = resolve_x0(x0, obj, seed)
+    label, start = start_or_exit(obj, x0, seed=seed)
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                       timeout=timeout, base_url=base_url, api_key_env=api_key_env)
     from agent.prompts import load_template
@@ -105,7 +90,7 @@ def run(
     )
     from rich.console import Console
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # piped: long lines stay whole, not cut at 80 columns
     chat_model = factory(settings)
     best: dict = {}
 
@@ -114,7 +99,7 @@ def run(
             return
         if not f["repeat"] and (not best or f["score"] < best["score"]):
             best.update(f)
-        fmt = (lambda v: "nan" if v is None else format(v, ".3g"))
+        fmt = (lambda v: fmt_value(v, 3))
         tag = "  repeat" if f["repeat"] else ""
         print(f"#{f['trial']:<3} lr={f['learning_rate']:<9.3g} mom={f['momentum']:<7.3g} {f['status']:<9} "
               f"f={fmt(f['final_value']):<9} it={f['iterations']:<5} "
@@ -177,11 +162,15 @@ def _print_session_summary(out, r) -> None:
     if r.recommendation is not None:
         rec = r.recommendation
         out.print(f"[bold]agent recommends[/bold] lr={rec.learning_rate:g} momentum={rec.momentum:g}: {rec.rationale}")
+    tokens = "unknown (the server reports no usage)" if r.input_tokens is None and r.output_tokens is None \
+        else f"{fmt_cell(r.input_tokens)}/{fmt_cell(r.output_tokens)}"
+    cost = "" if r.cost_usd is None else f", cost ${r.cost_usd:.4f}"
+    talk = f", {r.text_replies} replies without a proposal" if r.text_replies else ""
     out.print(f"trials charged {r.trials_charged}/{r.budget}, invalid {r.invalid_proposals}, "
-              f"repeated {r.repeated_proposals}; model calls {r.model_calls}, tokens in/out "
-              f"{r.input_tokens}/{r.output_tokens}")
+              f"repeated {r.repeated_proposals}; model calls {r.model_calls}{talk}, tokens in/out {tokens}{cost}")
     pct = (lambda x: 100.0 * x / r.wall_s if r.wall_s else 0.0)
-    out.print(f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s, overhead "
+    waits = f", retry waits {r.retry_wait_s:.1f} s ({r.retries} retries)" if r.retries else ""
+    out.print(f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s{waits}, overhead "
               f"{r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %); stop: {r.stop_reason}")
     out.print(f"run directory: {r.run_dir}")
 

@@ -38,9 +38,11 @@ class TurnMiddleware(AgentMiddleware):
     """
 
     def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], base_temperature: float,
-                 repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False) -> None:
+                 repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False,
+                 usage: Usage | None = None) -> None:
         super().__init__()
         self.ev = evaluator
+        self.usage = usage
         self.render_turn = render_turn
         self.base_temperature = base_temperature
         self.repeat_heat = repeat_heat
@@ -73,6 +75,8 @@ class TurnMiddleware(AgentMiddleware):
     def after_model(self, state, runtime) -> dict[str, Any] | None:
         last = state["messages"][-1] if state.get("messages") else None
         if isinstance(last, AIMessage) and not last.tool_calls and not self.ev.exhausted:
+            if self.usage is not None:
+                self.usage.text_replies += 1  # a turn that proposed nothing (a server under "auto")
             return {"messages": [HumanMessage(
                 f"You have {self.ev.budget_left} evaluations left. Call run_momentum_gd now.")],
                 "jump_to": "model"}
@@ -81,8 +85,9 @@ class TurnMiddleware(AgentMiddleware):
 
 class RetryMiddleware(AgentMiddleware):
     """Retries transient model faults (timeouts, dropped connections, 429, 5xx) with
-    exponential backoff and jitter, bounded in attempts and in total time; each retry is
-    a `retry` trace event. Permanent faults raise ModelError at once."""
+    exponential backoff and jitter, bounded in attempts and in total time; a 429's
+    Retry-After is honoured. Each retry is a `retry` trace event and its wait is counted
+    apart (Usage.retry_wait_s). Permanent faults raise ModelError at once."""
 
     def __init__(self, emit: Callable[..., None], usage: Usage | None = None, attempts: int = 5,
                  total_s: float = 120.0, initial_s: float = 1.0, max_wait_s: float = 20.0) -> None:
@@ -99,13 +104,20 @@ class RetryMiddleware(AgentMiddleware):
             exc = rs.outcome.exception()
             if self.usage is not None:
                 self.usage.retries += 1
+                self.usage.retry_wait_s += rs.next_action.sleep
             self.emit("retry", attempt=rs.attempt_number, wait_s=round(rs.next_action.sleep, 3),
                       error=classify_error(exc)[1])
+
+        backoff = wait_exponential_jitter(multiplier=self.initial_s, max=self.max_wait_s, jitter=self.initial_s)
+
+        def wait(rs) -> float:
+            asked = retry_after_s(rs.outcome.exception())
+            return min(asked, self.total_s) if asked is not None else backoff(rs)
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: classify_error(e)[0]),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.total_s),
-            wait=wait_exponential_jitter(multiplier=self.initial_s, max=self.max_wait_s, jitter=self.initial_s),
+            wait=wait,
             before_sleep=before_sleep,
             reraise=True,
             sleep=time.sleep,
@@ -119,3 +131,15 @@ class RetryMiddleware(AgentMiddleware):
             if transient:
                 raise ModelError(f"model call failed after {self.attempts} attempts: {msg}") from e
             raise ModelError(msg) from e
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """The seconds a 429's Retry-After header asks for (None if it asks nothing)."""
+    response = getattr(exc, "response", None)
+    if getattr(exc, "status_code", None) != 429 or response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: rare from APIs; fall back to the backoff
+        return None

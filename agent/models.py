@@ -31,6 +31,10 @@ class ModelSettings(BaseModel):
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_total_s: float = Field(default=120.0, gt=0)
     n_threads: int | None = Field(default=None, ge=1)  # embedded model only; None: every core
+    rpm: float | None = Field(default=None, gt=0)  # requests per minute, shared by a process's sessions
+    tpm: float | None = Field(default=None, gt=0)  # tokens per minute, likewise
+    price_in: float | None = Field(default=None, ge=0)  # USD per 1M input tokens (else the built-in table)
+    price_out: float | None = Field(default=None, ge=0)  # USD per 1M output tokens
 
 
 ModelFactory = Callable[[ModelSettings], BaseChatModel]
@@ -60,14 +64,14 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
                 raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
                                 + ("" if settings.base_url else " (or pass --base-url for a local server)"))
             key = "not-needed"  # many local OpenAI-compatible servers take no key
-        from langchain_openai import ChatOpenAI
+        from agent.openai_compat import CompatChatOpenAI
 
         kwargs: dict[str, Any] = dict(model=name, api_key=key, temperature=settings.temperature,
                                       max_tokens=settings.max_tokens, seed=settings.seed,
                                       timeout=settings.timeout_s, max_retries=0)
         if settings.base_url:
             kwargs["base_url"] = settings.base_url
-        return ChatOpenAI(**kwargs)
+        return CompatChatOpenAI(**kwargs)
     raise UserError(f"unknown model {spec!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
 
 
@@ -86,8 +90,13 @@ def classify_error(exc: BaseException) -> tuple[bool, str]:
             return False, "the API does not know this model or URL (404): check --model and --base-url"
         if isinstance(exc, openai.BadRequestError):
             return False, f"the API rejected the request (400): {_short(exc)}"
-        if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                            openai.InternalServerError)):
+        if isinstance(exc, openai.APITimeoutError):
+            return True, f"APITimeoutError: the request timed out (raise --timeout, or check the server)"
+        if isinstance(exc, openai.APIConnectionError):
+            url = getattr(getattr(exc, "request", None), "url", None)
+            where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
+            return True, f"cannot reach {where} (connection refused or closed): is the server running, and is --base-url right?"
+        if isinstance(exc, (openai.RateLimitError, openai.InternalServerError)):
             return True, f"{type(exc).__name__}: {_short(exc)}"
         if isinstance(exc, openai.APIStatusError):
             return exc.status_code >= 500 or exc.status_code == 429, f"HTTP {exc.status_code}: {_short(exc)}"

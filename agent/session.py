@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from agent.langchain_tools import TOOL_NAME, make_gd_tool
 from agent.middleware import RetryMiddleware, TurnMiddleware
 from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, make_chat_model
+from agent.pricing import cost_usd, price_for
+from agent.ratelimit import RateLimitMiddleware, shared_limiter
 from agent.prompt_state import prompt_values
 from agent.prompts import load_template, parse_template
 from agent.resume import restore_into, restored_conversation
@@ -75,11 +77,15 @@ class SessionResult(BaseModel):
     stop_reason: StopReason
     error: str | None = None
     model_calls: int
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int | None  # None: the server reported no usage
+    output_tokens: int | None
+    cost_usd: float | None = None  # None: no known price
+    text_replies: int = 0  # replies that proposed nothing while budget was left
+    retries: int = 0
     wall_s: float
     model_s: float
     tool_s: float
+    retry_wait_s: float = 0.0
     overhead_s: float
 
 
@@ -121,7 +127,7 @@ def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
                          method=m.get("method", "llm"))
 
 
-def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, *, model: str, prompt: str,
+def finish_session(*, writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, model: str, prompt: str,
                    stop: str, wall_s: float, usage: Usage, recommendation: FinalAnswer | None = None,
                    error: str | None = None) -> SessionResult:
     """The one place a session of any method ends: builds its result, writes the
@@ -131,16 +137,21 @@ def finish_session(writer: TraceWriter, ev: Evaluator, cfg: SessionConfig, *, mo
         model=model, prompt=prompt, budget=cfg.evaluator.budget, best=ev.incumbent, trials=ev.trials,
         trials_charged=ev.charged, invalid_proposals=ev.invalid, repeated_proposals=ev.repeats,
         recommendation=recommendation, stop_reason=stop, error=error, model_calls=usage.calls,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, wall_s=wall_s, model_s=usage.model_s,
-        tool_s=usage.tool_s, overhead_s=max(wall_s - usage.model_s - usage.tool_s, 0.0),
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cost_usd=cost_usd(usage.input_tokens, usage.output_tokens,
+                          price_for(cfg.model.model, cfg.model.price_in, cfg.model.price_out)) if usage.calls else None,
+        text_replies=usage.text_replies, retries=usage.retries, wall_s=wall_s, model_s=usage.model_s,
+        tool_s=usage.tool_s, retry_wait_s=usage.retry_wait_s,
+        overhead_s=max(wall_s - usage.model_s - usage.tool_s - usage.retry_wait_s, 0.0),
     )
     writer.emit(
         "session_finished",
         **r.model_dump(include={"stop_reason", "error", "trials_charged", "invalid_proposals", "repeated_proposals",
-                                "model_calls", "input_tokens", "output_tokens", "recommendation"}),
+                                "model_calls", "input_tokens", "output_tokens", "cost_usd", "text_replies",
+                                "retries", "recommendation"}),
         best_trial=r.best.trial if r.best else None,
         best=r.best.model_dump(exclude={"curve"}) if r.best else None,
-        **{k: round(getattr(r, k), 4) for k in ("wall_s", "model_s", "tool_s", "overhead_s")},
+        **{k: round(getattr(r, k), 4) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")},
     )
     writer.close()
     return r
@@ -202,6 +213,7 @@ def run_session(
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
         budget = cfg.evaluator.budget
         local = cfg.model.model == "local"
+        limiter = shared_limiter(cfg.model.rpm, cfg.model.tpm)
         model_cap = MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA
         tool_cap = TOOL_CALLS_PER_TRIAL * budget
         agent = create_agent(
@@ -211,11 +223,12 @@ def run_session(
             response_format=ToolStrategy(FinalAnswer),
             middleware=[
                 TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)), cfg.model.temperature,
-                               max_temperature=2.0 if local else 1.5, compact=local),
+                               max_temperature=2.0 if local else 1.5, compact=local, usage=handler.usage),
                 ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
                 ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
                 RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
                                 initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
+                *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),
             ],
         )
         # The first turn is already in the conversation; TurnMiddleware adds the fresh
@@ -240,7 +253,7 @@ def run_session(
     except ModelError as e:
         stop, error = "model_error", str(e)
     finally:
-        result = finish_session(writer, ev, cfg, model=cfg.model.model, prompt=template.name, stop=stop,
+        result = finish_session(writer=writer, ev=ev, cfg=cfg, model=cfg.model.model, prompt=template.name, stop=stop,
                                 wall_s=time.perf_counter() - t_start, usage=handler.usage,
                                 recommendation=recommendation, error=error)
     return result

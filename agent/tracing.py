@@ -67,7 +67,8 @@ class Redactor:
         self.known = [k for k in (known or []) if k and len(k) >= 4]
 
     def scrub(self, value: Any, key: str = "") -> Any:
-        if key and _SECRET_KEYS.search(key) and value not in (None, ""):
+        # `api_key_env` names the variable that holds the key, not the key: resume needs it
+        if key and _SECRET_KEYS.search(key) and not key.endswith("_env") and value not in (None, ""):
             return "***"
         if isinstance(value, str):
             for k in self.known:
@@ -187,9 +188,14 @@ class TraceCallbackHandler(BaseCallbackHandler):
         latency = time.perf_counter() - t0
         gen = response.generations[0][0] if response.generations and response.generations[0] else None
         msg = getattr(gen, "message", None)
-        usage = getattr(msg, "usage_metadata", None) or {}
-        tin, tout = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        usage = getattr(msg, "usage_metadata", None)
+        # no usage from the server: unknown (null), not zero
+        tin = int(usage["input_tokens"]) if usage and usage.get("input_tokens") is not None else None
+        tout = int(usage["output_tokens"]) if usage and usage.get("output_tokens") is not None else None
         self.usage.add_call(latency, tin, tout)
+        meta = getattr(msg, "response_metadata", None) or {}
+        for step in meta.get("tool_choice_fallbacks", ()):
+            self.writer.emit("tool_choice_fallback", model=self.model_name, **step)
         self.writer.emit(
             "model_called",
             model=self.model_name,
@@ -202,6 +208,7 @@ class TraceCallbackHandler(BaseCallbackHandler):
             input_tokens=tin,
             output_tokens=tout,
             latency_s=round(latency, 6),
+            **({"tool_choice": meta["tool_choice_form"]} if "tool_choice_form" in meta else {}),
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw) -> None:

@@ -75,9 +75,8 @@ class CentaurLLM(LLMProposer):
         except Exception as e:  # noqa: BLE001 - any model failure is a hard Centaur failure
             self.usage.add_call(time.perf_counter() - t0)
             raise CentaurError(f"the LLM failed: {classify_error(e)[1]}") from e
-        usage = getattr(reply, "usage_metadata", None) or {}
-        self.usage.add_call(time.perf_counter() - t0, int(usage.get("input_tokens", 0)),
-                            int(usage.get("output_tokens", 0)))
+        usage = reply.usage_metadata or {}  # None when the server reports no usage
+        self.usage.add_call(time.perf_counter() - t0, usage.get("input_tokens"), usage.get("output_tokens"))
         args = reply.tool_calls[0]["args"] if reply.tool_calls else json_from_text(str(reply.content))
         if args is None or "learning_rate" not in args or "momentum" not in args:
             raise CentaurError(f"the LLM did not answer with JSON learning_rate/momentum: {str(reply.content)[:200]!r}")

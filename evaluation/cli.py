@@ -16,12 +16,14 @@ from agent.cli import (BaseUrlOpt, KeyEnvOpt, ModelOpt, PromptOpt, TempOpt, mode
                        model_settings_or_exit)
 from agent.cli import app as agent_app
 from evaluation import defaults as D
+from evaluation.strategies import METHODS
 from evaluation.trace_cli import trace_app
 from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
 from tools.cli import app as tools_app
 from tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS, SWEEP_LR, SWEEP_MOMENTUM
 from tools.errors import UserError
+from tools.files import atomic_write_text
 
 app = new_app("LLM agents as hyperparameter tuners for gradient descent with momentum.", name="tuneloop")
 app.add_typer(tools_app)
@@ -32,8 +34,8 @@ app.add_typer(trace_app, name="trace")
 @app.command()
 def sweep(
     function: FunctionOpt = "rosenbrock",
-    lr_range: Annotated[tuple[float, float], typer.Option("--lr-range", help="alpha range (log-spaced)")] = (1e-5, 1e-1),
-    momentum_range: Annotated[tuple[float, float], typer.Option("--momentum-range", help="beta range")] = (0.0, 0.99),
+    lr_range: Annotated[tuple[float, float], typer.Option("--lr-range", help="alpha range (log-spaced)")] = SWEEP_LR,
+    momentum_range: Annotated[tuple[float, float], typer.Option("--momentum-range", help="beta range")] = SWEEP_MOMENTUM,
     resolution: Annotated[int, typer.Option("--resolution", min=2, max=2048, help="grid points per axis")] = 256,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
@@ -46,7 +48,7 @@ def sweep(
     check_range(momentum_range, "--momentum-range", 0.0, 1.0)
     if momentum_range[1] >= 1.0:
         raise UserError("--momentum-range must stay below 1")
-    start = start_or_exit(obj, x0)
+    _, start = start_or_exit(obj, x0)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
     if not out.parent.exists():
@@ -83,7 +85,7 @@ def sweep(
 def eval_cmd(
     ctx: typer.Context,
     functions: Annotated[str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")] = ",".join(D.FUNCTIONS),
-    methods: Annotated[str, typer.Option("--methods", help="grid refined random cmaes tpe llm centaur")] = ",".join(D.METHODS),
+    methods: Annotated[str, typer.Option("--methods", help=" ".join(METHODS))] = ",".join(D.METHODS),
     seeds: Annotated[str, typer.Option("--seeds", help="e.g. --seeds 0 1 2, or --seeds 0-29")] = ",".join(map(str, D.SEEDS)),
     budget: Annotated[int, typer.Option("--budget", min=1, max=10_000,
                                         help="charged evaluations per cell, the same for every method")] = D.BUDGET,
@@ -105,15 +107,15 @@ def eval_cmd(
 
     from agent.prompts import load_template
     from evaluation.harness import EvalConfig
-    from evaluation.strategies import LLM_METHODS, METHODS
+    from evaluation.strategies import LLM_METHODS
 
     fnames = split_names(functions, "--functions")
     for f in fnames:
         objective_or_exit(f)
     mnames = split_names(methods, "--methods", METHODS)
     seed_list = parse_seeds(seeds)
-    if x0 not in ("paper", "random"):
-        raise UserError(f"--x0 must be paper or random, got {x0!r}")
+    if x0 not in START_SPECS:
+        raise UserError(f"--x0 must be {' or '.join(START_SPECS)}, got {x0!r}")
     settings = model_settings_or_exit(model, temperature=temperature, base_url=base_url, api_key_env=api_key_env)
     factory = model_factory_of(ctx)
     if set(mnames) & set(LLM_METHODS):
@@ -183,7 +185,7 @@ def reproduce(
                            progress=lambda m: status.update(f"reproducing study 1: {m}"))
     secs = _time.perf_counter() - t0
     figs = study_figures(tables, out)
-    (out / "study.md").write_text(study_markdown(tables, figs, secs))
+    atomic_write_text(out / "study.md", study_markdown(tables, figs, secs))
     print(f"study reproduced in {secs:.1f} s: {out / 'study.md'}, figures in {out / 'plots'}, runs in {out / 'runs'}")
 
 

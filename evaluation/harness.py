@@ -34,7 +34,7 @@ from tools.scoring import DIVERGED_SCORE, best_so_far
 from tools.trials import EvaluatorConfig
 
 CSV_COLUMNS = ["method", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
-               "score", "trials_charged", "invalid", "repeated", "tokens", "wall_s", "stop_reason", "error"]
+               "score", "trials_charged", "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason", "error"]
 
 
 class EvalConfig(BaseModel):
@@ -90,7 +90,8 @@ def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per
     uses_llm = method in LLM_METHODS
     scfg = SessionConfig(
         evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol, budget=cfg.budget),
-        model=model_settings, prompt=cfg.centaur_prompt if method == "centaur" else cfg.prompt,
+        model=model_settings, prompt=cfg.centaur_prompt if method in STRATEGIES and STRATEGIES[method].uses_llm
+        else cfg.prompt,
         seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
     )
     model = model_factory(scfg.model) if uses_llm else None
@@ -128,7 +129,9 @@ def _row(method: str, function: str, seed: int, x0, r: SessionResult) -> dict[st
         "best_alpha": b.learning_rate if b else None, "best_beta": b.momentum if b else None,
         "best_value": b.final_value if b else None, "iterations": b.iterations if b else None,
         "score": b.score if b else None, "trials_charged": r.trials_charged, "invalid": r.invalid_proposals,
-        "repeated": r.repeated_proposals, "tokens": r.input_tokens + r.output_tokens,
+        "repeated": r.repeated_proposals,
+        "tokens": None if r.input_tokens is None and r.output_tokens is None else (r.input_tokens or 0) + (r.output_tokens or 0),
+        "cost_usd": r.cost_usd,
         "wall_s": round(r.wall_s, 4), "stop_reason": r.stop_reason, "error": r.error or "",
     }
 
@@ -219,7 +222,8 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
                 "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
                 "mean_iterations": float(iters.mean()) if iters.size else None,
                 "scores": scores.tolist(), "anytime_median": med_curve,
-                "mean_tokens": float(np.mean([c["row"]["tokens"] for c in cells])),
+                "mean_tokens": float(np.mean([c["row"]["tokens"] or 0 for c in cells])),
+                "cost_usd": _total_cost([c["row"].get("cost_usd") for c in cells]),
                 "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
             }
         for m in cfg.methods:
@@ -227,6 +231,12 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
                               for o in cfg.methods if o != m}
         out[f] = per
     return out
+
+
+def _total_cost(costs: list[float | None]) -> float | None:
+    """The summed cost of cells with a known price; None when no cell's price is known."""
+    known = [c for c in costs if c is not None]
+    return float(sum(known)) if known else None
 
 
 def _num(v: float | None, spec: str = ".4g") -> str:
@@ -245,14 +255,15 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
     for f, per in summary.items():
         others = cfg.methods
         lines += [f"## {f}", "",
-                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | "
+                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | cost (USD) | "
                   + " | ".join(f"wins vs {o}" for o in others) + " |",
-                  "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
         for m in cfg.methods:
             s = per[m]
             wins = " | ".join("-" if o == m else str(s["wins"][o]) for o in others)
             lines.append(f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['std'])} | {s['diverged']} | "
-                         f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | {wins} |")
+                         f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | "
+                         f"{_num(s['cost_usd'], '.4f')} | {wins} |")
         k_max = max(len(per[m]["anytime_median"]) for m in cfg.methods)
         lines += ["", "Anytime: median over seeds of the best score after k evaluations "
                   f"(score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged).", "",
@@ -265,6 +276,4 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
         for p in plots.get(f, []):
             lines.append(f"![{Path(p).stem}](plots/{Path(p).name})")
         lines.append("")
-    path = cfg.out / "summary.md"
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(cfg.out / "summary.md", "\n".join(lines))

@@ -16,21 +16,26 @@ from typing import Callable
 
 from agent.models import ModelFactory, ModelSettings, make_chat_model
 from agent.session import SessionConfig, SessionResult
+from evaluation import defaults as D
 from evaluation.runner import run_strategy
 from evaluation.strategies import GridSearch, RandomSearch, RefinedGrid, SearchSpace
 from tools.momentum import DEFAULT_X0, start_point
+from tools.defaults import DEFAULT_MAX_ITER
 from tools.formatting import fmt_value
 from tools.objectives import get_objective
 from tools.scoring import GOOD_GAP, study_label
 from tools.trials import Bounds, EvaluatorConfig, TrialResult
 
-FUNCTIONS = ("rosenbrock", "rastrigin")
-SEEDS = (0, 1, 2)
-GRID_T = 5000
-RANDOM_T = 2000
+FUNCTIONS = D.FUNCTIONS  # the study's two objectives
+SEEDS = D.SEEDS  # its three seeds
+GRID_T = DEFAULT_MAX_ITER  # T of the grids
+RANDOM_T = D.MAX_ITER  # T of random search and the LLM
 RANDOM_SAMPLES = 4
-STUDY_BOUNDS = Bounds(alpha_min=1e-4, alpha_max=0.1, beta_min=0.0, beta_max=0.99)
+GRID_SIZE = len(GridSearch().points)  # 12
+# the ranges told to random search and the LLM: the grid's span of alpha, beta below 1
 STUDY_SPACE = SearchSpace(log10_alpha=(-4.0, -1.0), beta=(0.0, 0.99))
+STUDY_BOUNDS = Bounds(alpha_min=10.0 ** STUDY_SPACE.log10_alpha[0], alpha_max=10.0 ** STUDY_SPACE.log10_alpha[1],
+                      beta_min=STUDY_SPACE.beta[0], beta_max=STUDY_SPACE.beta[1])
 
 
 def _label(t: TrialResult, f_star: float, best_score: float) -> str:
@@ -54,13 +59,13 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
         obj = get_objective(f)
         f_star = obj.minimum(2)
         say(f"grid on {f}")
-        g = run_strategy(GridSearch(), _cfg(out, f, DEFAULT_X0, GRID_T, 12, "grid", 0), f"grid-{f}")
+        g = run_strategy(GridSearch(), _cfg(out, f, DEFAULT_X0, GRID_T, GRID_SIZE, "grid", 0), f"grid-{f}")
         best_score = min(t.score for t in g.trials)
         tables["grid"][f] = [dict(lr=t.learning_rate, momentum=t.momentum, final=t.final_value,
                                   iterations=t.iterations, status=_label(t, f_star, best_score)) for t in g.trials]
         say(f"refined grid on {f}")
-        r = run_strategy(RefinedGrid(), _cfg(out, f, DEFAULT_X0, GRID_T, 12 + 12, "refined", 0), f"refined-{f}")
-        refinement = [t for t in r.trials[12:] if t.charged]
+        r = run_strategy(RefinedGrid(), _cfg(out, f, DEFAULT_X0, GRID_T, 2 * GRID_SIZE, "refined", 0), f"refined-{f}")
+        refinement = [t for t in r.trials[GRID_SIZE:] if t.charged]
         best = min(refinement or r.trials, key=lambda t: t.score)
         tables["refined"][f] = dict(lr=best.learning_rate, momentum=best.momentum, final=best.final_value,
                                     iterations=best.iterations, status=best.status,

@@ -61,6 +61,6 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
         stop = "interrupted"
         raise
     finally:
-        result = finish_session(writer, ev, cfg, model=model or "-", prompt=template.name if template else "-",
+        result = finish_session(writer=writer, ev=ev, cfg=cfg, model=model or "-", prompt=template.name if template else "-",
                                 stop=stop, wall_s=time.perf_counter() - t0, usage=usage or Usage(), error=error)
     return result

@@ -116,7 +116,7 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
-    """Class decorator: make a strategy available by `name` to the harness and the service."""
+    """Class decorator: make a strategy available by `name` to the harness and the CLI."""
 
     def deco(cls: type[Strategy]) -> type[Strategy]:
         cls.name = name
@@ -343,6 +343,7 @@ class Centaur(Strategy):
     `tool_error` event, counted as invalid), never clamped."""
 
     uses_llm = True
+    LLM_SOURCE = "centaur-llm"  # the `source` of the trials the LLM proposed
 
     @classmethod
     def create(cls, ctx: StrategyContext) -> "Centaur":
@@ -371,7 +372,7 @@ class Centaur(Strategy):
             st = self.cma.state()
             st.update(suggestion=(cma_alpha, cma_beta), history=list(self.history), n_trials=k)
             self.llm_calls += 1
-            self.last_source = "centaur-llm"
+            self.last_source = self.LLM_SOURCE
             return self.propose_llm(st)
         self.last_source = "cmaes"
         return cma_alpha, cma_beta

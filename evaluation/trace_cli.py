@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from tools.cli_common import JsonOpt, console, new_app
+from tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
 from tools.defaults import DEFAULT_MAX_ITER
 from tools.errors import UserError
-from tools.formatting import fmt_cell
+from tools.formatting import fmt_cell, fmt_sci
 
 trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
@@ -51,12 +51,17 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     for e in s["invalid"]:
         con.print(f"invalid ({e['source']}): {e['error']}")
     mc = s["model_calls"]
-    con.print(f"model calls {mc['count']}, tokens in/out {mc['input_tokens']}/{mc['output_tokens']}, latency "
-              f"p50 {fmt_cell(mc['latency_p50_s'], '.2f')} s p95 {fmt_cell(mc['latency_p95_s'], '.2f')} s, retries {s['retries']}")
+    cost = "" if s["cost_usd"] is None else f", cost ${s['cost_usd']:.4f}"
+    con.print(f"model calls {mc['count']}, tokens in/out {fmt_cell(mc['input_tokens'])}/{fmt_cell(mc['output_tokens'])}"
+              f"{cost}, latency p50 {fmt_cell(mc['latency_p50_s'], '.2f')} s p95 {fmt_cell(mc['latency_p95_s'], '.2f')} s, "
+              f"retries {s['retries']}")
+    for fb in s["tool_choice_fallbacks"]:
+        con.print(f"tool_choice: the server rejected {fb['from']}, now {fb['to']} ({fb['error']})")
     tm = s["time"]
     if tm:
+        wait = f" + retry waits {fmt_cell(tm['retry_wait_s'], '.2f')}" if tm.get("retry_wait_s") else ""
         con.print(f"time: wall {fmt_cell(tm['wall_s'], '.2f')} s = model {fmt_cell(tm['model_s'], '.2f')} + tool "
-                  f"{fmt_cell(tm['tool_s'], '.3f')} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
+                  f"{fmt_cell(tm['tool_s'], '.3f')}{wait} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
     con.print(f"stop: {s['stop_reason']}")
 
 
@@ -73,7 +78,7 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
 
     tab = Table(show_edge=False)
     cols = ("run", "method", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
-            "invalid", "repeated", "tokens", "wall_s", "stop_reason")
+            "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason")
     for c in cols:
         tab.add_column(c.replace("_", " "), no_wrap=True)
     for r in rows:
@@ -105,7 +110,7 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     print(f"\n{a['n_turns']} model proposals ({a['n_valid']} valid): invalid {pct(a['invalid_rate'])}, repeated a tried "
           f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
           f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}")
-    print(f"(failed: diverged, or stopped more than {GOOD_GAP:g} above the minimum; failed region: within "
+    print(f"(failed: diverged, or stopped more than {fmt_sci(GOOD_GAP)} above the minimum; failed region: within "
           f"{FAILED_BOX[0]} decade of alpha and {FAILED_BOX[1]} of beta of a failed trial; ignored the incumbent: "
           f"closer to a failed trial than to the incumbent)")
 
@@ -177,4 +182,4 @@ def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
         print(f"replay of {t.session_id} diverged at {d['where']}: {d['field']} recorded "
               f"{d.get('recorded')!r}, replayed {d.get('replayed')!r}")
     if not rep["identical"]:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_DIFFERS)

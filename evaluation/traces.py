@@ -12,11 +12,17 @@ from typing import Any
 import numpy as np
 
 from agent.tracing import Trace
-from evaluation.strategies import CLASSICAL, LLM_METHODS
+from evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
 from tools.scoring import best_so_far, is_failed
 
 
 # ------------------------------------------------------------------ summary
+def _known_sum(values) -> int | None:
+    """The sum of the counts that are known; None when none is (a server without usage)."""
+    known = [int(v) for v in values if v is not None]
+    return sum(known) if known else None
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -53,12 +59,15 @@ def summary(t: Trace) -> dict[str, Any]:
         "trials": rows,
         "invalid": [{"source": e.get("source"), "error": e.get("error"), "learning_rate": e.get("learning_rate"),
                      "momentum": e.get("momentum")} for e in t.of("tool_error")],
-        "model_calls": {"count": len(calls), "input_tokens": sum(int(c.get("input_tokens", 0)) for c in calls),
-                        "output_tokens": sum(int(c.get("output_tokens", 0)) for c in calls),
+        "model_calls": {"count": len(calls), "input_tokens": _known_sum(c.get("input_tokens") for c in calls),
+                        "output_tokens": _known_sum(c.get("output_tokens") for c in calls),
                         "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95)},
         "retries": len(t.of("retry")),
         "stop_reason": fin.get("stop_reason") if fin else "unfinished (no session_finished event)",
-        "time": {k: fin.get(k) for k in ("wall_s", "model_s", "tool_s", "overhead_s")} if fin else None,
+        "time": {k: fin.get(k) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")} if fin else None,
+        "cost_usd": fin.get("cost_usd") if fin else None,
+        "text_replies": fin.get("text_replies") if fin else None,
+        "tool_choice_fallbacks": [{k: e.get(k) for k in ("from", "to", "error")} for e in t.of("tool_choice_fallback")],
         "best": min((r for r in rows if r["charged"] and r["score"] is not None), key=lambda r: r["score"], default=None),
         "warnings": t.warnings,
     }
@@ -89,7 +98,8 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "evals_to_1pct": evals_to_within(s["trials"]),
             "charged": sum(r["charged"] for r in s["trials"]),
             "invalid": len(s["invalid"]), "repeated": sum(r["repeat"] for r in s["trials"]),
-            "tokens": s["model_calls"]["input_tokens"] + s["model_calls"]["output_tokens"],
+            "tokens": _known_sum((s["model_calls"]["input_tokens"], s["model_calls"]["output_tokens"])),
+            "cost_usd": s["cost_usd"],
             "wall_s": fin.get("wall_s"), "stop_reason": s["stop_reason"],
         })
     return out
@@ -114,7 +124,7 @@ def state_audit(t: Trace) -> dict[str, Any]:
     failed: list[tuple[float, float]] = []
     incumbent: tuple[float, float, float] | None = None  # lr, mom, score
     turns = []
-    model_sources = {*LLM_METHODS, "centaur-llm"} | ({t.method} if t.method not in CLASSICAL else set())
+    model_sources = {*LLM_METHODS, Centaur.LLM_SOURCE} | ({t.method} if t.method not in CLASSICAL else set())
     for e in t.events:
         if e.get("event") == "tool_error" and e.get("source") in model_sources:
             turns.append({"seq": e["seq"], "invalid": True, "error": e.get("error")})

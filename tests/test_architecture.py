@@ -74,6 +74,21 @@ def test_module_is_small(name):
     assert lines <= MAX_LINES, f"{name} has {lines} lines (at most {MAX_LINES})"
 
 
+def private_attributes_of_imported_modules(path: Path, name: str, mods: dict) -> list[str]:
+    """`alias._name` where alias is a project module this file imported."""
+    tree = ast.parse(path.read_text())
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {(a.asname or a.name): a.name for a in node.names if a.name in mods}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            aliases |= {(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names
+                        if f"{node.module}.{a.name}" in mods}
+    return [f"{path.relative_to(ROOT)}:{n.lineno}: {aliases[n.value.id]}.{n.attr}" for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases
+            and n.attr.startswith("_") and not n.attr.startswith("__")]
+
+
 def test_no_private_name_imported_across_modules():
     mods = modules()
     files = dict(mods) | {f"tests.{p.stem}": p for p in (ROOT / "tests").glob("*.py")}
@@ -85,11 +100,13 @@ def test_no_private_name_imported_across_modules():
                         if n.startswith("_") and not n.startswith("__")]
                 if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
                     bad.append(f"{path.relative_to(ROOT)}: {module}")
+        bad += private_attributes_of_imported_modules(path, name, mods)
     assert not bad, "private names used outside their module:\n" + "\n".join(bad)
 
 
 def test_cited_documents_exist():
-    """Every `something.md` the code, prompts or docs mention is in the repository."""
+    """Every `something.md` the code, prompts or docs mention is in the repository, and
+    nothing cites an issue, a brief or a file outside it."""
     texts = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".txt", ".toml")
              and not any(part.startswith(".") or part in ("build", "runs", "results", "study") for part in p.parts)
              and p.is_file()]
@@ -101,4 +118,6 @@ def test_cited_documents_exist():
                 continue  # outputs tuneloop writes, not documents it cites
             if not ((ROOT / ref).exists() or (p.parent / ref).exists()):
                 missing.add(f"{p.relative_to(ROOT)} cites {ref}")
+        if p.name != "test_architecture.py" and re.search(r"\b(the|this) (issue|brief)\b|\.\./shared", p.read_text(errors="ignore")):
+            missing.add(f"{p.relative_to(ROOT)} cites a document outside the repository")
     assert not missing, "\n".join(sorted(missing))

@@ -26,14 +26,16 @@ def trace(r):
 def test_transient_faults_are_retried_and_session_completes(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     gd = ("ok", "run_momentum_gd", {"learning_rate": 0.001, "momentum": 0.9})
+    # (an error on the very first call may be the server refusing the tool_choice form,
+    # which is stepped down, not retried: tests/test_model_servers.py covers that)
     script = [
+        gd,
         ("status", 429),
         ("status", 500),
         ("sleep", 1.5, gd),  # longer than the client timeout: a timeout, retried
         ("drop",),           # connection dropped without a reply
-        gd,
-        ("status", 503),
         ("ok", "run_momentum_gd", {"learning_rate": 0.0001, "momentum": 0.5}),
+        ("status", 503),
         ("ok", "FinalAnswer", {"learning_rate": 0.001, "momentum": 0.9, "rationale": "lowest value"}),
     ]
     with FakeOpenAIServer(script) as srv:
@@ -51,6 +53,11 @@ def test_transient_faults_are_retried_and_session_completes(tmp_path, monkeypatc
     assert {k.lower(): v for k, v in req["headers"].items()}["authorization"] == f"Bearer {KEY}"
     assert req["body"]["tools"][0]["function"]["name"] == "run_momentum_gd"
     assert req["body"]["tools"][0]["function"]["parameters"]["properties"]["momentum"]["exclusiveMaximum"] == 1
+    # one tool offered: the call is forced by naming it (more servers take that than "required")
+    assert req["body"]["tool_choice"] == {"type": "function", "function": {"name": "run_momentum_gd"}}
+    fin = trace(r)[-1]
+    assert fin["retries"] == 5 and fin["retry_wait_s"] > 0
+    assert fin["wall_s"] >= fin["model_s"] + fin["tool_s"] + fin["retry_wait_s"]
     # ... and the key never reached the trace or the manifest
     blob = (Path(r.run_dir) / "trace.jsonl").read_text() + (Path(r.run_dir) / "manifest.json").read_text()
     assert KEY not in blob
@@ -69,11 +76,15 @@ def test_401_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
 
 def test_400_and_404_fail_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    for code, word in ((400, "400"), (404, "model")):
+    # a 400 on the first call may be the tool_choice form: the other two forms are tried
+    # once each (named, required, auto), then it fails; a 404 is never about tool_choice
+    for code, word, requests in ((400, "400", 3), (404, "model", 1)):
         with FakeOpenAIServer([("status", code)]) as srv:
             r = session(tmp_path, srv.url)
         assert r.stop_reason == "model_error" and word in r.error
-        assert len(srv.requests) == 1
+        assert len(srv.requests) == requests
+        assert [q["body"].get("tool_choice") for q in srv.requests][1:] == ["required", "auto"][: requests - 1]
+        assert not [e for e in trace(r) if e["event"] in ("retry", "tool_choice_fallback")]
 
 
 def test_persistent_5xx_gives_up_after_bounded_attempts(tmp_path, monkeypatch):
@@ -81,7 +92,8 @@ def test_persistent_5xx_gives_up_after_bounded_attempts(tmp_path, monkeypatch):
     with FakeOpenAIServer([("status", 500)]) as srv:
         r = session(tmp_path, srv.url)
     assert r.stop_reason == "model_error" and "after 5 attempts" in r.error
-    assert len(srv.requests) == 5
+    # 5 attempts; on the first, the two other tool_choice forms were tried once as well
+    assert len(srv.requests) == 5 + 2
 
 
 def test_cli_run_against_fake_server(tmp_path, monkeypatch, capsys):

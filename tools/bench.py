@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 
 from tools import kernels, momentum
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, SWEEP_LR, SWEEP_MOMENTUM
 from tools.objectives import get_objective
 
 
@@ -29,7 +30,7 @@ def _numpy_fg(name: str, x: np.ndarray, y: np.ndarray):
     raise ValueError(f"the NumPy reference covers rosenbrock and rastrigin, not {name}")
 
 
-def numpy_batch(name, alphas, betas, x0=momentum.DEFAULT_X0, max_iter=5000, tol=1e-6):
+def numpy_batch(name, alphas, betas, x0=DEFAULT_X0, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL):
     """Vectorised NumPy momentum GD; returns (status codes, iterations, final values)."""
     n = alphas.size
     status = np.full(n, kernels.MAX_ITER)
@@ -105,12 +106,14 @@ def single_ns_per_iter(name: str, iters: int = 2_000_000, repeats: int = 3, dim:
 
 
 def random_workload(n: int, seed: int = 0):
-    """The issue's workload: alpha log-uniform in [1e-5, 1e-1], beta uniform in [0, 0.99]."""
+    """The benchmark's workload: alpha log-uniform and beta uniform over the sweep's
+    default box (alpha in [1e-5, 1e-1], beta in [0, 0.99])."""
     rng = np.random.default_rng(seed)
-    return 10.0 ** rng.uniform(-5, -1, n), rng.uniform(0.0, 0.99, n)
+    lo, hi = np.log10(SWEEP_LR)
+    return 10.0 ** rng.uniform(lo, hi, n), rng.uniform(*SWEEP_MOMENTUM, n)
 
 
-def batch_rows(name: str, n: int, max_iter: int = 5000, repeats: int = 3, numpy_ref: bool = True):
+def batch_rows(name: str, n: int, max_iter: int = DEFAULT_MAX_ITER, repeats: int = 3, numpy_ref: bool = True):
     """Throughput of the batch paths on the random workload, plus a sorted-grid check."""
     a, b = random_workload(n)
     momentum.run_batch(name, a[:64], b[:64], max_iter=10)  # compile / load cache

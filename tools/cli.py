@@ -13,14 +13,14 @@ from typing import Annotated, Optional
 import typer
 
 from tools.cli_common import JsonOpt, check_lr, check_momentum, console, new_app, parse_numbers
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
 from tools.errors import UserError
 from tools.formatting import finite_or_none
 
 app = new_app("Objectives and the momentum-GD kernel.")
 
 FunctionOpt = Annotated[str, typer.Option("--function", "-f", help="objective name (see `tuneloop functions`)")]
-X0Opt = Annotated[Optional[str], typer.Option("--x0", help="start point: numbers, e.g. --x0 -1.5 2")]
+X0Opt = Annotated[Optional[str], typer.Option("--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | numbers, e.g. --x0 -1.5 2")]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
 
@@ -35,21 +35,24 @@ def objective_or_exit(name: str):
         raise UserError(str(e)) from None
 
 
-def start_or_exit(obj, x0: str | None, dim: int | None = None) -> tuple[float, ...]:
-    """--x0 numbers (or the study's start point, repeated to `dim`), checked against the objective."""
+def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) -> tuple[str, tuple[float, ...]]:
+    """--x0 -> (how it was chosen, the start point): "paper" (the default: the study's
+    point, its pattern repeated to `dim`), "random" (drawn from `seed`) or numbers;
+    checked against the objective's dimensions."""
     from tools.momentum import start_point
 
-    if x0 is None:
-        start = start_point("paper", dim=dim or 2)
+    if x0 is None or x0 in START_SPECS:
+        label = x0 or "paper"
+        start = start_point(label, seed, dim or 2)
     else:
-        start = parse_numbers(x0, "--x0")
+        label, start = "explicit", parse_numbers(x0, "--x0 (paper, random or numbers)")
         if dim is not None and len(start) != dim:
             raise UserError(f"--x0 has {len(start)} values but --dim is {dim}")
     try:
         obj.check_dim(len(start))
     except ValueError as e:
         raise UserError(f"--x0 has {len(start)} value(s): {e}") from None
-    return start
+    return label, start
 
 
 @app.command()
@@ -95,7 +98,7 @@ def gd(
     check_momentum(momentum)
     if not math.isfinite(tol):
         raise UserError(f"--tol must be finite, got {tol}")
-    start = start_or_exit(obj, x0, dim)
+    _, start = start_or_exit(obj, x0, dim)
     from tools.momentum import run
 
     r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol)

@@ -17,6 +17,7 @@ from tools.errors import UserError
 
 EXIT_USAGE = 2  # a user's mistake: bad flag, file, template, key...
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_DIFFERS = 1  # the command ran, and its answer is "no" (a replay that diverged)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object instead of text")]
 

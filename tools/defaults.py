@@ -4,3 +4,6 @@ them without importing numba. tools.momentum re-exports them; nothing else resta
 DEFAULT_X0 = (-1.5, 2.0)  # the study's start point
 DEFAULT_MAX_ITER = 5000  # the study's T for the grid
 DEFAULT_TOL = 1e-6  # stop when ||v_{t+1}|| < tol
+START_SPECS = ("paper", "random")  # named start points: the study's, or one drawn from the seed
+SWEEP_LR = (1e-5, 1e-1)  # the default box of a landscape sweep (and of `tuneloop bench`'s workload)
+SWEEP_MOMENTUM = (0.0, 0.99)

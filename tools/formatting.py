@@ -34,6 +34,12 @@ def fmt_value(v: float | None, digits: int = 4) -> str:
     return "nan" if v is None else format(v, f".{digits}g")
 
 
+def fmt_sci(v: float) -> str:
+    """A power of ten as people write it: 0.001 -> "1e-3", 1e-06 -> "1e-6"."""
+    mantissa, exp = f"{v:.0e}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
 def fmt_cell(v: Any, spec: str = ".4g", missing: str = "-") -> str:
     """A table cell: `missing` for None, floats with `spec`, anything else as str."""
     if v is None:

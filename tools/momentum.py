@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0
+from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, START_SPECS
 from tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_nd, run2, run_nd
 from tools.objectives import Objective, get_objective
 
@@ -39,9 +39,6 @@ def random_start(seed: int, dim: int = 2) -> tuple[float, ...]:
 def default_start(dim: int = 2) -> tuple[float, ...]:
     """(-1.5, 2) in 2-D; the same pattern repeated in N-D."""
     return tuple(DEFAULT_X0[i % 2] for i in range(dim))
-
-
-START_SPECS = ("paper", "random")
 
 
 def start_point(spec: str = "paper", seed: int = 0, dim: int = 2) -> tuple[float, ...]:

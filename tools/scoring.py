@@ -33,7 +33,7 @@ GOOD_GAP = 1e-3  # within this of the global minimum a run is "Good"
 
 # A level this close to a bin edge (in bins) is recomputed with math.log10 by
 # score_array; vector log10s are within a few ulps (~1e-11 bins at |level| ~ 308).
-_EDGE_BINS = 1e-6
+EDGE_BINS = 1e-6
 
 
 class _Ops(NamedTuple):
@@ -53,7 +53,7 @@ def _finite_score(final_value, iterations, max_iter: int, f_star: float, ops: _O
 
 
 # Swapped out by the tests to stand in for a vector log10 that is not the C library's.
-_vector_log10 = np.log10
+vector_log10 = np.log10
 
 
 def _log10_like_math(x: np.ndarray) -> np.ndarray:
@@ -64,9 +64,9 @@ def _log10_like_math(x: np.ndarray) -> np.ndarray:
     reaches the score only through floor(level / SCORE_TOL_DECADES), so a last-bit
     difference matters only next to a bin edge: those few values are recomputed with
     math.log10, which makes score_array equal score bit for bit on any machine."""
-    level = _vector_log10(x)
+    level = vector_log10(x)
     q = level / SCORE_TOL_DECADES
-    near = np.abs(q - np.rint(q)) < _EDGE_BINS
+    near = np.abs(q - np.rint(q)) < EDGE_BINS
     if near.any():
         level[near] = [math.log10(v) for v in x[near].tolist()]
     return level

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tools import momentum
+from tools.defaults import SWEEP_LR, SWEEP_MOMENTUM
 from tools.objectives import get_objective
 from tools.scoring import score_array
 
@@ -46,8 +47,8 @@ class Landscape:
 
 def sweep(
     objective: str,
-    lr_range: tuple[float, float] = (1e-5, 1e-1),
-    momentum_range: tuple[float, float] = (0.0, 0.99),
+    lr_range: tuple[float, float] = SWEEP_LR,
+    momentum_range: tuple[float, float] = SWEEP_MOMENTUM,
     resolution: int = 256,
     x0=None,
     max_iter: int = momentum.DEFAULT_MAX_ITER,
