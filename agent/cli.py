@@ -20,12 +20,17 @@ app = new_app("Agent sessions and prompt templates.")
 
 def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | None = None,
                            max_tokens: int | None = None, timeout: float | None = None,
-                           base_url: str | None = None, api_key_env: str | None = None):
+                           base_url: str | None = None, api_key_env: str | None = None,
+                           price_in: float | None = None, price_out: float | None = None,
+                           rpm: float | None = None, tpm: float | None = None):
     """ModelSettings from CLI flags; a flag left out keeps ModelSettings' own default."""
+    if (price_in is None) != (price_out is None):
+        raise UserError("--price-in and --price-out go together (USD per million input and output tokens)")
     from agent.models import ModelSettings
 
     given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env)
-    kw = dict(model=model, seed=seed, base_url=base_url) | {k: v for k, v in given.items() if v is not None}
+    kw = dict(model=model, seed=seed, base_url=base_url, price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm) \
+        | {k: v for k, v in given.items() if v is not None}
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise UserError(f"--base-url must start with http:// or https://, got {base_url!r}")
     try:
@@ -40,6 +45,10 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-co
 KeyEnvOpt = Annotated[Optional[str], typer.Option("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")]
 TempOpt = Annotated[Optional[float], typer.Option("--temperature", help="sampling temperature (default 1.0)")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="max tokens per model reply")]
+PriceInOpt = Annotated[Optional[float], typer.Option("--price-in", min=0.0, help="USD per million input tokens (gpt-4o and gpt-4o-mini are known)")]
+PriceOutOpt = Annotated[Optional[float], typer.Option("--price-out", min=0.0, help="USD per million output tokens")]
+RpmOpt = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many model requests per minute, shared by the process's sessions")]
+TpmOpt = Annotated[Optional[float], typer.Option("--tpm", min=1.0, help="at most this many tokens per minute, likewise")]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="request timeout in seconds, remote models (default 60)")]
 
 
@@ -68,6 +77,8 @@ def run(
     timeout: TimeoutOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run directory")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -78,7 +89,8 @@ def run(
     obj = objective_or_exit(function)
     label, start = start_or_exit(obj, x0, seed=seed)
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                                      timeout=timeout, base_url=base_url, api_key_env=api_key_env)
+                                      timeout=timeout, base_url=base_url, api_key_env=api_key_env,
+                                      price_in=price_in, price_out=price_out)
     from agent.prompts import load_template
     from agent.session import SessionConfig, run_session
     from tools.trials import EvaluatorConfig

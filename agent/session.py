@@ -58,6 +58,7 @@ class SessionConfig(BaseModel):
     x0_spec: str = "paper"  # how the start point was chosen: paper | random | explicit
     method: str = "llm"
     runs_dir: Path = Path("runs")
+    manifest_extra: dict[str, Any] = {}  # recorded in the manifest as well (e.g. where a cell ran)
 
 
 class SessionResult(BaseModel):
@@ -205,7 +206,8 @@ def run_session(
         system = template.render_system(**values)
         first_turn = template.render_turn(**values)
         if resume_events is None:
-            writer.write_manifest(manifest_for(cfg, sid, template.name, template.sha256, template.text))
+            writer.write_manifest(manifest_for(cfg, sid, template.name, template.sha256, template.text,
+                                               extra=cfg.manifest_extra))
         else:
             writer.emit("session_resumed", trials_restored=len(ev.trials), charged_restored=ev.charged,
                         budget_left=ev.budget_left, messages_restored=len(history))

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from agent.cli import (BaseUrlOpt, KeyEnvOpt, ModelOpt, PromptOpt, TempOpt, model_factory_of,
-                       model_settings_or_exit)
+from agent.cli import (BaseUrlOpt, KeyEnvOpt, ModelOpt, PriceInOpt, PriceOutOpt, PromptOpt, RpmOpt, TempOpt, TpmOpt,
+                       model_factory_of, model_settings_or_exit)
 from agent.cli import app as agent_app
 from evaluation import defaults as D
 from evaluation.strategies import METHODS
@@ -95,7 +95,15 @@ def eval_cmd(
     prompt: PromptOpt = D.PROMPT,
     centaur_ratio: Annotated[float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")] = D.CENTAUR_RATIO,
     centaur_warmup: Annotated[Optional[int], typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes (default: CPU count)")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes for CPU-bound cells (default: CPU count)")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1024,
+                                             help="cells waiting on a remote model at once (threads)")] = D.CONCURRENCY,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    price_in: PriceInOpt = None,
+    price_out: PriceOutOpt = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (processes and threads) | ray")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="join this Ray cluster (default: start a local Ray)")] = None,
     temperature: TempOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
@@ -116,8 +124,22 @@ def eval_cmd(
     seed_list = parse_seeds(seeds)
     if x0 not in START_SPECS:
         raise UserError(f"--x0 must be {' or '.join(START_SPECS)}, got {x0!r}")
-    settings = model_settings_or_exit(model, temperature=temperature, base_url=base_url, api_key_env=api_key_env)
+    settings = model_settings_or_exit(model, temperature=temperature, base_url=base_url, api_key_env=api_key_env,
+                                      price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm)
     factory = model_factory_of(ctx)
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend must be local or ray, got {backend!r}")
+    if ray_address is not None and backend != "ray":
+        raise UserError("--ray-address needs --backend ray")
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError('--backend ray needs Ray: pip install -e ".[ray]"') from None
+        if ray_address is not None:
+            from evaluation.executors import check_ray_address
+
+            check_ray_address(ray_address)
     if set(mnames) & set(LLM_METHODS):
         load_template(prompt)
         load_template(D.CENTAUR_PROMPT)
@@ -126,7 +148,8 @@ def eval_cmd(
         raise UserError(f"--out is a file, not a folder: {out}")
     cfg = EvalConfig(functions=[objective_or_exit(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
                      x0=x0, max_iter=max_iter, model=settings, prompt=prompt, centaur_ratio=centaur_ratio,
-                     centaur_warmup=centaur_warmup, out=out, **({"workers": workers} if workers else {}))
+                     centaur_warmup=centaur_warmup, out=out, concurrency=concurrency, backend=backend,
+                     ray_address=ray_address, **({"workers": workers} if workers else {}))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evaluation.harness import run_eval, summarize, write_summary

@@ -11,5 +11,6 @@ X0 = "random"  # drawn per seed, shared by every method under that seed
 MAX_ITER = 2000  # the study's T for random search and the LLM
 PROMPT = "default"
 CENTAUR_PROMPT = "centaur"
+CONCURRENCY = 8  # cells waiting on a remote model at once, in threads
 CENTAUR_RATIO = 0.3  # the fraction r of post-warm-up trials the LLM proposes
 OUT = Path("results")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -53,6 +52,9 @@ class EvalConfig(BaseModel):
     centaur_ratio: float = Field(default=D.CENTAUR_RATIO, ge=0.0, le=1.0)
     centaur_warmup: int | None = None
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    concurrency: int = Field(default=D.CONCURRENCY, ge=1)  # remote-model cells at once
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     out: Path = D.OUT
 
 
@@ -79,8 +81,9 @@ def pad_curves(curves: list[list[float]]) -> np.ndarray:
 
 
 def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0,
-             model_factory: ModelFactory = make_chat_model) -> dict[str, Any]:
-    """Run one cell to completion and write its result.json; returns its CSV row."""
+             model_factory: ModelFactory = make_chat_model, executor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one cell to completion and write its result.json; returns its CSV row.
+    `executor` (backend, node) is recorded in the cell's manifest."""
     cid = cell_id(method, function, seed)
     runs = cfg.out / "runs"
     x0 = start_point(cfg, seed)
@@ -93,6 +96,7 @@ def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per
         model=model_settings, prompt=cfg.centaur_prompt if method in STRATEGIES and STRATEGIES[method].uses_llm
         else cfg.prompt,
         seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
+        manifest_extra={"executor": executor} if executor else {},
     )
     model = model_factory(scfg.model) if uses_llm else None
     if method == AGENT_METHOD:
@@ -136,27 +140,27 @@ def _row(method: str, function: str, seed: int, x0, r: SessionResult) -> dict[st
     }
 
 
-def _worker_init() -> None:
-    import signal
+def is_remote(cfg: EvalConfig, method: str) -> bool:
+    """Whether a cell waits on a remote model (network-bound) rather than on the cores."""
+    return method in LLM_METHODS and cfg.model.model.startswith("openai:")
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
 
-
-def _run_cell_job(job: tuple) -> tuple[tuple[str, str, int], dict]:
-    cfg, cell, threads, factory = job
-    return cell, run_cell(cfg, *cell, threads_per_worker=threads, model_factory=factory)
+def cell_dir(cfg: EvalConfig, cell: tuple) -> Path:
+    return cfg.out / "runs" / cell_id(*cell)
 
 
 def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None,
              model_factory: ModelFactory = make_chat_model) -> list[dict]:
-    """Run every missing cell, then collect all rows (in a fixed order). With more than
-    one worker, `model_factory` must be picklable (a module-level function)."""
+    """Run every missing cell on the configured backend, then collect all rows (in a
+    fixed order). With more than one worker process or on Ray, `model_factory` must be
+    picklable (a module-level function)."""
+    from evaluation.executors import CellJob, LocalExecutor, RayExecutor
+
     cells = [(m, f, s) for f in cfg.functions for m in cfg.methods for s in cfg.seeds]
-    runs = cfg.out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "runs").mkdir(parents=True, exist_ok=True)
     todo = []
     for c in cells:
-        d = runs / cell_id(*c)
+        d = cell_dir(cfg, c)
         if (d / "result.json").exists():
             continue
         if d.exists():
@@ -167,25 +171,22 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
         progress(done, len(cells), "")
     # LLM cells first: they are the long ones, so the pool stays busy at the end
     todo.sort(key=lambda c: c[0] not in LLM_METHODS)
-    workers = max(1, min(cfg.workers, len(todo) or 1))
+    local_cells = [c for c in todo if not is_remote(cfg, c[0])]
+    workers = max(1, min(cfg.workers, len(local_cells) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(cfg, c, threads, model_factory) for c in todo]
-    if workers == 1:
-        finished = map(_run_cell_job, jobs)
-        for cell, _ in finished:
-            done += 1
-            if progress:
-                progress(done, len(cells), cell_id(*cell))
-    elif jobs:
-        # Leaving the `with` block on Ctrl-C or a failed cell terminates the workers at
-        # once rather than waiting minutes for running LLM cells; their directories have
-        # no result.json, so the next run redoes them.
-        with multiprocessing.Pool(workers, initializer=_worker_init) as pool:
-            for cell, _ in pool.imap_unordered(_run_cell_job, jobs):
-                done += 1
-                if progress:
-                    progress(done, len(cells), cell_id(*cell))
-    rows = [json.loads((runs / cell_id(*c) / "result.json").read_text())["row"] for c in cells]
+    jobs = [CellJob(cfg, c, threads, model_factory, is_remote(cfg, c[0]), run_cell, cell_dir(cfg, c)) for c in todo]
+    executor = (RayExecutor(cfg.ray_address, cfg.concurrency, threads) if cfg.backend == "ray"
+                else LocalExecutor(workers, cfg.concurrency))
+
+    def finished(cell: tuple) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, len(cells), cell_id(*cell))
+
+    if jobs:
+        executor.run(jobs, finished)
+    rows = [json.loads((cell_dir(cfg, c) / "result.json").read_text())["row"] for c in cells]
     write_csv(rows, cfg.out / "results.csv")
     return rows
 
@@ -233,6 +234,17 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _executors(cfg: EvalConfig) -> list[dict]:
+    """Where each finished cell ran (backend, node), from its manifest."""
+    out = []
+    for m in cfg.methods:
+        for f in cfg.functions:
+            for seed in cfg.seeds:
+                path = cell_dir(cfg, (m, f, seed)) / "manifest.json"
+                out.append(json.loads(path.read_text()).get("executor") if path.exists() else None)
+    return out
+
+
 def _total_cost(costs: list[float | None]) -> float | None:
     """The summed cost of cells with a known price; None when no cell's price is known."""
     known = [c for c in costs if c is not None]
@@ -252,6 +264,9 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
              "row's method scored strictly lower than the column's.", ""]
     if seconds is not None:
         lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
+    ran_on = sorted({f"{e.get('backend')} on {e.get('host') or e.get('node')}" for e in _executors(cfg) if e})
+    if ran_on:
+        lines += [f"Cells ran on: {'; '.join(ran_on)}.", ""]
     for f, per in summary.items():
         others = cfg.methods
         lines += [f"## {f}", "",

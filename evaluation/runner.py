@@ -30,7 +30,8 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
     try:
         writer.write_manifest(manifest_for(
             cfg, session_id, template.name if template else None, template.sha256 if template else None,
-            template.text if template else None, extra=extra_manifest, with_model=strategy.uses_llm))
+            template.text if template else None, extra=cfg.manifest_extra | (extra_manifest or {}),
+            with_model=strategy.uses_llm))
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=model, prompt=template.name if template else None,
                     x0=list(cfg.evaluator.x0), seed=cfg.seed)

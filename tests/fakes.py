@@ -54,6 +54,8 @@ class FakeOpenAIServer:
         self.usage = usage
         self.delay_s = delay_s
         self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it was answering at once
         self._lock = threading.Lock()
         server = self
 
@@ -70,6 +72,15 @@ class FakeOpenAIServer:
                     server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                     item = server.script.pop(0) if len(server.script) > 1 else server.script[0]
                     n = len(server.requests)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(item, body, n)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, item, body, n):
                 if callable(item):
                     item = item(body, n)
                 if server.delay_s:
