@@ -91,8 +91,8 @@ def eval_cmd(
                                         help="charged evaluations per cell, the same for every method")] = D.BUDGET,
     x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = D.X0,
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T of each run")] = D.MAX_ITER,
-    model: ModelOpt = "local",
-    prompt: PromptOpt = D.PROMPT,
+    model: Annotated[str, typer.Option("--model", "-m", help="one or more models, e.g. --model local openai:gpt-4o-mini: one row each")] = "local",
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="one or more prompt templates, e.g. --prompt default paper: one row each")] = D.PROMPT,
     centaur_ratio: Annotated[float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")] = D.CENTAUR_RATIO,
     centaur_warmup: Annotated[Optional[int], typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes for CPU-bound cells (default: CPU count)")] = None,
@@ -124,8 +124,10 @@ def eval_cmd(
     seed_list = parse_seeds(seeds)
     if x0 not in START_SPECS:
         raise UserError(f"--x0 must be {' or '.join(START_SPECS)}, got {x0!r}")
-    settings = model_settings_or_exit(model, temperature=temperature, base_url=base_url, api_key_env=api_key_env,
-                                      price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm)
+    prompts = split_names(prompt, "--prompt")
+    models = [model_settings_or_exit(m, temperature=temperature, base_url=base_url, api_key_env=api_key_env,
+                                     price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm)
+              for m in split_names(model, "--model")]
     factory = model_factory_of(ctx)
     if backend not in ("local", "ray"):
         raise UserError(f"--backend must be local or ray, got {backend!r}")
@@ -141,18 +143,21 @@ def eval_cmd(
 
             check_ray_address(ray_address)
     if set(mnames) & set(LLM_METHODS):
-        load_template(prompt)
+        for p in prompts:
+            load_template(p)
         load_template(D.CENTAUR_PROMPT)
-        factory(settings)  # a missing key or unknown model is reported before any work
+        for settings in models:
+            factory(settings)  # a missing key or unknown model is reported before any work
     if out.exists() and not out.is_dir():
         raise UserError(f"--out is a file, not a folder: {out}")
     cfg = EvalConfig(functions=[objective_or_exit(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
-                     x0=x0, max_iter=max_iter, model=settings, prompt=prompt, centaur_ratio=centaur_ratio,
+                     x0=x0, max_iter=max_iter, models=models, prompts=prompts, centaur_ratio=centaur_ratio,
                      centaur_warmup=centaur_warmup, out=out, concurrency=concurrency, backend=backend,
                      ray_address=ray_address, **({"workers": workers} if workers else {}))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evaluation.harness import run_eval, summarize, write_summary
+    from evaluation.harness import run_eval
+    from evaluation.summary import summarize, write_summary
 
     t0 = _time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -24,15 +24,15 @@ from pydantic import BaseModel, Field
 from agent.models import ModelFactory, ModelSettings, make_chat_model
 from agent.session import SessionConfig, SessionResult
 from evaluation import defaults as D
-from evaluation.strategies import AGENT_METHOD, LLM_METHODS, STRATEGIES, SearchSpace, StrategyContext, make_strategy
+from evaluation.arms import Arm, study_arms
+from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
 from tools.defaults import DEFAULT_TOL
 from tools.files import atomic_open, atomic_write_text
-from tools.formatting import fmt_cell
 from tools.momentum import start_point as kernel_start_point
-from tools.scoring import DIVERGED_SCORE, best_so_far
+from tools.scoring import best_so_far
 from tools.trials import EvaluatorConfig
 
-CSV_COLUMNS = ["method", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
+CSV_COLUMNS = ["method", "prompt", "model", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
                "score", "trials_charged", "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason", "error"]
 
 
@@ -46,8 +46,8 @@ class EvalConfig(BaseModel):
     x0: Literal["paper", "random"] = D.X0
     max_iter: int = Field(default=D.MAX_ITER, ge=1)
     tol: float = DEFAULT_TOL
-    model: ModelSettings = ModelSettings()
-    prompt: str = D.PROMPT
+    models: list[ModelSettings] = [ModelSettings()]  # each model's settings; one row per model
+    prompts: list[str] = [D.PROMPT]  # the agent's templates; one row per prompt
     centaur_prompt: str = D.CENTAUR_PROMPT
     centaur_ratio: float = Field(default=D.CENTAUR_RATIO, ge=0.0, le=1.0)
     centaur_warmup: int | None = None
@@ -58,8 +58,23 @@ class EvalConfig(BaseModel):
     out: Path = D.OUT
 
 
-def cell_id(method: str, function: str, seed: int) -> str:
-    return f"{method}-{function}-s{seed}"
+    def arms(self) -> list[Arm]:
+        return study_arms(self.methods, self.prompts, [m.model for m in self.models])
+
+    def cells(self) -> list[tuple[Arm, str, int]]:
+        """Every (arm, function, seed) of the study, in table order."""
+        return [(a, f, s) for f in self.functions for a in self.arms() for s in self.seeds]
+
+    def settings_of(self, model: str | None) -> ModelSettings:
+        return next((m for m in self.models if m.model == model), self.models[0])
+
+    @property
+    def uses_llm(self) -> bool:
+        return any(a.uses_llm for a in self.arms())
+
+
+def cell_id(arm: Arm, function: str, seed: int) -> str:
+    return f"{arm.slug}-{function}-s{seed}"
 
 
 def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:
@@ -80,21 +95,22 @@ def pad_curves(curves: list[list[float]]) -> np.ndarray:
                     float).reshape(len(curves), k_max)
 
 
-def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per_worker: int = 0,
+def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_worker: int = 0,
              model_factory: ModelFactory = make_chat_model, executor: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell to completion and write its result.json; returns its CSV row.
     `executor` (backend, node) is recorded in the cell's manifest."""
-    cid = cell_id(method, function, seed)
+    method = arm.method
+    cid = cell_id(arm, function, seed)
     runs = cfg.out / "runs"
     x0 = start_point(cfg, seed)
-    model_settings = cfg.model.model_copy(update={"seed": cfg.model.seed + seed})
+    base = cfg.settings_of(arm.model)
+    model_settings = base.model_copy(update={"seed": base.seed + seed})
     if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
-    uses_llm = method in LLM_METHODS
+    uses_llm = arm.uses_llm
     scfg = SessionConfig(
         evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol, budget=cfg.budget),
-        model=model_settings, prompt=cfg.centaur_prompt if method in STRATEGIES and STRATEGIES[method].uses_llm
-        else cfg.prompt,
+        model=model_settings, prompt=arm.prompt or cfg.centaur_prompt,
         seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
         manifest_extra={"executor": executor} if executor else {},
     )
@@ -119,17 +135,17 @@ def run_cell(cfg: EvalConfig, method: str, function: str, seed: int, threads_per
         if strat.manifest():
             extra[method] = strat.manifest()
         result = run_strategy(strat, scfg, cid, extra_manifest=extra, usage=proposer.usage if proposer else None)
-    row = _row(method, function, seed, x0, result)
+    row = _row(arm, function, seed, x0, result)
     atomic_write_text(runs / cid / "result.json", json.dumps({
         "row": row, "anytime": anytime(result),
         "proposals": [(t.learning_rate, t.momentum, t.score, t.source) for t in result.trials if t.charged]}))
     return row
 
 
-def _row(method: str, function: str, seed: int, x0, r: SessionResult) -> dict[str, Any]:
+def _row(arm: Arm, function: str, seed: int, x0, r: SessionResult) -> dict[str, Any]:
     b = r.best
     return {
-        "method": method, "function": function, "seed": seed, "x0": " ".join(f"{v:.6g}" for v in x0),
+        "method": arm.method, "prompt": arm.prompt or "", "model": arm.model or "", "function": function, "seed": seed, "x0": " ".join(f"{v:.6g}" for v in x0),
         "best_alpha": b.learning_rate if b else None, "best_beta": b.momentum if b else None,
         "best_value": b.final_value if b else None, "iterations": b.iterations if b else None,
         "score": b.score if b else None, "trials_charged": r.trials_charged, "invalid": r.invalid_proposals,
@@ -140,9 +156,9 @@ def _row(method: str, function: str, seed: int, x0, r: SessionResult) -> dict[st
     }
 
 
-def is_remote(cfg: EvalConfig, method: str) -> bool:
+def is_remote(arm: Arm) -> bool:
     """Whether a cell waits on a remote model (network-bound) rather than on the cores."""
-    return method in LLM_METHODS and cfg.model.model.startswith("openai:")
+    return bool(arm.model and arm.model.startswith("openai:"))
 
 
 def cell_dir(cfg: EvalConfig, cell: tuple) -> Path:
@@ -156,7 +172,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     picklable (a module-level function)."""
     from evaluation.executors import CellJob, LocalExecutor, RayExecutor
 
-    cells = [(m, f, s) for f in cfg.functions for m in cfg.methods for s in cfg.seeds]
+    cells = cfg.cells()
     (cfg.out / "runs").mkdir(parents=True, exist_ok=True)
     todo = []
     for c in cells:
@@ -170,11 +186,11 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     if progress:
         progress(done, len(cells), "")
     # LLM cells first: they are the long ones, so the pool stays busy at the end
-    todo.sort(key=lambda c: c[0] not in LLM_METHODS)
-    local_cells = [c for c in todo if not is_remote(cfg, c[0])]
+    todo.sort(key=lambda c: not c[0].uses_llm)
+    local_cells = [c for c in todo if not is_remote(c[0])]
     workers = max(1, min(cfg.workers, len(local_cells) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [CellJob(cfg, c, threads, model_factory, is_remote(cfg, c[0]), run_cell, cell_dir(cfg, c)) for c in todo]
+    jobs = [CellJob(cfg, c, threads, model_factory, is_remote(c[0]), run_cell, cell_dir(cfg, c)) for c in todo]
     executor = (RayExecutor(cfg.ray_address, cfg.concurrency, threads) if cfg.backend == "ray"
                 else LocalExecutor(workers, cfg.concurrency))
 
@@ -197,98 +213,3 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
-
-
-def load_cells(out: Path, cells: list[tuple[str, str, int]]) -> list[dict]:
-    return [json.loads((out / "runs" / cell_id(*c) / "result.json").read_text()) for c in cells]
-
-
-def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
-    """Per function and method: stats over seeds, wins against each other method (paired
-    by seed, on score), and the median anytime curve."""
-    out: dict[str, dict[str, dict]] = {}
-    for f in cfg.functions:
-        per: dict[str, dict] = {}
-        data = {m: load_cells(cfg.out, [(m, f, s) for s in cfg.seeds]) for m in cfg.methods}
-        for m, cells in data.items():
-            vals = np.array([np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float)
-            scores = np.array([np.inf if c["row"]["score"] is None else c["row"]["score"] for c in cells], float)
-            iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
-            med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
-            finite = vals[np.isfinite(vals)]
-            per[m] = {
-                "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),
-                "mean": float(finite.mean()) if finite.size else None,
-                "median": float(np.median(finite)) if finite.size else None,
-                "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
-                "mean_iterations": float(iters.mean()) if iters.size else None,
-                "scores": scores.tolist(), "anytime_median": med_curve,
-                "mean_tokens": float(np.mean([c["row"]["tokens"] or 0 for c in cells])),
-                "cost_usd": _total_cost([c["row"].get("cost_usd") for c in cells]),
-                "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
-            }
-        for m in cfg.methods:
-            per[m]["wins"] = {o: int(sum(a < b for a, b in zip(per[m]["scores"], per[o]["scores"])))
-                              for o in cfg.methods if o != m}
-        out[f] = per
-    return out
-
-
-def _executors(cfg: EvalConfig) -> list[dict]:
-    """Where each finished cell ran (backend, node), from its manifest."""
-    out = []
-    for m in cfg.methods:
-        for f in cfg.functions:
-            for seed in cfg.seeds:
-                path = cell_dir(cfg, (m, f, seed)) / "manifest.json"
-                out.append(json.loads(path.read_text()).get("executor") if path.exists() else None)
-    return out
-
-
-def _total_cost(costs: list[float | None]) -> float | None:
-    """The summed cost of cells with a known price; None when no cell's price is known."""
-    known = [c for c in costs if c is not None]
-    return float(sum(known)) if known else None
-
-
-def _num(v: float | None, spec: str = ".4g") -> str:
-    return fmt_cell(v, spec, missing="n/a")
-
-
-def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], seconds: float | None = None) -> Path:
-    lines = [f"# tuneloop eval: {', '.join(cfg.methods)} on {', '.join(cfg.functions)}", "",
-             f"Budget {cfg.budget} charged evaluations per cell, seeds {cfg.seeds[0]}..{cfg.seeds[-1]} "
-             f"({len(cfg.seeds)}), start point: {cfg.x0}, T = {cfg.max_iter}, tol = {cfg.tol:g}"
-             + (f", model {cfg.model.model}" if set(cfg.methods) & set(LLM_METHODS) else "") + ".",
-             "Best value: f(x_final) of each cell's best trial (lowest score). Wins: seeds on which the "
-             "row's method scored strictly lower than the column's.", ""]
-    if seconds is not None:
-        lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
-    ran_on = sorted({f"{e.get('backend')} on {e.get('host') or e.get('node')}" for e in _executors(cfg) if e})
-    if ran_on:
-        lines += [f"Cells ran on: {'; '.join(ran_on)}.", ""]
-    for f, per in summary.items():
-        others = cfg.methods
-        lines += [f"## {f}", "",
-                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | cost (USD) | "
-                  + " | ".join(f"wins vs {o}" for o in others) + " |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
-        for m in cfg.methods:
-            s = per[m]
-            wins = " | ".join("-" if o == m else str(s["wins"][o]) for o in others)
-            lines.append(f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['std'])} | {s['diverged']} | "
-                         f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | "
-                         f"{_num(s['cost_usd'], '.4f')} | {wins} |")
-        k_max = max(len(per[m]["anytime_median"]) for m in cfg.methods)
-        lines += ["", "Anytime: median over seeds of the best score after k evaluations "
-                  f"(score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged).", "",
-                  "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
-                  "|---|" + "---:|" * k_max]
-        for m in cfg.methods:
-            c = per[m]["anytime_median"]
-            lines.append(f"| {m} | " + " | ".join(_num(c[k], ".2f") if k < len(c) else "" for k in range(k_max)) + " |")
-        lines.append("")
-        for p in plots.get(f, []):
-            lines.append(f"![{Path(p).stem}](plots/{Path(p).name})")
-        lines.append("")
-    return atomic_write_text(cfg.out / "summary.md", "\n".join(lines))

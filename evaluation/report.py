@@ -62,8 +62,17 @@ METHOD_STYLE = {
 }
 
 
-def _style(method: str):
-    return METHOD_STYLE.get(method, ("x", "#7f7f7f"))
+VARIANT_COLOURS = ("#e377c2", "#bcbd22", "#7f7f7f", "#17becf", "#9edae5", "#c5b0d5", "#ff9896", "#98df8a")
+
+
+def _style(label: str):
+    """Marker and colour of an arm: its method's, and for an arm with a prompt or model
+    of its own (`llm [paper, openai:gpt-4o]`) the method's marker in a colour of its own."""
+    method = label.split(" [", 1)[0]
+    marker, colour = METHOD_STYLE.get(method, ("x", "#7f7f7f"))
+    if label == method:
+        return marker, colour
+    return marker, VARIANT_COLOURS[sum(map(ord, label)) % len(VARIANT_COLOURS)]
 
 
 def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
@@ -190,14 +199,15 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
 
 def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
     """All of `tuneloop eval`'s figures, per function."""
-    from evaluation.harness import load_cells, start_point
+    from evaluation.harness import start_point
+    from evaluation.summary import load_cells
     from tools.objectives import get_objective
 
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, list[str]] = {}
     for f in cfg.functions:
-        cells = {m: load_cells(out_dir, [(m, f, s) for s in cfg.seeds]) for m in cfg.methods}
+        cells = {a.label: load_cells(cfg, a, f) for a in cfg.arms()}
         files = []
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{f}.png",

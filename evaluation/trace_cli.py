@@ -77,7 +77,7 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
     from rich.table import Table
 
     tab = Table(show_edge=False)
-    cols = ("run", "method", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
+    cols = ("run", "method", "prompt", "model", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
             "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason")
     for c in cols:
         tab.add_column(c.replace("_", " "), no_wrap=True)

@@ -86,13 +86,17 @@ def evals_to_within(rows: list[dict], rel: float = 0.01) -> int | None:
 
 
 def compare(traces: list[Trace]) -> list[dict[str, Any]]:
+    """One row per run, grouped by (method, prompt, model), arms in the order they first
+    appear, so the runs of one arm sit together."""
     out = []
     for t in traces:
         s = summary(t)
         b = s["best"]
         fin = t.finished or {}
         out.append({
-            "run": t.run_dir.name, "method": t.method, "objective": t.objective,
+            "run": t.run_dir.name, "method": t.method,
+            "prompt": ((t.manifest or {}).get("prompt") or {}).get("name"),
+            "model": ((t.manifest or {}).get("model") or {}).get("model"), "objective": t.objective,
             "best_value": b["final_value"] if b else None, "best_score": b["score"] if b else None,
             "best_lr": b["learning_rate"] if b else None, "best_momentum": b["momentum"] if b else None,
             "evals_to_1pct": evals_to_within(s["trials"]),
@@ -102,7 +106,11 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "cost_usd": s["cost_usd"],
             "wall_s": fin.get("wall_s"), "stop_reason": s["stop_reason"],
         })
-    return out
+    arm = (lambda r: (r["method"], r["prompt"], r["model"]))
+    first: dict = {}
+    for i, r in enumerate(out):
+        first.setdefault(arm(r), i)
+    return sorted(out, key=lambda r: first[arm(r)])  # stable: runs keep their order inside an arm
 
 
 # ------------------------------------------------------------------ state audit

@@ -43,10 +43,10 @@ def test_remote_model_cells_run_concurrently_and_resume(tmp_path, monkeypatch, c
         got = rows(out)
         assert [r["seed"] for r in got] == [str(s) for s in range(6)]
         assert all(r["trials_charged"] == "2" and r["stop_reason"] == "budget_spent" for r in got)
-        man = json.loads((out / "runs" / "llm-rosenbrock-s3" / "manifest.json").read_text())
+        man = json.loads((out / "runs" / "llm+openai_m-rosenbrock-s3" / "manifest.json").read_text())
         assert man["executor"]["backend"] == "local"
         # resumable: a finished study runs nothing again; a lost cell runs alone
-        (out / "runs" / "llm-rosenbrock-s4" / "result.json").unlink()
+        (out / "runs" / "llm+openai_m-rosenbrock-s4" / "result.json").unlink()
         assert main(argv) == 0
         assert len(srv.requests) - n_requests == 3  # two proposals and the final answer of one cell
 

@@ -7,7 +7,8 @@ import pytest
 
 from agent.models import ModelSettings
 from agent.session import SessionConfig
-from evaluation.harness import EvalConfig, run_eval, summarize, write_summary
+from evaluation.harness import EvalConfig, run_eval
+from evaluation.summary import summarize, write_summary
 from evaluation.centaur import CentaurLLM
 from evaluation.runner import run_strategy
 from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
@@ -267,3 +268,43 @@ def test_reproduce_llm_rows_with_a_scripted_model(tmp_path):
     assert "| seed | model | lr | momentum | final value | iterations | status |" in md
     rows = tables["llm"]["rosenbrock"]
     assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["lr"] == 0.01 for r in rows)
+
+
+def test_a_study_over_prompts_and_models_has_a_row_each_and_grows_resumably(tmp_path, capsys):
+    from evaluation.cli import main
+
+    made = []
+
+    def factory(settings):
+        made.append(settings.model)
+        return ScriptedChatModel(script=[
+            lambda m, k: ({"name": "CentaurProposal", "args": {"learning_rate": 1e-3, "momentum": 0.9}}
+                          if "CentaurProposal" in k["tools"] else
+                          {"name": "run_momentum_gd", "args": {"learning_rate": 2e-3, "momentum": 0.5}}
+                          if "run_momentum_gd" in k["tools"] else
+                          {"name": "FinalAnswer", "args": {"learning_rate": 2e-3, "momentum": 0.5, "rationale": "x"}}),
+        ])
+
+    base = ["eval", "--functions", "rosenbrock", "--methods", "random", "llm", "centaur", "--seeds", "0", "1",
+            "--budget", "8", "--centaur-ratio", "0.5", "--max-iter", "300", "--workers", "1", "--out", str(tmp_path),
+            "--no-plots", "--prompt", "default", "paper"]
+    assert main([*base, "--model", "local"], model_factory=factory) == 0, capsys.readouterr().err
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert sorted(first) == sorted(f"{arm}-rosenbrock-s{s}" for arm in ("random", "llm", "llm+paper", "centaur")
+                                   for s in (0, 1))
+    # a model added to the study: only its cells run; the finished ones are kept as they are
+    assert main([*base, "--model", "local", "openai:m"], model_factory=factory) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    assert {k: after[k] for k in first} == first
+    assert sorted(set(after) - set(first)) == sorted(
+        f"{arm}-rosenbrock-s{s}" for arm in ("llm+openai_m", "llm+paper+openai_m", "centaur+openai_m") for s in (0, 1))
+    rows = _csv(tmp_path / "results.csv")
+    assert [(r["method"], r["prompt"], r["model"]) for r in rows if r["seed"] == "0"] == [
+        ("random", "", ""), ("llm", "default", "local"), ("llm", "default", "openai:m"), ("llm", "paper", "local"),
+        ("llm", "paper", "openai:m"), ("centaur", "", "local"), ("centaur", "", "openai:m")]
+    md = (tmp_path / "summary.md").read_text()
+    for label in ("llm [paper, openai:m]", "centaur [openai:m]", "wins vs llm [paper]"):
+        assert label in md
+    paper = [json.loads((tmp_path / "runs" / f"llm+paper-rosenbrock-s{s}" / "manifest.json").read_text())
+             for s in (0, 1)]
+    assert all(m["prompt"]["name"] == "paper" and m["model"]["model"] == "local" for m in paper)

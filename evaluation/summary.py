@@ -1,0 +1,114 @@
+"""A study's summary: per function, each arm's statistics over seeds, paired wins, the
+median anytime curve, the cost; written as summary.md beside results.csv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.arms import Arm
+from evaluation.harness import EvalConfig, cell_dir, pad_curves
+from evaluation.strategies import AGENT_METHOD
+from tools.files import atomic_write_text
+from tools.formatting import fmt_cell
+from tools.scoring import DIVERGED_SCORE
+
+
+def load_cells(cfg: EvalConfig, arm: Arm, function: str) -> list[dict]:
+    """The finished cells (result.json) of one arm on one function, in seed order."""
+    return [json.loads((cell_dir(cfg, (arm, function, s)) / "result.json").read_text()) for s in cfg.seeds]
+
+
+def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
+    """Per function and arm (by label): stats over seeds, wins against each other arm
+    (paired by seed, on score), and the median anytime curve."""
+    out: dict[str, dict[str, dict]] = {}
+    for f in cfg.functions:
+        per: dict[str, dict] = {}
+        data = {a.label: load_cells(cfg, a, f) for a in cfg.arms()}
+        for m, cells in data.items():
+            vals = np.array([np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float)
+            scores = np.array([np.inf if c["row"]["score"] is None else c["row"]["score"] for c in cells], float)
+            iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
+            med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
+            finite = vals[np.isfinite(vals)]
+            per[m] = {
+                "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),
+                "mean": float(finite.mean()) if finite.size else None,
+                "median": float(np.median(finite)) if finite.size else None,
+                "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
+                "mean_iterations": float(iters.mean()) if iters.size else None,
+                "scores": scores.tolist(), "anytime_median": med_curve,
+                "mean_tokens": float(np.mean([c["row"]["tokens"] or 0 for c in cells])),
+                "cost_usd": _total_cost([c["row"].get("cost_usd") for c in cells]),
+                "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
+            }
+        for m in per:
+            per[m]["wins"] = {o: int(sum(a < b for a, b in zip(per[m]["scores"], per[o]["scores"])))
+                              for o in per if o != m}
+        out[f] = per
+    return out
+
+
+def _executors(cfg: EvalConfig) -> list[dict]:
+    """Where each finished cell ran (backend, node), from its manifest."""
+    out = []
+    for cell in cfg.cells():
+        path = cell_dir(cfg, cell) / "manifest.json"
+        out.append(json.loads(path.read_text()).get("executor") if path.exists() else None)
+    return out
+
+
+def _total_cost(costs: list[float | None]) -> float | None:
+    """The summed cost of cells with a known price; None when no cell's price is known."""
+    known = [c for c in costs if c is not None]
+    return float(sum(known)) if known else None
+
+
+def _num(v: float | None, spec: str = ".4g") -> str:
+    return fmt_cell(v, spec, missing="n/a")
+
+
+def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], seconds: float | None = None) -> Path:
+    labels = [a.label for a in cfg.arms()]
+    models = [m.model for m in cfg.models]
+    lines = [f"# tuneloop eval: {', '.join(labels)} on {', '.join(cfg.functions)}", "",
+             f"Budget {cfg.budget} charged evaluations per cell, seeds {cfg.seeds[0]}..{cfg.seeds[-1]} "
+             f"({len(cfg.seeds)}), start point: {cfg.x0}, T = {cfg.max_iter}, tol = {cfg.tol:g}"
+             + (f", model{'s' if len(models) > 1 else ''} {', '.join(models)}" if cfg.uses_llm else "")
+             + (f", prompt{'s' if len(cfg.prompts) > 1 else ''} {', '.join(cfg.prompts)}"
+                if AGENT_METHOD in cfg.methods else "") + ".",
+             "Best value: f(x_final) of each cell's best trial (lowest score). Wins: seeds on which the "
+             "row's method scored strictly lower than the column's.", ""]
+    if seconds is not None:
+        lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
+    ran_on = sorted({f"{e.get('backend')} on {e.get('host') or e.get('node')}" for e in _executors(cfg) if e})
+    if ran_on:
+        lines += [f"Cells ran on: {'; '.join(ran_on)}.", ""]
+    for f, per in summary.items():
+        others = labels
+        lines += [f"## {f}", "",
+                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | cost (USD) | "
+                  + " | ".join(f"wins vs {o}" for o in others) + " |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+        for m in labels:
+            s = per[m]
+            wins = " | ".join("-" if o == m else str(s["wins"][o]) for o in others)
+            lines.append(f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['std'])} | {s['diverged']} | "
+                         f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | "
+                         f"{_num(s['cost_usd'], '.4f')} | {wins} |")
+        k_max = max(len(per[m]["anytime_median"]) for m in labels)
+        lines += ["", "Anytime: median over seeds of the best score after k evaluations "
+                  f"(score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged).", "",
+                  "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
+                  "|---|" + "---:|" * k_max]
+        for m in labels:
+            c = per[m]["anytime_median"]
+            lines.append(f"| {m} | " + " | ".join(_num(c[k], ".2f") if k < len(c) else "" for k in range(k_max)) + " |")
+        lines.append("")
+        for p in plots.get(f, []):
+            lines.append(f"![{Path(p).stem}](plots/{Path(p).name})")
+        lines.append("")
+    return atomic_write_text(cfg.out / "summary.md", "\n".join(lines))
