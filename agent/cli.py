@@ -13,7 +13,6 @@ from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit,
 from tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
 from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tools.errors import UserError
-from tools.formatting import fmt_cell, fmt_value
 
 app = new_app("Agent sessions and prompt templates.")
 
@@ -59,7 +58,7 @@ def model_factory_of(ctx: typer.Context):
     return (ctx.obj or {}).get("model_factory") or make_chat_model
 
 
-@app.command()
+@app.command(short_help="One agent session on a budget (or --resume one).")
 def run(
     ctx: typer.Context,
     function: FunctionOpt = "rosenbrock",
@@ -102,21 +101,11 @@ def run(
     )
     from rich.console import Console
 
+    from agent.session_view import TrialLines
+
     err = Console(stderr=True, soft_wrap=True)  # piped: long lines stay whole, not cut at 80 columns
     chat_model = factory(settings)
-    best: dict = {}
-
-    def show(f: dict) -> None:
-        if as_json:
-            return
-        if not f["repeat"] and (not best or f["score"] < best["score"]):
-            best.update(f)
-        fmt = (lambda v: fmt_value(v, 3))
-        tag = "  repeat" if f["repeat"] else ""
-        print(f"#{f['trial']:<3} lr={f['learning_rate']:<9.3g} mom={f['momentum']:<7.3g} {f['status']:<9} "
-              f"f={fmt(f['final_value']):<9} it={f['iterations']:<5} "
-              f"best={fmt(best.get('final_value')) if best.get('final_value') is not None else '-':<9} "
-              f"left={f['budget_left']}{tag}", flush=True)
+    show = None if as_json else TrialLines()
 
     if not as_json:
         err.print(f"[dim]session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, "
@@ -142,11 +131,22 @@ def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> N
     cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": t.run_dir.parent})
     if api_key_env is not None and api_key_env != cfg.model.api_key_env:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"api_key_env": api_key_env})})
+    from rich.console import Console
+
+    from agent.session_view import TrialLines, earlier_segments
+
+    ev = cfg.evaluator
+    if not as_json:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[dim]resuming session {t.run_dir.name}: {ev.objective}, budget {ev.budget}, model {cfg.model.model}, "
+            f"prompt {cfg.prompt}, x0 {ev.x0} ({cfg.x0_spec})[/dim]")
+    earlier = earlier_segments(t.events)
     _report_session(run_session(cfg, chat_model=factory(cfg.model), session_id=t.run_dir.name,
-                                resume_events=t.events), as_json)
+                                resume_events=t.events, on_trial=None if as_json else TrialLines()),
+                    as_json, earlier)
 
 
-def _report_session(result, as_json: bool) -> None:
+def _report_session(result, as_json: bool, earlier: dict | None = None) -> None:
     """A finished session: its JSON or its summary; exit 130 if interrupted, 2 on a model error."""
     if as_json:
         d = result.model_dump(exclude={"trials"})
@@ -155,36 +155,13 @@ def _report_session(result, as_json: bool) -> None:
     else:
         from rich.console import Console
 
-        _print_session_summary(Console(), result)
+        from agent.session_view import print_summary
+
+        print_summary(Console(soft_wrap=True), result, earlier)
     if result.stop_reason == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.stop_reason == "model_error":
-        raise UserError(f"model error: {result.error} (trace kept in {result.run_dir})")
-
-
-def _print_session_summary(out, r) -> None:
-    b = r.best
-    out.print()
-    if b is not None:
-        fv = "nan (diverged)" if b.final_value is None else f"{b.final_value:.6g}"
-        out.print(f"[bold]best[/bold]   trial {b.trial}: lr={b.learning_rate:g} momentum={b.momentum:g} -> "
-                  f"{b.status}, f={fv}, {b.iterations} iterations")
-    else:
-        out.print("[bold]best[/bold]   no trial was charged")
-    if r.recommendation is not None:
-        rec = r.recommendation
-        out.print(f"[bold]agent recommends[/bold] lr={rec.learning_rate:g} momentum={rec.momentum:g}: {rec.rationale}")
-    tokens = "unknown (the server reports no usage)" if r.input_tokens is None and r.output_tokens is None \
-        else f"{fmt_cell(r.input_tokens)}/{fmt_cell(r.output_tokens)}"
-    cost = "" if r.cost_usd is None else f", cost ${r.cost_usd:.4f}"
-    talk = f", {r.text_replies} replies without a proposal" if r.text_replies else ""
-    out.print(f"trials charged {r.trials_charged}/{r.budget}, invalid {r.invalid_proposals}, "
-              f"repeated {r.repeated_proposals}; model calls {r.model_calls}{talk}, tokens in/out {tokens}{cost}")
-    pct = (lambda x: 100.0 * x / r.wall_s if r.wall_s else 0.0)
-    waits = f", retry waits {r.retry_wait_s:.1f} s ({r.retries} retries)" if r.retries else ""
-    out.print(f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s{waits}, overhead "
-              f"{r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %); stop: {r.stop_reason}")
-    out.print(f"run directory: {r.run_dir}")
+        raise UserError(f"model error: {result.error} (trace kept: resume with `tuneloop run --resume {result.run_dir}`)")
 
 
 prompts_app = new_app("List and show prompt templates.")
@@ -194,12 +171,10 @@ app.add_typer(prompts_app, name="prompts")
 @prompts_app.command("list")
 def prompts_list() -> None:
     """List the built-in prompt templates."""
-    from agent.prompts import builtin_dir, list_templates
+    from agent.prompts import list_templates, load_template
 
     for name in list_templates():
-        first = next((line[1:].strip() for line in (builtin_dir() / f"{name}.txt").read_text().splitlines()
-                      if line.startswith("#")), "")
-        print(f"{name:<12} {first}")
+        print(f"{name:<12} {load_template(name).description}")
 
 
 @prompts_app.command("show")

@@ -64,6 +64,12 @@ class PromptTemplate:
     turn: string.Template
 
     @property
+    def description(self) -> str:
+        """The template's first comment line: what it is, in one line."""
+        return next((line.lstrip()[1:].strip() for line in self.text.splitlines() if line.lstrip().startswith("#")),
+                    "(no description: start the file with a # comment line)")
+
+    @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 

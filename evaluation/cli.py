@@ -31,7 +31,7 @@ app.add_typer(agent_app)
 app.add_typer(trace_app, name="trace")
 
 
-@app.command()
+@app.command(short_help="The (log alpha, beta) landscape: a heatmap PNG and its data.")
 def sweep(
     function: FunctionOpt = "rosenbrock",
     lr_range: Annotated[tuple[float, float], typer.Option("--lr-range", help="alpha range (log-spaced)")] = SWEEP_LR,
@@ -81,7 +81,7 @@ def sweep(
     print(f"wrote {out} and {data}")
 
 
-@app.command("eval")
+@app.command("eval", short_help="Every method x objective x seed on one budget; tables, plots.")
 def eval_cmd(
     ctx: typer.Context,
     functions: Annotated[str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")] = ",".join(D.FUNCTIONS),
@@ -180,7 +180,7 @@ def eval_cmd(
           + (f" and {sum(len(v) for v in plots.values())} plots in {out / 'plots'}" if plots else ""))
 
 
-@app.command()
+@app.command(short_help="Study 1's protocol: its tables and figures.")
 def reproduce(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("study"),

@@ -122,7 +122,8 @@ def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[fl
         ax.scatter(a, b, marker=marker, s=28, facecolor=color, edgecolor="white", linewidth=0.5, label=m, alpha=0.85)
     ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
     ax.set_ylim(land.betas[0], land.betas[-1])
-    ax.legend(fontsize=8, loc="lower left")
+    # below the axes, so the legend never hides a proposal
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(proposals), 4), frameon=False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
@@ -132,28 +133,33 @@ def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[fl
 
 def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path: Path | str, title: str,
                   f_star: float = 0.0) -> Path:
-    """Grouped bars: each method's best final value per seed (gap to the minimum, log
-    scale); a diverged cell is drawn as a hatched bar at the top."""
+    """Grouped bars: each method's best final value per seed, as the gap to the minimum on
+    a log axis scaled to the finite bars; a diverged cell has no bar but a hatched,
+    labelled slot (a bar's height would be made up)."""
     methods = list(values)
     n = len(methods)
     fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(seeds) * n), 4.5), dpi=120)
     width = 0.8 / max(n, 1)
-    finite = [v - f_star for vs in values.values() for v in vs if v is not None]
-    top = max(max(finite, default=1.0), 1e-12) * 10
+    finite = [max(v - f_star, 1e-16) for vs in values.values() for v in vs if v is not None]
+    lo = min(finite, default=1e-3) / 3
+    hi = max(finite, default=1.0) * 3
+    any_diverged = False
     for j, m in enumerate(methods):
         marker, color = _style(m)
         xs = np.arange(len(seeds)) + (j - (n - 1) / 2) * width
-        gaps = [top if v is None else max(v - f_star, 1e-16) for v in values[m]]
-        bars = ax.bar(xs, gaps, width, color=color, label=m)
-        for bar, v in zip(bars, values[m]):
+        gaps = [np.nan if v is None else max(v - f_star, 1e-16) for v in values[m]]
+        ax.bar(xs, gaps, width, color=color, label=m)
+        for x, v in zip(xs, values[m]):
             if v is None:
-                bar.set_hatch("//")
-                bar.set_alpha(0.4)
+                any_diverged = True
+                ax.bar(x, hi - lo, width, bottom=lo, facecolor="none", edgecolor=color, hatch="//", lw=0.8)
+                ax.text(x, lo * 1.15, "diverged", rotation=90, ha="center", va="bottom", fontsize=7, color=color)
     ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
     ax.set_xticks(np.arange(len(seeds)))
     ax.set_xticklabels([str(s) for s in seeds], fontsize=7)
     ax.set_xlabel("seed")
-    ax.set_ylabel(r"best $f(x_{final}) - f^*$ (hatched: diverged)")
+    ax.set_ylabel("best f(x_final) − f*" + (" (hatched: diverged)" if any_diverged else ""))
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(n, 4))
     fig.tight_layout()
@@ -184,11 +190,13 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
                 label=f"{m}: lr={a:.3g}, mom={b:.2f} ({r.status})")
         if ok.any():
             ax.plot(traj[ok, 1][-1], traj[ok, 2][-1], marker=marker, color=color, ms=7)
-    for mn in obj.minimisers(2):
-        ax.plot(*mn, "w*", ms=12, mec="k")
-    ax.plot(x0[0], x0[1], "ko", ms=6)
+    for i, mn in enumerate(obj.minimisers(2)):
+        ax.plot(*mn, "w*", ms=12, mec="k", ls="none", label="global minimum" if i == 0 else None)
+    ax.plot(x0[0], x0[1], "ko", ms=6, ls="none", label=f"start ({x0[0]:.3g}, {x0[1]:.3g})")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -230,41 +238,64 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
     return made
 
 
+def _label_groups(xy: np.ndarray, span: tuple[float, float], near: float = 0.035) -> list[list[int]]:
+    """Indices of points that lie within `near` (a fraction of the axes) of each other,
+    so their numbers are written once, together, instead of on top of each other."""
+    groups: list[list[int]] = []
+    for i, p in enumerate(xy):
+        for g in groups:
+            q = xy[g[0]]
+            if abs(p[0] - q[0]) / span[0] < near and abs(p[1] - q[1]) / span[1] < near:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
 def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path | str, title: str,
                resolution: int = 96) -> Path:
-    """A session's proposals, numbered in order, on the (log10 alpha, beta) landscape and
-    coloured by score, beside the best-so-far curve."""
+    """A session's proposals, numbered in order, on the (log10 alpha, beta) landscape
+    (its colours: the final value's gap, with their own colour bar), beside the
+    best-so-far curve of the score."""
     charged = [t for t in trials if t["charged"] and t["learning_rate"] and t["learning_rate"] > 0]
     land = search_landscape(objective, x0, max_iter, resolution)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
-    draw_landscape(ax, land, colorbar=False)
+    draw_landscape(ax, land, colorbar=True)
+    lo, hi = (land.log10_alphas[0], land.betas[0]), (land.log10_alphas[-1], land.betas[-1])
+    span = (hi[0] - lo[0], hi[1] - lo[1])
+    # a margin, so proposals on the box's edge are drawn whole, numbers included
+    ax.set_xlim(lo[0] - 0.04 * span[0], hi[0] + 0.04 * span[0])
+    ax.set_ylim(lo[1] - 0.04 * span[1], hi[1] + 0.04 * span[1])
+    finite = np.array([t["score"] is not None and t["score"] < DIVERGED_SCORE for t in charged], bool)
     if charged:
-        la = np.log10([t["learning_rate"] for t in charged])
-        b = np.array([t["momentum"] for t in charged])
-        sc = np.array([t["score"] for t in charged], float)
-        finite = sc < DIVERGED_SCORE
-        cmap = matplotlib.colormaps["plasma"]
-        norm = matplotlib.colors.Normalize(vmin=sc[finite].min() if finite.any() else 0,
-                                           vmax=sc[finite].max() if finite.any() else 1)
-        ax.plot(la, b, "-", color="white", lw=0.8, alpha=0.6)
-        for i, t in enumerate(charged):
-            color = "black" if not finite[i] else cmap(norm(sc[i]))
-            ax.scatter(la[i], b[i], s=70, color=color, edgecolor="white", zorder=3,
-                       marker="X" if not finite[i] else "o")
-            ax.annotate(str(t["trial"]), (la[i], b[i]), xytext=(4, 4), textcoords="offset points",
-                        color="white", fontsize=8, weight="bold")
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="score (X: diverged)")
-        best = np.array(best_so_far(np.where(finite, sc, np.inf)))
-        ks = np.arange(1, len(charged) + 1)
-        ax2.step(ks, np.where(np.isfinite(best), best, np.nan), where="post", color="#9467bd")
-        ax2.scatter(ks, np.where(finite, sc, np.nan), s=14, color="grey", label="each trial")
-    ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
-    ax.set_ylim(land.betas[0], land.betas[-1])
+        xy = np.column_stack([np.log10([t["learning_rate"] for t in charged]), [t["momentum"] for t in charged]])
+        ax.plot(xy[:, 0], xy[:, 1], "-", color="white", lw=0.8, alpha=0.6)
+        ax.scatter(xy[finite, 0], xy[finite, 1], s=70, color="white", edgecolor="black", zorder=3, label="finite")
+        ax.scatter(xy[~finite, 0], xy[~finite, 1], s=80, color="#d62728", edgecolor="white", marker="X", zorder=3,
+                   label="diverged")
+        for g in _label_groups(xy, span):
+            ax.annotate(", ".join(str(charged[i]["trial"]) for i in g), xy[g[0]], xytext=(6, 5),
+                        textcoords="offset points", color="white", fontsize=8, weight="bold", clip_on=False,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.55, lw=0))
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)  # "best" keeps clear of the points
     ax.set_title(title, fontsize=10)
-    ax2.set_xlabel("charged evaluation")
-    ax2.set_ylabel("best score so far")
-    ax2.grid(alpha=0.3)
-    ax2.set_title("best so far")
+    if finite.any():
+        sc = np.array([t["score"] if f else np.inf for t, f in zip(charged, finite)], float)
+        best = np.array(best_so_far(sc))
+        ks = np.arange(1, len(charged) + 1)
+        ax2.step(ks, np.where(np.isfinite(best), best, np.nan), where="post", color="#9467bd", label="best so far")
+        ax2.scatter(ks, np.where(np.isfinite(sc), sc, np.nan), s=14, color="grey", label="each trial")
+        ax2.set_xlabel("charged evaluation")
+        ax2.set_ylabel("score (log10 of the gap to the minimum)")
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=8)
+        ax2.set_title("best so far")
+    else:
+        ax2.axis("off")
+        ax2.text(0.5, 0.5, "no charged trial had a finite result:\n" +
+                 ("every one diverged" if charged else "no trial was charged"),
+                 ha="center", va="center", fontsize=12, transform=ax2.transAxes)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

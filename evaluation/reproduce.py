@@ -68,23 +68,28 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
         refinement = [t for t in r.trials[GRID_SIZE:] if t.charged]
         best = min(refinement or r.trials, key=lambda t: t.score)
         tables["refined"][f] = dict(lr=best.learning_rate, momentum=best.momentum, final=best.final_value,
-                                    iterations=best.iterations, status=best.status,
+                                    iterations=best.iterations,
+                                    # one row per objective: "Best" would say nothing; how good it is does
+                                    status=study_label(best.status, best.final_value, f_star, is_best=False),
                                     improves_on_grid=best.score < best_score)
-        rows = []
+        rows, bests = [], []
         for s in SEEDS:
             say(f"random search on {f}, seed {s}")
             x0 = start_point("random", s)
             rr = run_strategy(RandomSearch(STUDY_SPACE, seed=s, uniform_alpha=True),
                               _cfg(out, f, x0, RANDOM_T, RANDOM_SAMPLES, "random", s), f"random-{f}-s{s}")
             b = rr.best
+            bests.append(b)
             rows.append(dict(seed=s, x0=x0, lr=b.learning_rate, momentum=b.momentum, final=b.final_value,
-                             iterations=b.iterations, status=b.status))
+                             iterations=b.iterations))
+        for row, b in zip(rows, bests):  # Best: the lowest score of the table
+            row["status"] = _label(b, f_star, min(t.score for t in bests))
         tables["random"][f] = rows
         if no_llm:
             continue
         from agent.session import run_session
 
-        rows = []
+        rows, bests = [], []
         for m in models:
             settings = (model_settings or ModelSettings()).model_copy(update={"model": m})
             for s in SEEDS:
@@ -93,11 +98,16 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
                            model=settings.model_copy(update={"seed": settings.seed + s}))
                 res: SessionResult = run_session(cfg, model_factory=model_factory, session_id=f"llm-{m.replace(':', '_')}-{f}-s{s}")
                 b = res.best
+                bests.append(b)
                 rows.append(dict(seed=s, model=m, lr=b.learning_rate if b else None, momentum=b.momentum if b else None,
                                  final=b.final_value if b else None, iterations=b.iterations if b else None,
-                                 status=b.status if b else (f"no valid proposal ({res.invalid_proposals} invalid, "
-                                                            f"stop: {res.stop_reason})"),
+                                 status=None if b else (f"no valid proposal ({res.invalid_proposals} invalid, "
+                                                        f"stop: {res.stop_reason})"),
                                  invalid=res.invalid_proposals))
+        top = min((b.score for b in bests if b is not None), default=None)
+        for row, b in zip(rows, bests):
+            if b is not None:
+                row["status"] = _label(b, f_star, top)
         tables["llm"][f] = rows
     return tables
 
@@ -161,7 +171,8 @@ def study_figures(tables: dict, out: Path) -> dict[str, list[str]]:
         vals = {"random": [r["final"] for r in tables["random"][f]]}
         for r in tables["llm"].get(f, []):
             vals.setdefault(f"llm {r['model']}", []).append(r["final"])
+        shown = "random search" + (" vs " + ", ".join(k for k in vals if k != "random") if len(vals) > 1 else "")
         files.append(str(plot_per_seed(vals, list(SEEDS), plots / f"study_per_seed_{f}.png",
-                                       f"{f}: random search vs LLM per seed", get_objective(f).minimum(2))))
+                                       f"{f}: {shown}, best value per seed", get_objective(f).minimum(2))))
         made[f] = files
     return made

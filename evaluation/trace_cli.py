@@ -12,7 +12,7 @@ import typer
 from tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
 from tools.defaults import DEFAULT_MAX_ITER
 from tools.errors import UserError
-from tools.formatting import fmt_cell, fmt_sci
+from tools.formatting import fmt_cell, fmt_param, fmt_sci
 
 trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
@@ -27,7 +27,7 @@ def _read(run_dir: Path):
     return t
 
 
-@trace_app.command("summary")
+@trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")
 def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
     from evaluation.traces import summary
@@ -44,7 +44,8 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     for col in ("trial", "source", "alpha", "beta", "status", "final value", "iters", "score", "repeat", "best so far"):
         tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
     for r in s["trials"]:
-        tab.add_row(fmt_cell(r["trial"]), fmt_cell(r["source"]), fmt_cell(r["learning_rate"]), fmt_cell(r["momentum"]), fmt_cell(r["status"]),
+        tab.add_row(fmt_cell(r["trial"]), fmt_cell(r["source"]), fmt_param(r["learning_rate"]), fmt_param(r["momentum"]),
+                    fmt_cell(r["status"]),
                     fmt_cell(r["final_value"]), fmt_cell(r["iterations"]), fmt_cell(r["score"], ".3f"), "yes" if r["repeat"] else "",
                     fmt_cell(r["best_value_so_far"]))
     con.print(tab)
@@ -60,12 +61,13 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     tm = s["time"]
     if tm:
         wait = f" + retry waits {fmt_cell(tm['retry_wait_s'], '.2f')}" if tm.get("retry_wait_s") else ""
-        con.print(f"time: wall {fmt_cell(tm['wall_s'], '.2f')} s = model {fmt_cell(tm['model_s'], '.2f')} + tool "
+        segs = f" ({s['segments']} segments summed)" if s["segments"] > 1 else ""
+        con.print(f"time{segs}: wall {fmt_cell(tm['wall_s'], '.2f')} s = model {fmt_cell(tm['model_s'], '.2f')} + tool "
                   f"{fmt_cell(tm['tool_s'], '.3f')}{wait} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
     con.print(f"stop: {s['stop_reason']}")
 
 
-@trace_app.command("compare")
+@trace_app.command("compare", short_help="Runs side by side, grouped by method, prompt and model.")
 def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False) -> None:
     """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
     from evaluation.traces import compare
@@ -86,7 +88,7 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
     console().print(tab)
 
 
-@trace_app.command("state")
+@trace_app.command("state", short_help="Did each proposal repeat a tried or failed configuration?")
 def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?"""
     from evaluation.traces import FAILED_BOX, state_audit
@@ -115,7 +117,7 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
           f"closer to a failed trial than to the incumbent)")
 
 
-@trace_app.command("plot")
+@trace_app.command("plot", short_help="Proposals on the landscape, and the best-so-far curve (PNG).")
 def trace_plot(run_dir: RunDirArg,
                out: Annotated[Optional[Path], typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None) -> None:
     """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
@@ -135,7 +137,7 @@ def trace_plot(run_dir: RunDirArg,
     print(f"wrote {target}")
 
 
-@trace_app.command("export")
+@trace_app.command("export", short_help="One row per trial across runs: CSV or JSON lines.")
 def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
                  fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
                  out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("trials.csv")) -> None:
@@ -162,7 +164,7 @@ def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run direct
     print(f"wrote {len(rows)} trials from {len(run_dirs)} run(s) to {out}")
 
 
-@trace_app.command("replay")
+@trace_app.command("replay", short_help="Re-run a session from its recorded replies; same result?")
 def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Re-run a session with its recorded model replies (no network, no model) and check
     that the same trials, results and final answer come out."""

@@ -17,9 +17,16 @@ from tools.scoring import best_so_far, is_failed
 
 
 # ------------------------------------------------------------------ summary
+def _segment_times(fins: list[dict]) -> dict[str, float | None] | None:
+    """The time split summed over a session's segments (a resumed session has several)."""
+    if not fins:
+        return None
+    return {k: _known_sum(f.get(k) for f in fins) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")}
+
+
 def _known_sum(values) -> int | None:
-    """The sum of the counts that are known; None when none is (a server without usage)."""
-    known = [int(v) for v in values if v is not None]
+    """The sum of the figures that are known; None when none is (a server without usage)."""
+    known = [v for v in values if v is not None]
     return sum(known) if known else None
 
 
@@ -64,7 +71,8 @@ def summary(t: Trace) -> dict[str, Any]:
                         "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95)},
         "retries": len(t.of("retry")),
         "stop_reason": fin.get("stop_reason") if fin else "unfinished (no session_finished event)",
-        "time": {k: fin.get(k) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")} if fin else None,
+        "time": _segment_times(t.of("session_finished")),
+        "segments": len(t.of("session_finished")),
         "cost_usd": fin.get("cost_usd") if fin else None,
         "text_replies": fin.get("text_replies") if fin else None,
         "tool_choice_fallbacks": [{k: e.get(k) for k in ("from", "to", "error")} for e in t.of("tool_choice_fallback")],
@@ -92,7 +100,6 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
     for t in traces:
         s = summary(t)
         b = s["best"]
-        fin = t.finished or {}
         out.append({
             "run": t.run_dir.name, "method": t.method,
             "prompt": ((t.manifest or {}).get("prompt") or {}).get("name"),
@@ -104,7 +111,7 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "invalid": len(s["invalid"]), "repeated": sum(r["repeat"] for r in s["trials"]),
             "tokens": _known_sum((s["model_calls"]["input_tokens"], s["model_calls"]["output_tokens"])),
             "cost_usd": s["cost_usd"],
-            "wall_s": fin.get("wall_s"), "stop_reason": s["stop_reason"],
+            "wall_s": (s["time"] or {}).get("wall_s"), "stop_reason": s["stop_reason"],
         })
     arm = (lambda r: (r["method"], r["prompt"], r["model"]))
     first: dict = {}

@@ -14,6 +14,7 @@ from evaluation.runner import run_strategy
 from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
                                    TPEStrategy, centaur_schedule, refinement_points)
 from tests.fakes import ScriptedChatModel
+from tools.formatting import fmt_param
 from tools.trials import EvaluatorConfig
 
 
@@ -117,7 +118,7 @@ def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_pa
         assert f"Trials so far: {k} of {budget}." in text
         assert f"sigma: {st['sigma']:.4g}" in text
         a, b = st["suggestion"]
-        assert f"suggestion: learning_rate={a:.4g}, momentum={b:.4g}" in text
+        assert f"suggestion: learning_rate={fmt_param(a)}, momentum={fmt_param(b)}" in text
         assert len(st["history"]) == k  # every earlier result was told to CMA-ES first
     assert states[0]["sigma"] != states[-1]["sigma"]  # CMA-ES moved between the calls
     man = json.loads((Path(r.run_dir) / "manifest.json").read_text())

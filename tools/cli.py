@@ -51,7 +51,9 @@ def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) ->
     try:
         obj.check_dim(len(start))
     except ValueError as e:
-        raise UserError(f"--x0 has {len(start)} value(s): {e}") from None
+        # blame the flag the user actually gave
+        raise UserError(f"--x0 has {len(start)} value(s): {e}" if label == "explicit" else
+                        f"--dim {len(start)}: {e}") from None
     return label, start
 
 
@@ -120,7 +122,7 @@ def gd(
     print(f"  x_final    ({xs})   distance to optimum {dist}")
 
 
-@app.command()
+@app.command(short_help="Kernel speed: ns per iteration, batch throughput, ratios.")
 def bench(
     configs: Annotated[int, typer.Option("--configs", min=100, help="batch size for the throughput rows")] = 100_000,
     max_iter: Annotated[int, typer.Option("--max-iter", min=10, help="iteration cap T of the batch runs")] = DEFAULT_MAX_ITER,

@@ -109,7 +109,7 @@ def parse_seeds(text: str) -> list[int]:
                 a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
                 lo, hi = int(a), int(b)
                 if hi < lo:
-                    raise ValueError
+                    raise UserError(f"--seeds range {part} is reversed: write {hi}-{lo}")
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))

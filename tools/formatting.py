@@ -29,6 +29,25 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+PARAM_DIGITS = 6  # learning rates and momenta: two proposals that differ print differently
+
+
+def fmt_param(v: float) -> str:
+    """A learning rate or momentum as written wherever trials are listed: its shortest
+    exact form when that has at most PARAM_DIGITS significant digits (what a model
+    wrote: 0.15805), else PARAM_DIGITS of them, so 0.15805 and 0.15821 never both read
+    0.158.
+
+    >>> fmt_param(0.15805), fmt_param(0.15821), fmt_param(1e-3), fmt_param(0.0013130280280658597)
+    ('0.15805', '0.15821', '0.001', '0.00131303')
+    """
+    for digits in range(1, PARAM_DIGITS + 1):
+        text = f"{v:.{digits}g}"
+        if float(text) == v:
+            return text
+    return f"{v:.{PARAM_DIGITS}g}"
+
+
 def fmt_value(v: float | None, digits: int = 4) -> str:
     """A final value: `digits` significant digits, "nan" when the run diverged."""
     return "nan" if v is None else format(v, f".{digits}g")

@@ -1,0 +1,102 @@
+"""What `tuneloop run` shows a person: a line per trial as it happens, and a closing
+summary that says plainly how the session went and what to do next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tools.formatting import fmt_cell, fmt_param, fmt_value
+
+
+class TrialLines:
+    """Prints one line per answered proposal, with the best final value so far."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Any] = {}
+
+    def __call__(self, f: dict) -> None:
+        if not f["repeat"] and (not self.best or f["score"] < self.best["score"]):
+            self.best = dict(f)
+        best = self.best.get("final_value")
+        tag = "  repeat" if f["repeat"] else ""
+        print(f"#{f['trial']:<3} lr={fmt_param(f['learning_rate']):<10} mom={fmt_param(f['momentum']):<9} "
+              f"{f['status']:<9} f={fmt_value(f['final_value'], 3):<9} it={f['iterations']:<5} "
+              f"best={fmt_value(best, 3) if best is not None else '-':<9} left={f['budget_left']}{tag}", flush=True)
+
+
+def earlier_segments(events: list[dict]) -> dict[str, Any]:
+    """What the segments of a session before this one spent (from their session_finished
+    events): model calls, tokens, wall time, cost; None where a figure is unknown."""
+    fins = [e for e in events if e.get("event") == "session_finished"]
+
+    def total(key: str, kind=float):
+        known = [kind(e[key]) for e in fins if e.get(key) is not None]
+        return sum(known) if known else None
+
+    return {"segments": len(fins), "model_calls": total("model_calls", int) or 0,
+            "input_tokens": total("input_tokens", int), "output_tokens": total("output_tokens", int),
+            "wall_s": total("wall_s") or 0.0, "cost_usd": total("cost_usd")}
+
+
+def _plus(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def outcome_advice(r) -> str | None:
+    """A plain sentence when no charged trial converged, with what to try next."""
+    charged = [t for t in r.trials if t.charged]
+    if not charged:
+        return None
+    if all(t.status == "diverged" for t in charged):
+        return (f"every trial diverged: the learning rates tried are too large for {r.objective} from this start. "
+                f"Try smaller ones, or a prompt that shows the allowed range (`tuneloop prompts list`), and "
+                f"`tuneloop sweep --function {r.objective}` shows where it converges.")
+    if not any(t.status == "converged" for t in charged):
+        return (f"no trial converged: the best one still moved at the iteration cap or stopped away from the "
+                f"minimum. Try a larger --max-iter, or `tuneloop sweep --function {r.objective}` to see which "
+                f"(learning rate, momentum) converge.")
+    return None
+
+
+def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
+    """The closing lines. For a resumed session (`earlier`: the segments before it) the
+    figures are the whole session's, with this segment's beside them."""
+    b = r.best
+    out.print()
+    if b is not None:
+        fv = "nan (diverged)" if b.final_value is None else f"{b.final_value:.6g}"
+        out.print(f"[bold]best[/bold]   trial {b.trial}: lr={fmt_param(b.learning_rate)} "
+                  f"momentum={fmt_param(b.momentum)} -> {b.status}, f={fv}, {b.iterations} iterations")
+    else:
+        out.print("[bold]best[/bold]   no trial was charged")
+    advice = outcome_advice(r)
+    if advice:
+        out.print(f"[bold]note[/bold]   {advice}")
+    if r.recommendation is not None:
+        rec = r.recommendation
+        out.print(f"[bold]agent recommends[/bold] lr={fmt_param(rec.learning_rate)} "
+                  f"momentum={fmt_param(rec.momentum)}: {rec.rationale}")
+    e = earlier or {"segments": 0, "model_calls": 0, "input_tokens": None, "output_tokens": None, "wall_s": 0.0,
+                    "cost_usd": None}
+    calls = e["model_calls"] + r.model_calls
+    tin, tout = _plus(e["input_tokens"], r.input_tokens), _plus(e["output_tokens"], r.output_tokens)
+    cost, wall = _plus(e["cost_usd"], r.cost_usd), e["wall_s"] + r.wall_s
+    resumed = e["segments"] > 0
+    seg = (lambda text: f" (this segment: {text})" if resumed else "")
+    tokens = "unknown (the server reports no usage)" if tin is None and tout is None \
+        else f"{fmt_cell(tin)}/{fmt_cell(tout)}" + seg(f"{fmt_cell(r.input_tokens)}/{fmt_cell(r.output_tokens)}")
+    talk = f", {r.text_replies} replies without a proposal" if r.text_replies else ""
+    out.print(f"{'whole session ' + str(e['segments'] + 1) + ' segments: ' if resumed else ''}"
+              f"trials charged {r.trials_charged}/{r.budget}, invalid {r.invalid_proposals}, repeated "
+              f"{r.repeated_proposals}; model calls {calls}{seg(str(r.model_calls))}{talk}, tokens in/out {tokens}"
+              + ("" if cost is None else f", cost ${cost:.4f}"))
+    pct = (lambda x: 100.0 * x / r.wall_s if r.wall_s else 0.0)
+    waits = f", retry waits {r.retry_wait_s:.1f} s ({r.retries} retries)" if r.retries else ""
+    out.print(f"wall {wall:.1f} s{seg(f'{r.wall_s:.1f} s')}; this segment: model {r.model_s:.1f} s, tool "
+              f"{r.tool_s:.2f} s{waits}, overhead {r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %; "
+              f"stop: {r.stop_reason}" if resumed else
+              f"wall {r.wall_s:.1f} s (model {r.model_s:.1f} s, tool {r.tool_s:.2f} s{waits}, overhead "
+              f"{r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %); stop: {r.stop_reason}")
+    out.print(f"run directory: {r.run_dir}")
+    if r.stop_reason in ("interrupted", "model_error"):
+        out.print(f"resume it with: tuneloop run --resume {r.run_dir}")
