@@ -104,6 +104,7 @@ def eval_cmd(
     price_out: PriceOutOpt = None,
     backend: Annotated[str, typer.Option("--backend", help="local (processes and threads) | ray")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="join this Ray cluster (default: start a local Ray)")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="also record every cell as an Optuna study in this RDB, e.g. sqlite:///study.db (for optuna-dashboard)")] = None,
     temperature: TempOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
@@ -150,10 +151,14 @@ def eval_cmd(
             factory(settings)  # a missing key or unknown model is reported before any work
     if out.exists() and not out.is_dir():
         raise UserError(f"--out is a file, not a folder: {out}")
+    if storage is not None:
+        from evaluation.optuna_storage import storage_or_error
+
+        storage_or_error(storage)  # a bad URL is reported before any work
     cfg = EvalConfig(functions=[objective_or_exit(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
                      x0=x0, max_iter=max_iter, models=models, prompts=prompts, centaur_ratio=centaur_ratio,
                      centaur_warmup=centaur_warmup, out=out, concurrency=concurrency, backend=backend,
-                     ray_address=ray_address, **({"workers": workers} if workers else {}))
+                     ray_address=ray_address, storage=storage, **({"workers": workers} if workers else {}))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evaluation.harness import run_eval

@@ -55,6 +55,7 @@ class EvalConfig(BaseModel):
     concurrency: int = Field(default=D.CONCURRENCY, ge=1)  # remote-model cells at once
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    storage: str | None = None  # an Optuna RDB URL: every cell is also recorded there
     out: Path = D.OUT
 
 
@@ -194,8 +195,16 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     executor = (RayExecutor(cfg.ray_address, cfg.concurrency, threads) if cfg.backend == "ray"
                 else LocalExecutor(workers, cfg.concurrency))
 
+    storage = None
+    if cfg.storage:
+        from evaluation.optuna_storage import record_cell, storage_or_error
+
+        storage = storage_or_error(cfg.storage)
+
     def finished(cell: tuple) -> None:
         nonlocal done
+        if storage is not None:
+            record_cell(storage, cell_id(*cell), cell_dir(cfg, cell))
         done += 1
         if progress:
             progress(done, len(cells), cell_id(*cell))

@@ -137,19 +137,43 @@ def trace_plot(run_dir: RunDirArg,
     print(f"wrote {target}")
 
 
-@trace_app.command("export", short_help="One row per trial across runs: CSV or JSON lines.")
+@trace_app.command("export", short_help="Trials as CSV or JSON lines; sessions as OpenTelemetry (OTLP).")
 def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
-                 fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
-                 out: Annotated[Path, typer.Option("--out", help="file to write")] = Path("trials.csv")) -> None:
-    """One row per trial across runs, for pandas or a spreadsheet."""
+                 fmt: Annotated[str, typer.Option("--format", help="csv | jsonl (one row per trial) | otlp (OTLP/JSON spans)")] = "csv",
+                 out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default trials.csv, trials.jsonl or traces.json)")] = None,
+                 otlp_endpoint: Annotated[Optional[str], typer.Option("--otlp-endpoint", help="also send the spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318")] = None,
+                 include_content: Annotated[bool, typer.Option("--include-content", help="otlp: put the messages sent and received in the spans")] = False) -> None:
+    """One row per trial across runs, for pandas or a spreadsheet (csv, jsonl); or each
+    session as an OpenTelemetry trace following the GenAI conventions (otlp), for Phoenix,
+    Langfuse, Jaeger or any OTLP collector."""
     import csv
 
     from evaluation.traces import EXPORT_FIELDS, export_rows
     from tools.files import atomic_open
 
-    if fmt not in ("csv", "jsonl"):
-        raise UserError(f"--format must be csv or jsonl, got {fmt!r}")
-    rows = export_rows([_read(d) for d in run_dirs])
+    if fmt not in ("csv", "jsonl", "otlp"):
+        raise UserError(f"--format must be csv, jsonl or otlp, got {fmt!r}")
+    if otlp_endpoint is not None and fmt != "otlp":
+        raise UserError("--otlp-endpoint needs --format otlp")
+    traces = [_read(d) for d in run_dirs]
+    if fmt == "otlp":
+        from evaluation.otlp import otlp_request, send_otlp, write_otlp
+
+        request = otlp_request(traces, include_content=include_content)
+        spans = sum(len(ss["spans"]) for rs in request["resourceSpans"] for ss in rs["scopeSpans"])
+        if out is not None or otlp_endpoint is None:
+            target = out or Path("traces.json")
+            try:
+                write_otlp(request, target)
+            except OSError as e:
+                raise UserError(f"cannot write {target}: {e.strerror}") from None
+            print(f"wrote {spans} spans of {len(traces)} session(s) to {target}")
+        if otlp_endpoint is not None:
+            send_otlp(request, otlp_endpoint)
+            print(f"sent {spans} spans of {len(traces)} session(s) to {otlp_endpoint}")
+        return
+    out = out or Path(f"trials.{fmt}")
+    rows = export_rows(traces)
     try:
         with atomic_open(out, newline="") as f:
             if fmt == "csv":

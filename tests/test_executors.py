@@ -113,3 +113,30 @@ def test_an_unreachable_ray_address_is_one_line_and_starts_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot reach the Ray cluster" in err, err
     assert not out.exists()
+
+
+def test_storage_records_every_cell_as_an_optuna_study(tmp_path, capsys):
+    import math
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "s"
+    assert main(["eval", "--functions", "rosenbrock", "--methods", "grid", "tpe", "--seeds", "0", "1", "--budget", "5",
+                 "--max-iter", "300", "--out", str(out), "--no-plots", "--storage", url]) == 0
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(url))
+    assert names == ["grid-rosenbrock-s0", "grid-rosenbrock-s1", "tpe-rosenbrock-s0", "tpe-rosenbrock-s1"]
+    study = optuna.load_study(study_name="tpe-rosenbrock-s1", storage=url)
+    events = [json.loads(x) for x in (out / "runs" / "tpe-rosenbrock-s1" / "trace.jsonl").read_text().splitlines()]
+    charged = [e for e in events if e["event"] == "trial_evaluated" and e["charged"]]
+    assert len(study.trials) == len(charged) == 5
+    for t, e in zip(study.trials, charged):
+        assert t.value == e["score"] and t.params["momentum"] == e["momentum"]
+        assert t.params["log10_learning_rate"] == pytest.approx(math.log10(e["learning_rate"]))
+        assert (t.user_attrs["status"], t.user_attrs["iterations"], t.user_attrs["source"]) == \
+            (e["status"], e["iterations"], "tpe")
+    # a bad storage URL is one line, before any work
+    assert main(["eval", "--methods", "grid", "--seeds", "0", "--out", str(tmp_path / "x"),
+                 "--storage", "nosuchdb://x"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot use --storage")
+    assert not (tmp_path / "x").exists()

@@ -1,6 +1,8 @@
 """What a newcomer reads: help for every option, command lists not cut short, plain
 error messages, template descriptions."""
 
+import json
+
 import pytest
 import typer
 
@@ -54,3 +56,71 @@ def test_prompts_list_gives_a_complete_line_per_template(capsys):
     for line in lines:
         description = line.split(maxsplit=1)[1]
         assert description.endswith(".") and len(description) > 30, line  # a sentence, not a cut fragment
+
+
+def scripted(*items):
+    from agent.scripted import ScriptedChatModel
+
+    return lambda settings: ScriptedChatModel(script=list(items))
+
+
+def gd(lr, mom):
+    return {"name": "run_momentum_gd", "args": {"learning_rate": lr, "momentum": mom}}
+
+
+FINAL = {"name": "FinalAnswer", "args": {"learning_rate": 1e-3, "momentum": 0.9, "rationale": "the best trial"}}
+
+
+def test_a_session_where_every_trial_diverged_says_so_and_what_to_try(tmp_path, capsys):
+    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path)], model_factory=scripted(gd(0.5, 0.9), gd(0.9, 0.5), FINAL))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "note   every trial diverged: the learning rates tried are too large for rosenbrock" in out
+    assert "tuneloop sweep --function rosenbrock" in out
+
+
+def test_a_session_where_nothing_converged_says_so(tmp_path, capsys):
+    code = main(["run", "--budget", "1", "--max-iter", "50", "--runs-dir", str(tmp_path)],
+                model_factory=scripted(gd(1e-4, 0.5), FINAL))
+    out = capsys.readouterr().out
+    assert code == 0 and "note   no trial converged" in out and "--max-iter" in out
+
+
+def test_configurations_that_differ_print_differently(tmp_path, capsys):
+    main(["run", "--budget", "2", "--runs-dir", str(tmp_path)],
+         model_factory=scripted(gd(1e-4, 0.15805), gd(1e-4, 0.15821), FINAL))
+    out = capsys.readouterr().out
+    assert "mom=0.15805" in out and "mom=0.15821" in out
+
+
+def test_piped_summary_lines_are_not_wrapped(tmp_path, capsys):
+    main(["run", "--budget", "1", "--runs-dir", str(tmp_path)], model_factory=scripted(gd(1e-3, 0.9), FINAL))
+    lines = capsys.readouterr().out.splitlines()
+    trials = next(line for line in lines if line.startswith("trials charged"))
+    assert "tokens in/out" in trials and len(trials) > 80  # one line, however long
+
+
+def test_an_interrupted_session_ends_with_its_resume_command_and_resumes_like_a_fresh_one(tmp_path, capsys):
+    def interrupt(messages, kwargs):
+        raise KeyboardInterrupt
+
+    code = main(["run", "--budget", "3", "--runs-dir", str(tmp_path)],
+                model_factory=scripted(gd(1e-3, 0.9), interrupt))
+    out = capsys.readouterr().out
+    run_dir = next(tmp_path.iterdir())
+    assert code == 130 and f"resume it with: tuneloop run --resume {run_dir}" in out
+    code = main(["run", "--resume", str(run_dir)], model_factory=scripted(gd(1e-4, 0.5), gd(2e-3, 0.8), FINAL))
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert f"resuming session {run_dir.name}: rosenbrock, budget 3" in err
+    assert out.count("\n#") >= 1 and "#2" in out and "#3" in out  # a line per new trial, numbered on
+    # whole-session figures with this segment's beside them: 1 answered call before the
+    # interrupt (the interrupted one never returned), 3 now
+    assert "whole session 2 segments: trials charged 3/3" in out
+    assert "model calls 4 (this segment: 3)" in out
+    # trace summary sums the segments too
+    assert main(["trace", "summary", str(run_dir), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    fins = [json.loads(x) for x in (run_dir / "trace.jsonl").read_text().splitlines()
+            if json.loads(x)["event"] == "session_finished"]
+    assert s["segments"] == 2 and s["time"]["wall_s"] == pytest.approx(sum(f["wall_s"] for f in fins))
