@@ -31,7 +31,7 @@ def tried_text(trials: list[TrialResult]) -> str:
     return ", ".join(f"({fmt_param(a)}, {fmt_param(b)})" for a, b in sorted(seen)) or "(none)"
 
 
-def failed_text(trials: list[TrialResult], f_star: float) -> str:
+def failed_text(trials: list[TrialResult], f_star: float | None) -> str:
     bad = [t for t in trials if not t.repeat and is_failed(t.status, t.final_value, f_star)]
     if not bad:
         return "(none)"
@@ -43,7 +43,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
     """Every template variable an agent session can fill (Centaur adds its own)."""
     c = ev.config
     return dict(
-        objective_name=ev.objective.name,
+        objective_name=ev.objective.title,
         formula=ev.objective.formula,
         x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
         max_iter=str(c.max_iter),

@@ -30,6 +30,7 @@ from agent.prompts import load_template, parse_template
 from agent.resume import restore_into, restored_conversation
 from agent.tracing import TraceCallbackHandler, TraceWriter, new_session_id, package_versions
 from agent.usage import Usage
+from tools.objectives import USER_FID, get_objective
 from tools.trials import Bounds, Evaluator, EvaluatorConfig, TrialResult
 
 MODEL_CALLS_PER_TRIAL = 3
@@ -96,7 +97,10 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     """The manifest of any session, LLM or not (`with_model=False` for classical methods)."""
     ev = cfg.evaluator
     model = cfg.model.model_dump() if with_model else None
-    return (extra or {}) | {
+    obj = get_objective(ev.objective)
+    # an objective from a file: which file, and exactly which content
+    source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}} if obj.fid == USER_FID else {}
+    return (extra or {}) | source | {
         "format": 1,
         "session_id": session_id,
         "method": cfg.method,

@@ -30,6 +30,7 @@ from tools.defaults import DEFAULT_TOL
 from tools.files import atomic_open, atomic_write_text
 from tools.momentum import start_point as kernel_start_point
 from tools.scoring import best_so_far
+from tools.objectives import is_objective_file
 from tools.trials import EvaluatorConfig
 
 CSV_COLUMNS = ["method", "prompt", "model", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
@@ -75,7 +76,8 @@ class EvalConfig(BaseModel):
 
 
 def cell_id(arm: Arm, function: str, seed: int) -> str:
-    return f"{arm.slug}-{function}-s{seed}"
+    name = Path(function).stem if is_objective_file(function) else function  # a file: its stem
+    return f"{arm.slug}-{name}-s{seed}"
 
 
 def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +28,9 @@ def search_landscape(objective: str, x0, max_iter: int, resolution: int = 96, **
 
 def draw_landscape(ax, land: Landscape, colorbar: bool = True):
     """Heatmap of f_final - f* on the (log10 alpha, beta) grid; diverged cells grey."""
-    gap = land.final_value - land.f_star
+    # no known minimum (an objective from a file): colour by the value above the grid's lowest
+    floor = land.f_star if math.isfinite(land.f_star) else float(np.nanmin(land.final_value, initial=np.inf))
+    gap = land.final_value - floor
     gap = np.where(np.isnan(gap), np.nan, np.maximum(gap, 1e-16))
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#bdbdbd")
     finite = gap[np.isfinite(gap)]
@@ -132,7 +135,7 @@ def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[fl
 
 
 def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path: Path | str, title: str,
-                  f_star: float = 0.0) -> Path:
+                  f_star: float | None = 0.0) -> Path:
     """Grouped bars: each method's best final value per seed, as the gap to the minimum on
     a log axis scaled to the finite bars; a diverged cell has no bar but a hatched,
     labelled slot (a bar's height would be made up)."""
@@ -140,6 +143,8 @@ def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path:
     n = len(methods)
     fig, ax = plt.subplots(figsize=(max(7, 0.35 * len(seeds) * n), 4.5), dpi=120)
     width = 0.8 / max(n, 1)
+    if f_star is None:  # no known minimum: bars from the lowest value shown
+        f_star = min((v for vs in values.values() for v in vs if v is not None), default=0.0)
     finite = [max(v - f_star, 1e-16) for vs in values.values() for v in vs if v is not None]
     lo = min(finite, default=1e-3) / 3
     hi = max(finite, default=1.0) * 3

@@ -173,13 +173,13 @@ def state_audit(t: Trace) -> dict[str, Any]:
             "failed_region_rate": rate("in_failed_region"), "ignored_incumbent_rate": rate("ignored_incumbent")}
 
 
-def _f_star(t: Trace) -> float:
+def _f_star(t: Trace) -> float | None:
     from tools.objectives import UnknownObjectiveError, get_objective
 
     try:
         obj = get_objective(t.objective)
-    except UnknownObjectiveError:
-        return 0.0
+    except UnknownObjectiveError:  # an objective file that is gone: its minimum is unknown
+        return None
     x0 = (t.manifest or {}).get("x0") or [0, 0]
     return obj.minimum(len(x0))
 

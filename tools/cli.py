@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -19,7 +20,7 @@ from tools.formatting import finite_or_none
 
 app = new_app("Objectives and the momentum-GD kernel.")
 
-FunctionOpt = Annotated[str, typer.Option("--function", "-f", help="objective name (see `tuneloop functions`)")]
+FunctionOpt = Annotated[str, typer.Option("--function", "-f", help="objective name (see `tuneloop functions`) or a Python file defining f(x) and grad(x)")]
 X0Opt = Annotated[Optional[str], typer.Option("--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | numbers, e.g. --x0 -1.5 2")]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
@@ -54,7 +55,18 @@ def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) ->
         # blame the flag the user actually gave
         raise UserError(f"--x0 has {len(start)} value(s): {e}" if label == "explicit" else
                         f"--dim {len(start)}: {e}") from None
+    warn_about_gradient(obj, start)
     return label, start
+
+
+def warn_about_gradient(obj, start) -> None:
+    """An objective from a file: say so on stderr when grad disagrees with f at the start."""
+    from tools.objectives import USER_FID
+
+    if obj.fid == USER_FID:
+        warning = obj.gradient_warning(start)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 @app.command()

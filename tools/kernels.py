@@ -319,3 +319,70 @@ def batch_nd(fid, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter,
             o_x[i, :] = x
             o_f[i] = f
             o_best[i] = best
+
+
+# ------------------------------------------------ objectives given as functions
+# A user's objective arrives as two jitted functions, f(x) -> float and grad(x) -> array.
+# numba compiles these kernels once per pair of functions (first-class function
+# arguments cannot go to the on-disk cache, hence no cache=True), with the same update
+# and the same stop rule (`_status`) as the built-in kernels.
+@nb.njit
+def run_fn(f, grad, x0, a, b, max_iter, tol, every, rec):
+    """One N-D run of a user objective. Same rules as run_nd; returns (status, t, x, f,
+    best, n_rec)."""
+    d = x0.size
+    x = x0.copy()
+    v = np.zeros(d)
+    fx = f(x)
+    g = grad(x)
+    finite = math.isfinite(fx)
+    for i in range(d):
+        finite = finite and math.isfinite(x[i])
+    best = fx if finite else math.inf
+    n_rec = 0
+    if every > 0:
+        rec[0, 0] = 0.0
+        rec[0, 1 : d + 1] = x
+        rec[0, d + 1] = fx
+        n_rec = 1
+    status = RUNNING if finite else DIVERGED
+    if max_iter <= 0 and status == RUNNING:
+        status = MAX_ITER
+    t = 0
+    while status == RUNNING:
+        t += 1
+        vn = 0.0
+        xs = 0.0  # a sum of x is non-finite iff some x_i is
+        for i in range(d):
+            vi = b * v[i] - a * g[i]
+            v[i] = vi
+            x[i] += vi
+            vn += vi * vi
+            xs += x[i] * 0.0
+        fx = f(x)
+        status = _status(math.isfinite(xs) and math.isfinite(fx), vn, t, max_iter, tol)
+        if status != DIVERGED:
+            g = grad(x)
+            if fx < best:
+                best = fx
+        if every > 0 and (t % every == 0 or status != RUNNING):
+            rec[n_rec, 0] = t
+            rec[n_rec, 1 : d + 1] = x
+            rec[n_rec, d + 1] = fx
+            n_rec += 1
+    return status, t, x, fx, best, n_rec
+
+
+@nb.njit(parallel=True, nogil=True)
+def batch_fn(f, grad, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_f, o_best):
+    """Many runs of a user objective in parallel (one config per task, strided)."""
+    n = alphas.size
+    empty = np.empty((0, x0.size + 2))
+    for w in nb.prange(n_workers):
+        for i in range(w, n, n_workers):
+            st, t, x, fx, best, _ = run_fn(f, grad, x0, alphas[i], betas[i], max_iter, tol, 0, empty)
+            o_status[i] = st
+            o_iter[i] = t
+            o_x[i, :] = x
+            o_f[i] = fx
+            o_best[i] = best

@@ -18,8 +18,8 @@ import numba as nb
 import numpy as np
 
 from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, START_SPECS
-from tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_nd, run2, run_nd
-from tools.objectives import Objective, get_objective
+from tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_fn, batch_nd, run2, run_fn, run_nd
+from tools.objectives import USER_FID, Objective, get_objective
 
 __all__ = ["DEFAULT_MAX_ITER", "DEFAULT_TOL", "DEFAULT_X0", "BatchResult", "GDResult", "default_start",
            "random_start", "run", "run_batch", "start_point"]
@@ -107,6 +107,8 @@ def _resolve(objective: Objective | str, x0) -> tuple[Objective, np.ndarray]:
 def _distance(obj: Objective, x_final: np.ndarray) -> np.ndarray:
     """Distance from each row of x_final (n, d) to its nearest known global minimiser."""
     mins = obj.minimisers(x_final.shape[1])
+    if mins.shape[0] == 0:  # an objective from a file that names no minimiser
+        return np.full(x_final.shape[0], np.nan)
     with np.errstate(all="ignore"):
         d = np.sqrt(((x_final[:, None, :] - mins[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
     return np.where(np.isfinite(d), d, np.nan)
@@ -127,7 +129,10 @@ def run(
     every = int(record_every)
     rows = max_iter // every + 2 if every > 0 else 0
     rec = np.empty((rows, d + 2))
-    if d == 2:
+    if obj.fid == USER_FID:
+        st, t, xf, f, best, n_rec = run_fn(obj.f, obj.grad, start, float(alpha), float(beta), int(max_iter),
+                                           float(tol), every, rec)
+    elif d == 2:
         st, t, x, y, f, best, n_rec = run2(
             obj.fid, start[0], start[1], float(alpha), float(beta), int(max_iter), float(tol), every, rec
         )
@@ -176,7 +181,9 @@ def run_batch(
     # thread let numba's scheduler even out what is left
     n_workers = max(1, min(n, 4 * nb.get_num_threads()))
     if n:
-        if d == 2:
+        if obj.fid == USER_FID:
+            batch_fn(obj.f, obj.grad, start, a, b, int(max_iter), float(tol), n_workers, status, iters, xf, f, best)
+        elif d == 2:
             xs, ys = np.empty(n), np.empty(n)
             batch2(obj.fid, start[0], start[1], a, b, int(max_iter), float(tol), n_workers, status, iters, xs, ys, f, best)
             xf[:, 0], xf[:, 1] = xs, ys

@@ -13,8 +13,12 @@ problems") for the rest.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -155,6 +159,11 @@ class Objective:
     description: str
     _minimisers_2d: tuple[tuple[float, float], ...] = field(default=())
 
+    @property
+    def title(self) -> str:
+        """How prompts and tables name it (a file's NAME; a built-in's name)."""
+        return self.name
+
     def minimisers(self, dim: int = 2) -> np.ndarray:
         """All known global minimisers as a (k, dim) array."""
         if dim == 2 and self._minimisers_2d:
@@ -258,7 +267,10 @@ class UnknownObjectiveError(ValueError):
 
 
 def get_objective(name: str) -> Objective:
-    """Look an objective up by name (case-insensitive; '-' and '_' are the same)."""
+    """Look an objective up by name (case-insensitive; '-' and '_' are the same), or load
+    it from a Python file when `name` is a path (see "Objectives from a file" below)."""
+    if is_objective_file(name):
+        return load_objective_file(name)
     key = name.strip().lower().replace("-", "_")
     try:
         return OBJECTIVES[key]
@@ -266,3 +278,154 @@ def get_objective(name: str) -> Objective:
         raise UnknownObjectiveError(
             f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}"
         ) from None
+
+
+# ------------------------------------------------------------ objectives from a file
+# Objectives from a user's Python file: `--function path/to/booth.py`.
+# 
+# The file defines, with NumPy on a 1-D float array x,
+# 
+#     def f(x):    return a float           (required)
+#     def grad(x): return an array          (required, the gradient of f)
+#     NAME = "booth"                        (optional; else the file's stem)
+#     MINIMUM = 0.0                         (optional: the global minimum value)
+#     MINIMISERS = [(1.0, 3.0)]             (optional: where it is reached)
+#     DOMAIN = (-10.0, 10.0)                (optional: a box per coordinate, for plots)
+#     FORMULA = "f(x, y) = ..."             (optional: text for prompts)
+# 
+# tuneloop compiles f and grad with numba and runs them through the function-argument
+# kernels (tools/kernels.run_fn, batch_fn), which share the built-ins' update and stop
+# rule. Without MINIMUM the score ranks runs by the final value itself (tools/scoring).
+# A file that is missing, does not run, lacks f or grad, or whose functions numba cannot
+# compile is one ObjectiveFileError naming the problem.
+USER_FID = -1  # the id of an objective given as functions: the kernels' run_fn / batch_fn run it
+FD_STEP = 1e-6
+FD_TOLERANCE = 1e-4  # relative disagreement of the gradient with finite differences that warns
+
+
+class ObjectiveFileError(UnknownObjectiveError):
+    """An objective file that cannot be used; the message says why."""
+
+
+def is_objective_file(name: str) -> bool:
+    """Whether a --function value names a file rather than a built-in objective."""
+    return name.endswith(".py") or "/" in name
+
+
+@dataclass(frozen=True)
+class UserObjective(Objective):
+    """An objective from a file: its compiled f and grad, and what the file says about it."""
+
+    path: str = ""
+    sha256: str = ""
+    f: Any = None  # numba dispatchers
+    grad: Any = None
+    known_minimum: float | None = None
+    known_minimisers: tuple[tuple[float, ...], ...] = field(default=())
+
+    @property
+    def title(self) -> str:
+        return self.description
+
+    def minimisers(self, dim: int = 2) -> np.ndarray:
+        pts = [p for p in self.known_minimisers if len(p) == dim]
+        return np.array(pts, dtype=np.float64).reshape(len(pts), dim)
+
+    def minimum(self, dim: int = 2) -> float | None:  # type: ignore[override]
+        return self.known_minimum
+
+    def check_dim(self, dim: int) -> None:
+        if dim < 1:
+            raise ValueError(f"{self.name} needs at least one coordinate")
+
+    def value(self, x) -> float:
+        return float(self.f(np.ascontiguousarray(x, dtype=np.float64)))
+
+    def gradient(self, x) -> np.ndarray:
+        return np.asarray(self.grad(np.ascontiguousarray(x, dtype=np.float64)), dtype=np.float64)
+
+    def gradient_warning(self, x0) -> str | None:
+        """A sentence when grad disagrees with central finite differences of f at x0."""
+        x = np.asarray(x0, dtype=np.float64)
+        g = self.gradient(x)
+        fd = np.empty_like(x)
+        for i in range(x.size):
+            h = FD_STEP * max(1.0, abs(x[i]))
+            up, down = x.copy(), x.copy()
+            up[i] += h
+            down[i] -= h
+            fd[i] = (self.value(up) - self.value(down)) / (2 * h)
+        err = float(np.max(np.abs(g - fd)) / max(1.0, float(np.max(np.abs(fd)))))
+        if not math.isfinite(err) or err > FD_TOLERANCE:
+            return (f"{self.path}: grad(x0) = {np.round(g, 6).tolist()} but finite differences of f give "
+                    f"{np.round(fd, 6).tolist()} (relative difference {err:.2g}): check grad")
+        return None
+
+
+_CACHE: dict[tuple[str, str], UserObjective] = {}
+
+
+def load_objective_file(path_text: str) -> UserObjective:
+    """Load, check and compile an objective file (cached by path and content)."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise ObjectiveFileError(f"objective file not found: {path_text}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    key = (str(path.resolve()), digest)
+    if key in _CACHE:
+        return _CACHE[key]
+    module = _run_file(path, path_text)
+    for name in ("f", "grad"):
+        if not callable(getattr(module, name, None)):
+            raise ObjectiveFileError(f"{path_text} defines no function {name}(x): it needs f(x) and grad(x)")
+    f, grad = _compile(module.f, "f", path_text), _compile(module.grad, "grad", path_text)
+    _probe(f, grad, path_text)
+    minimum = getattr(module, "MINIMUM", None)
+    label = str(getattr(module, "NAME", path.stem))
+    obj = UserObjective(
+        name=str(path.resolve()), fid=USER_FID, formula=str(getattr(module, "FORMULA", f"{label} (from {path.name})")),
+        latex="", domain=tuple(float(v) for v in getattr(module, "DOMAIN", (-2.0, 2.0))), any_dim=True,
+        description=label, path=str(path.resolve()), sha256=digest, f=f, grad=grad,
+        known_minimum=None if minimum is None else float(minimum),
+        known_minimisers=tuple(tuple(float(v) for v in p) for p in getattr(module, "MINIMISERS", ())),
+    )
+    _CACHE[key] = obj
+    return obj
+
+
+def _run_file(path: Path, shown: str):
+    spec = importlib.util.spec_from_file_location(f"tuneloop_objective_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ObjectiveFileError(f"{shown} does not compile: line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the file raised, the user needs one line
+        raise ObjectiveFileError(f"{shown} failed when loaded: {type(e).__name__}: {e}") from None
+    return module
+
+
+def _compile(fn, name: str, shown: str):
+    import numba as nb
+
+    try:
+        return nb.njit(fn)
+    except Exception as e:  # noqa: BLE001
+        raise ObjectiveFileError(f"numba cannot compile {name} in {shown}: {str(e).splitlines()[0]}") from None
+
+
+def _probe(f, grad, shown: str) -> None:
+    """Compile both functions now, on a 2-D point, so a problem shows before any run."""
+    x = np.full(2, 0.5)
+    for name, fn in (("f", f), ("grad", grad)):
+        try:
+            out = fn(x)
+        except Exception as e:  # noqa: BLE001 - numba's TypingError, or the function's own error
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise ObjectiveFileError(f"numba cannot compile {name} in {shown}: {first[:200]}") from None
+        if name == "f" and not isinstance(out, (float, int, np.floating, np.integer)):
+            raise ObjectiveFileError(f"f in {shown} must return a float, got {type(out).__name__}")
+        if name == "grad" and np.shape(out) != (2,):
+            raise ObjectiveFileError(f"grad in {shown} must return an array like x (shape (2,) for a 2-D x), "
+                                     f"got shape {np.shape(out)}")

@@ -37,17 +37,25 @@ EDGE_BINS = 1e-6
 
 
 class _Ops(NamedTuple):
-    """The three non-arithmetic operations of the rule, for floats or for arrays."""
+    """The non-arithmetic operations of the rule, for floats or for arrays."""
 
     maximum: Callable
     log10: Callable
     floor: Callable
+    sign: Callable
+    abs: Callable
 
 
-def _finite_score(final_value, iterations, max_iter: int, f_star: float, ops: _Ops):
-    """The score of a finite run: the rule, written once for floats and arrays alike."""
-    gap = ops.maximum(final_value - f_star, 0.0)
-    level = ops.log10(gap + GAP_FLOOR)
+def _finite_score(final_value, iterations, max_iter: int, f_star: float | None, ops: _Ops):
+    """The score of a finite run: the rule, written once for floats and arrays alike.
+    With no known minimum (an objective from a file without MINIMUM) the level is the
+    final value itself, compressed as sign(f) log10(1 + |f|): increasing in f, and below
+    309 for any finite f, so a diverged run still scores worse."""
+    if f_star is None:
+        level = ops.sign(final_value) * ops.log10(1.0 + ops.abs(final_value))
+    else:
+        gap = ops.maximum(final_value - f_star, 0.0)
+        level = ops.log10(gap + GAP_FLOOR)
     binned = ops.floor(level / SCORE_TOL_DECADES) * SCORE_TOL_DECADES
     return binned + SCORE_TOL_DECADES * iterations / (max_iter + 1)
 
@@ -72,17 +80,18 @@ def _log10_like_math(x: np.ndarray) -> np.ndarray:
     return level
 
 
-_SCALAR = _Ops(max, math.log10, math.floor)
-_ARRAY = _Ops(np.maximum, _log10_like_math, np.floor)
+_SCALAR = _Ops(max, math.log10, math.floor, lambda v: (v > 0) - (v < 0), abs)
+_ARRAY = _Ops(np.maximum, _log10_like_math, np.floor, np.sign, np.abs)
 
 
-def score(final_value: float | None, iterations: int, max_iter: int, f_star: float = 0.0) -> float:
+def score(final_value: float | None, iterations: int, max_iter: int, f_star: float | None = 0.0) -> float:
     if final_value is None or not math.isfinite(final_value):
         return DIVERGED_SCORE
     return _finite_score(final_value, iterations, max_iter, f_star, _SCALAR)
 
 
-def score_array(final_values: np.ndarray, iterations: np.ndarray, max_iter: int, f_star: float = 0.0) -> np.ndarray:
+def score_array(final_values: np.ndarray, iterations: np.ndarray, max_iter: int,
+                f_star: float | None = 0.0) -> np.ndarray:
     """`score` for every run at once (any shape; nan or inf final value: diverged).
 
     Equal bit for bit to [score(f, i, max_iter, f_star) for f, i in zip(...)]."""
@@ -107,7 +116,7 @@ def best_so_far(scores: Iterable[float]) -> list[float]:
     return [float(s) for s in accumulate(scores, min)]
 
 
-def study_label(status: str, final_value: float | None, f_star: float, is_best: bool) -> str:
+def study_label(status: str, final_value: float | None, f_star: float | None, is_best: bool) -> str:
     """The study's labels, made precise:
 
     Diverged  the run went non-finite;
@@ -115,17 +124,22 @@ def study_label(status: str, final_value: float | None, f_star: float, is_best: 
     Good      within GOOD_GAP of the global minimum;
     Slow      not within GOOD_GAP and still moving when max_iter ran out;
     Poor      not within GOOD_GAP and stopped (converged to a local minimum or plateau).
+
+    Without a known minimum (f_star None) nothing can be called Good or Poor: a run that
+    stopped is Good, one still moving is Slow.
     """
     if status == "diverged" or final_value is None or not math.isfinite(final_value):
         return "Diverged"
     if is_best:
         return "Best"
+    if f_star is None:
+        return "Slow" if status == "max_iter" else "Good"
     if final_value - f_star <= GOOD_GAP:
         return "Good"
     return "Slow" if status == "max_iter" else "Poor"
 
 
-def is_failed(status: str, final_value: float | None, f_star: float) -> bool:
+def is_failed(status: str, final_value: float | None, f_star: float | None) -> bool:
     """A failed trial, for prompts and the state audit: one the study would label Diverged
     or Poor (diverged, or stopped more than GOOD_GAP above the minimum)."""
     return study_label(status, final_value, f_star, is_best=False) in ("Diverged", "Poor")

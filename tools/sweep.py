@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +62,9 @@ def sweep(
     A, B = np.meshgrid(10.0**la, bs)  # rows: beta, columns: alpha
     res = momentum.run_batch(obj, A.ravel(), B.ravel(), x0=x0, max_iter=max_iter, tol=tol)
     dim = len(res.x0)
-    f_star = obj.minimum(dim)
+    f_star = obj.minimum(dim)  # None: an objective from a file that names no minimum
     scores = score_array(res.final_value, res.iterations, max_iter, f_star)
+    f_star = math.nan if f_star is None else f_star
     shape = (resolution, resolution)
     return Landscape(
         obj.name, res.x0, max_iter, la, bs, res.final_value.reshape(shape),
