@@ -83,6 +83,25 @@ class TurnMiddleware(AgentMiddleware):
         return None
 
 
+class SessionCancelled(KeyboardInterrupt):
+    """Raised before a model call once the session was asked to stop: it ends as
+    interrupted, exactly like Ctrl-C, with its trace resumable."""
+
+
+class CancelMiddleware(AgentMiddleware):
+    """Stops the session before its next model call once `should_stop()` says so (the
+    service's cancel button). A KeyboardInterrupt, so no retry policy catches it."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.should_stop = should_stop
+
+    def wrap_model_call(self, request, handler):
+        if self.should_stop():
+            raise SessionCancelled("cancelled")
+        return handler(request)
+
+
 class RetryMiddleware(AgentMiddleware):
     """Retries transient model faults (timeouts, dropped connections, 429, 5xx) with
     exponential backoff and jitter, bounded in attempts and in total time; a 429's

@@ -21,7 +21,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
 from agent.langchain_tools import TOOL_NAME, make_gd_tool
-from agent.middleware import RetryMiddleware, TurnMiddleware
+from agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
 from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, make_chat_model
 from agent.pricing import cost_usd, price_for
 from agent.ratelimit import RateLimitMiddleware, shared_limiter
@@ -183,13 +183,16 @@ def run_session(
     on_trial: Callable[[dict], None] | None = None,
     session_id: str | None = None,
     resume_events: list[dict] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SessionResult:
     """Run one agent session to its end; always leaves a complete trace.
 
     With `resume_events` (the events of an interrupted session, same session_id and
     runs_dir), its trials are restored into the Evaluator without being re-run or
     re-charged, its tool calls into the conversation, and the trace is appended to.
-    The model is `chat_model` if given, else `model_factory(cfg.model)`."""
+    The model is `chat_model` if given, else `model_factory(cfg.model)`. Once
+    `should_stop()` returns True the session ends before its next model call, as
+    interrupted."""
     template = parse_template(cfg.prompt, cfg.prompt_text) if cfg.prompt_text else load_template(cfg.prompt)
     model = chat_model if chat_model is not None else model_factory(cfg.model)
     sid = session_id or new_session_id(cfg.method)
@@ -228,6 +231,7 @@ def run_session(
             system_prompt=system,
             response_format=ToolStrategy(FinalAnswer),
             middleware=[
+                *([CancelMiddleware(should_stop)] if should_stop else []),
                 TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)), cfg.model.temperature,
                                max_temperature=2.0 if local else 1.5, compact=local, usage=handler.usage),
                 ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),

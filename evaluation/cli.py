@@ -222,6 +222,43 @@ def reproduce(
     print(f"study reproduced in {secs:.1f} s: {out / 'study.md'}, figures in {out / 'plots'}, runs in {out / 'runs'}")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command(short_help="The HTTP API and the live page over a runs dir.")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (loopback unless a token is set)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 8000,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where sessions are read and written")] = Path("runs"),
+    max_running: Annotated[int, typer.Option("--max-running", min=1, max=256, help="sessions at once (the embedded model: one at a time)")] = 4,
+    token_env: Annotated[Optional[str], typer.Option("--token-env", help="environment variable holding the bearer token every /api request must carry")] = None,
+) -> None:
+    """Serve the sessions of a runs dir: the JSON API (/docs), Server-Sent Events, the page at /."""
+    import os
+
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env) or None
+        if token is None:
+            raise UserError(f"--token-env {token_env}: that variable is not set (or empty)")
+    if host not in LOOPBACK and token is None:
+        raise UserError(f"--host {host} is not a loopback address: set a token with --token-env NAME first")
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir is a file, not a folder: {runs_dir}")
+    import uvicorn
+
+    from evaluation.service.app import create_app
+    from evaluation.service.sessions import SessionManager
+
+    manager = SessionManager(runs_dir, max_running=max_running, model_factory=model_factory_of(ctx))
+    print(f"tuneloop serve: http://{host}:{port}/ (API docs at /docs), runs dir {runs_dir}", flush=True)
+    try:
+        uvicorn.run(create_app(manager, token), host=host, port=port, log_level="warning")
+    finally:
+        manager.shutdown()
+
+
 def main(argv: list[str] | None = None, model_factory=None) -> int:
     """Run `tuneloop` with `argv`; returns the exit code. `model_factory` replaces
     make_chat_model for every command that makes a chat model (tests inject theirs here)."""

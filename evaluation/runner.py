@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from agent.prompts import load_template
 from agent.session import EventSink, SessionConfig, SessionResult, finish_session, manifest_for
@@ -17,7 +17,8 @@ MAX_PROPOSALS_PER_TRIAL = 10  # a strategy that keeps re-proposing cached points
 
 
 def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
-                 extra_manifest: dict[str, Any] | None = None, usage: Usage | None = None) -> SessionResult:
+                 extra_manifest: dict[str, Any] | None = None, usage: Usage | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> SessionResult:
     """Ask, evaluate, tell until the budget is spent (or the strategy has nothing left).
     `usage` is the LLM's bill for strategies that call one (Centaur's proposer)."""
     writer = TraceWriter(cfg.runs_dir, session_id)
@@ -37,6 +38,9 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
                     x0=list(cfg.evaluator.x0), seed=cfg.seed)
         proposals = 0
         while not ev.exhausted:
+            if should_stop is not None and should_stop():
+                stop = "interrupted"
+                break
             if proposals >= MAX_PROPOSALS_PER_TRIAL * cfg.evaluator.budget:
                 stop = "proposal_limit"
                 break

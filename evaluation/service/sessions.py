@@ -1,0 +1,223 @@
+"""The service's sessions: a bounded pool that runs them in the background, and the list
+of every session in the runs dir, whoever started it (the CLI, `eval`, the service).
+
+A session started here is a session like any other: run_session or run_strategy write
+its manifest.json and trace.jsonl into the runs dir. Remote-model and classical sessions
+run in threads, up to `max_running` at once; the embedded model runs one session at a
+time per process (its llama.cpp uses every core). Status comes from memory while a
+session is queued or running, else from its trace: a trace without session_finished is
+a session that was running when a server stopped, so it is interrupted, and resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agent.models import ModelFactory, make_chat_model
+from evaluation.service.schemas import SessionRequest, SessionRow
+
+LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+FAILED_STOPS = ("model_error",)
+INTERRUPTED_STOPS = ("interrupted",)
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class SessionManager:
+    def __init__(self, runs_dir: Path, max_running: int = 4, max_queued: int = 64,
+                 model_factory: ModelFactory = make_chat_model) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.max_queued = max_queued
+        self.factory = model_factory
+        self.pool = ThreadPoolExecutor(max_running, thread_name_prefix="tuneloop-session")
+        self.local_model = threading.Lock()  # the embedded model: one session at a time
+        self.lock = threading.Lock()
+        self.active: dict[str, dict[str, Any]] = {}  # id -> {"status", "cancel", "model"}
+        self._rows: dict[str, tuple[tuple, SessionRow]] = {}  # id -> (files' stat, its row)
+        self._listing: tuple[float, bytes] | None = None
+        self._listing_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ paths
+    def run_dir(self, session_id: str) -> Path | None:
+        """The session's directory, or None: never a path outside the runs dir."""
+        if not SESSION_ID.match(session_id):
+            return None
+        d = (self.runs_dir / session_id).resolve()
+        if d.parent != self.runs_dir.resolve() or not (d.is_dir() or session_id in self.active):
+            return None
+        return d
+
+    # ------------------------------------------------------------------ running
+    def start(self, req: SessionRequest) -> tuple[str, str]:
+        from agent.tracing import new_session_id
+
+        sid = new_session_id(req.method)
+        return sid, self._submit(sid, lambda cancel: self._run_new(sid, req, cancel), req.model)
+
+    def resume(self, session_id: str) -> str:
+        return self._submit(session_id, lambda cancel: self._run_resumed(session_id, cancel), None)
+
+    def cancel(self, session_id: str) -> bool:
+        with self.lock:
+            entry = self.active.get(session_id)
+            if entry is None:
+                return False
+            entry["cancel"].set()
+            return True
+
+    def _submit(self, sid: str, work, model: str | None) -> str:
+        with self.lock:
+            if sid in self.active:
+                raise QueueFull(f"session {sid} is already queued or running")
+            if sum(1 for e in self.active.values() if e["status"] == "queued") >= self.max_queued:
+                raise QueueFull(f"the queue is full ({self.max_queued} sessions waiting)")
+            entry = {"status": "queued", "cancel": threading.Event(), "model": model}
+            self.active[sid] = entry
+
+        def job() -> None:
+            try:
+                with self.lock:
+                    entry["status"] = "running"
+                work(entry["cancel"])
+            finally:
+                with self.lock:
+                    self.active.pop(sid, None)
+
+        self.pool.submit(job)
+        return "queued"
+
+    def _settings(self, req: SessionRequest):
+        from agent.models import ModelSettings
+
+        kw = {k: v for k, v in dict(temperature=req.temperature, base_url=req.base_url,
+                                    api_key_env=req.api_key_env).items() if v is not None}
+        return ModelSettings(model=req.model, seed=req.seed, **kw)
+
+    def _run_new(self, sid: str, req: SessionRequest, cancel: threading.Event) -> None:
+        from agent.session import SessionConfig, run_session
+        from evaluation.runner import run_strategy
+        from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
+        from tools.momentum import start_point
+        from tools.trials import EvaluatorConfig
+
+        x0 = tuple(req.x0) if isinstance(req.x0, list) else start_point(req.x0, req.seed)
+        uses_llm = req.method == AGENT_METHOD or STRATEGIES[req.method].uses_llm
+        cfg = SessionConfig(
+            evaluator=EvaluatorConfig(objective=req.function, x0=x0, max_iter=req.max_iter, budget=req.budget),
+            model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else "centaur",
+            seed=req.seed, x0_spec=req.x0 if isinstance(req.x0, str) else "explicit", method=req.method,
+            runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
+        with self._model_slot(cfg.model.model if uses_llm else None):
+            if req.method == AGENT_METHOD:
+                run_session(cfg, model_factory=self.factory, session_id=sid, should_stop=cancel.is_set)
+                return
+            proposer = None
+            if STRATEGIES[req.method].uses_llm:
+                from evaluation.centaur import CentaurLLM
+
+                proposer = CentaurLLM(self.factory(cfg.model), cfg.prompt)
+            strategy = make_strategy(req.method, StrategyContext(budget=req.budget, seed=req.seed, space=SearchSpace(),
+                                                                 propose_llm=proposer))
+            run_strategy(strategy, cfg, sid, usage=proposer.usage if proposer else None, should_stop=cancel.is_set)
+
+    def _run_resumed(self, sid: str, cancel: threading.Event) -> None:
+        from agent.session import config_from_manifest, run_session
+        from agent.tracing import read_trace
+
+        t = read_trace(self.runs_dir / sid)
+        cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": self.runs_dir})
+        with self._model_slot(cfg.model.model):
+            run_session(cfg, model_factory=self.factory, session_id=sid, resume_events=t.events,
+                        should_stop=cancel.is_set)
+
+    def _model_slot(self, model: str | None):
+        from contextlib import nullcontext
+
+        return self.local_model if model == "local" or (model or "").startswith("gguf:") else nullcontext()
+
+    # ------------------------------------------------------------------ status
+    def status_of(self, session_id: str, trace=None) -> str:
+        with self.lock:
+            entry = self.active.get(session_id)
+            if entry is not None:
+                return entry["status"]
+        if trace is None:
+            return "interrupted"
+        fin = trace.finished
+        if fin is None or fin.get("stop_reason") in INTERRUPTED_STOPS:
+            return "interrupted"
+        return "failed" if fin.get("stop_reason") in FAILED_STOPS else "finished"
+
+    def is_active(self, session_id: str) -> bool:
+        with self.lock:
+            return session_id in self.active
+
+    def rows(self) -> list[SessionRow]:
+        """Every session of the runs dir and the queue, newest first. A session's row is
+        read from its files once per change of them (stat, not read, on every request)."""
+        rows = []
+        seen = set()
+        for d in self.runs_dir.iterdir():
+            row = self._row(d)
+            if row is not None:
+                rows.append(row.model_copy(update={"status": self._live_status(d.name, row.status)}))
+                seen.add(d.name)
+        with self.lock:
+            queued = [(sid, e) for sid, e in self.active.items() if sid not in seen]
+        rows += [SessionRow(id=sid, method=None, function=None, status=e["status"], budget=None, trials_charged=0,
+                            best_value=None, created=None) for sid, e in queued]
+        return sorted(rows, key=lambda r: r.created or "9999", reverse=True)  # queued (no manifest yet) first
+
+    def listing_json(self) -> bytes:
+        """`{"sessions": rows}` as JSON, computed at most once per LISTING_TTL_S however
+        many clients ask (a hundred at once read the same bytes)."""
+        with self._listing_lock:
+            now = time.monotonic()
+            if self._listing is None or now - self._listing[0] > LISTING_TTL_S:
+                rows = [r.model_dump() for r in self.rows()]
+                self._listing = (now, json.dumps({"sessions": rows}).encode())
+            return self._listing[1]
+
+    def _live_status(self, session_id: str, from_files: str) -> str:
+        with self.lock:
+            entry = self.active.get(session_id)
+        return entry["status"] if entry is not None else from_files
+
+    def _row(self, d: Path) -> SessionRow | None:
+        from agent.tracing import TraceError, read_trace
+
+        stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                      for p in (d / "trace.jsonl", d / "manifest.json"))
+        if stamp == (None, None):
+            return None
+        cached = self._rows.get(d.name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            t = read_trace(d)
+        except TraceError:
+            return None
+        m = t.manifest or {}
+        charged = [e for e in t.of("trial_evaluated") if e.get("charged")]
+        best = min((e for e in charged if e.get("score") is not None), key=lambda e: e["score"], default=None)
+        row = SessionRow(id=d.name, method=m.get("method") or t.method, function=m.get("objective"),
+                         status=self.status_of(d.name, t), budget=m.get("budget"), trials_charged=len(charged),
+                         best_value=best.get("final_value") if best else None, created=m.get("created"))
+        self._rows[d.name] = (stamp, row)
+        return row
+
+    def shutdown(self) -> None:
+        with self.lock:
+            for e in self.active.values():
+                e["cancel"].set()
+        self.pool.shutdown(wait=True, cancel_futures=True)

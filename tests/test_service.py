@@ -1,0 +1,256 @@
+"""`tuneloop serve` through a real uvicorn on 127.0.0.1: the API contract, live events,
+cancel and resume, bad input, the token and path rules, and load."""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes import FakeOpenAIServer
+
+KEY = "sk-service-SECRET-0123456789"
+TOKEN = "service-token-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`tuneloop serve` in its own process, as a user starts it."""
+
+    def __init__(self, runs: Path, *extra: str, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "serve", "--port", str(self.port),
+                                      "--runs-dir", str(runs), *extra],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/api/health", headers=self.auth, timeout=1).status_code in (200, 401):
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("tuneloop serve did not start: " + self.proc.stdout.read())
+
+    auth: dict = {}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def served(tmp_path):
+    srv = Server(tmp_path / "runs", env={"OPENAI_API_KEY": KEY})
+    yield srv
+    srv.stop()
+
+
+def follow(url: str, session_id: str, headers=None, timeout=60) -> list[dict]:
+    """Every event of a session's SSE stream, until the server ends it."""
+    events = []
+    with httpx.stream("GET", f"{url}/api/sessions/{session_id}/events", headers=headers, timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def wait_status(url, sid, wanted, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = httpx.get(f"{url}/api/sessions/{sid}").json()["status"]
+        if s in wanted:
+            return s
+        time.sleep(0.2)
+    raise AssertionError(f"{sid} never reached {wanted}")
+
+
+def test_a_classical_session_streams_to_its_end_and_is_a_session_like_any_other(served, capsys):
+    r = httpx.post(served.url + "/api/sessions", json={"method": "cmaes", "function": "rosenbrock", "budget": 8,
+                                                       "x0": "random", "seed": 3})
+    assert r.status_code == 202 and r.json()["status"] in ("queued", "running")
+    sid = r.json()["id"]
+    events = follow(served.url, sid)
+    names = [e["event"] for e in events]
+    assert names[0] == "session_started" and names[-1] == "session_finished"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # every event, in order
+    assert names.count("trial_evaluated") == 8
+    detail = httpx.get(f"{served.url}/api/sessions/{sid}").json()
+    assert detail["status"] == "finished" and detail["manifest"]["method"] == "cmaes"
+    assert detail["summary"]["stop_reason"] == "budget_spent" and len(detail["summary"]["trials"]) == 8
+    listed = httpx.get(served.url + "/api/sessions").json()["sessions"]
+    row = next(s for s in listed if s["id"] == sid)
+    assert (row["method"], row["function"], row["status"], row["budget"], row["trials_charged"]) == \
+        ("cmaes", "rosenbrock", "finished", 8, 8)
+    # the CLI reads it like one of its own
+    from evaluation.cli import main
+
+    run_dir = Path(served.proc.args[served.proc.args.index("--runs-dir") + 1]) / sid
+    assert main(["trace", "summary", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["session_id"] == sid
+
+
+def test_an_llm_session_cancelled_midway_resumes_to_its_end(served):
+    gd = (lambda b, n: ("sleep", 0.4, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
+                                                              "rationale": "best"}))
+          if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]] else
+          ("sleep", 0.4, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5})))
+    with FakeOpenAIServer([gd]) as llm:
+        body = {"method": "llm", "function": "rosenbrock", "budget": 6, "model": "openai:m", "base_url": llm.url,
+                "max_iter": 500}
+        sid = httpx.post(served.url + "/api/sessions", json=body).json()["id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # cancel once a trial or two ran
+            row = next((x for x in httpx.get(served.url + "/api/sessions").json()["sessions"] if x["id"] == sid), None)
+            if row and row["trials_charged"] >= 1:
+                break
+            time.sleep(0.1)
+        assert httpx.post(f"{served.url}/api/sessions/{sid}/cancel").status_code == 202
+        events = follow(served.url, sid)
+        assert events[-1]["event"] == "session_finished" and events[-1]["stop_reason"] == "interrupted"
+        charged_before = len([e for e in events if e["event"] == "trial_evaluated" and e["charged"]])
+        assert 0 < charged_before < 6
+        assert wait_status(served.url, sid, ("interrupted",)) == "interrupted"
+        assert httpx.post(f"{served.url}/api/sessions/{sid}/resume").status_code == 202
+        events = follow(served.url, sid)
+    assert events[-1]["event"] == "session_finished" and events[-1]["stop_reason"] in ("budget_spent", "final_answer")
+    charged = [e for e in events if e["event"] == "trial_evaluated" and e["charged"]]
+    assert len(charged) == 6 and any(e["event"] == "session_resumed" for e in events)
+    detail = httpx.get(f"{served.url}/api/sessions/{sid}").json()
+    assert detail["status"] == "finished"
+    # no endpoint ever returns the API key
+    for path in ("/api/sessions", f"/api/sessions/{sid}"):
+        assert KEY not in httpx.get(served.url + path).text
+    assert KEY not in "".join(json.dumps(e) for e in events)
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"method": "cmaes", "function": "rosenbrock", "budget": -1}, "budget"),
+    ({"method": "nope", "function": "rosenbrock", "budget": 3}, "method"),
+    ({"method": "cmaes", "function": "nope", "budget": 3}, "function"),
+    ({"method": "cmaes", "function": "../../etc/passwd", "budget": 3}, "function"),
+    ({"method": "cmaes", "function": "rosenbrock", "budget": "many"}, "budget"),
+    ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "temperature": 9}, "temperature"),
+    ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "surprise": 1}, "surprise"),
+])
+def test_bad_session_bodies_name_the_field_and_the_reason(served, body, field):
+    r = httpx.post(served.url + "/api/sessions", json=body)
+    assert r.status_code == 422
+    assert any(e["field"] == field and e["reason"] for e in r.json()["detail"]), r.json()
+
+
+def test_evaluate_is_the_tool_as_an_endpoint_and_checks_its_input(served):
+    r = httpx.post(served.url + "/api/evaluate", json={"function": "rosenbrock", "learning_rate": 1e-3,
+                                                       "momentum": 0.9})
+    d = r.json()
+    assert r.status_code == 200 and (d["status"], d["iterations"]) == ("converged", 2020)
+    assert d["score"] < 0 and d["final_value"] == pytest.approx(1.14929e-08, rel=1e-5)
+    nan = httpx.post(served.url + "/api/evaluate", content=b'{"function": "rosenbrock", "learning_rate": NaN, '
+                     b'"momentum": 0.5}', headers={"Content-Type": "application/json"})
+    assert nan.status_code == 422 and nan.json()["detail"][0]["field"] == "learning_rate"
+    for bad in ({"momentum": 1.0}, {"momentum": "x"}, {"learning_rate": 0}):
+        body = {"function": "rosenbrock", "learning_rate": 1e-3, "momentum": 0.5} | bad
+        assert httpx.post(served.url + "/api/evaluate", json=body).status_code == 422
+    big = httpx.post(served.url + "/api/evaluate", content=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    assert big.status_code == 413
+    assert [p["name"] for p in httpx.get(served.url + "/api/prompts").json()] == ["centaur", "default", "paper",
+                                                                                  "reasoning"]
+    assert "rosenbrock" in [f["name"] for f in httpx.get(served.url + "/api/functions").json()]
+
+
+def test_ids_never_leave_the_runs_dir(served):
+    for sid in ("..%2F..%2Fetc%2Fpasswd", "nope", "..", "%2Fetc"):
+        assert httpx.get(f"{served.url}/api/sessions/{sid}").status_code == 404
+        assert httpx.get(f"{served.url}/api/sessions/{sid}/events").status_code == 404
+    assert httpx.post(f"{served.url}/api/sessions/nope/cancel").status_code == 404
+
+
+def test_the_token_rule(tmp_path):
+    srv = Server(tmp_path / "runs", "--host", "0.0.0.0", "--token-env", "TL_TOKEN", env={"TL_TOKEN": TOKEN})
+    try:
+        assert httpx.get(srv.url + "/api/sessions").status_code == 401
+        assert httpx.get(srv.url + "/api/sessions", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(srv.url + "/api/sessions", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert httpx.get(srv.url + f"/api/health?token={TOKEN}").status_code == 200
+    finally:
+        srv.stop()
+    # a non-loopback address without a token does not start
+    from evaluation.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--runs-dir", str(tmp_path / "r")]) == 2
+
+
+def test_a_restarted_server_reports_cut_sessions_as_interrupted(tmp_path):
+    from agent.tracing import TraceWriter
+
+    runs = tmp_path / "runs"
+    w = TraceWriter(runs, "20260101T000000-llm-cut000")
+    w.write_manifest({"method": "llm", "objective": "rosenbrock", "budget": 4, "created": "2026-01-01T00:00:00Z"})
+    w.emit("session_started", method="llm")
+    w.close()  # no session_finished: the process died mid-session
+    srv = Server(runs)
+    try:
+        row = httpx.get(srv.url + "/api/sessions").json()["sessions"][0]
+        assert (row["id"], row["status"]) == ("20260101T000000-llm-cut000", "interrupted")
+    finally:
+        srv.stop()
+
+
+def test_load_many_clients_and_streams_lose_nothing(served):
+    """100 concurrent clients on GET /api/sessions, 20 SSE clients on one running session."""
+    slow = (lambda b, n: ("sleep", 0.25, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
+                                                               "rationale": "x"}))
+            if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]] else
+            ("sleep", 0.25, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5})))
+    with FakeOpenAIServer([slow]) as llm:
+        sid = httpx.post(served.url + "/api/sessions", json={
+            "method": "llm", "function": "rosenbrock", "budget": 12, "model": "openai:m", "base_url": llm.url,
+            "max_iter": 300}).json()["id"]
+        wait_status(served.url, sid, ("running",))
+        streams: list = [None] * 20
+
+        def watch(i):
+            streams[i] = follow(served.url, sid)
+
+        watchers = [threading.Thread(target=watch, args=(i,)) for i in range(20)]
+        for w in watchers:
+            w.start()
+        latencies, statuses = [], []
+
+        def get(_):
+            t0 = time.perf_counter()
+            r = httpx.get(served.url + "/api/sessions", timeout=30)
+            latencies.append(time.perf_counter() - t0)
+            statuses.append(r.status_code)
+
+        with ThreadPoolExecutor(100) as pool:
+            list(pool.map(get, range(300)))
+        for w in watchers:
+            w.join(timeout=120)
+    assert statuses.count(200) == 300
+    final = [json.loads(x) for x in (Path(served.proc.args[served.proc.args.index("--runs-dir") + 1]) / sid /
+                                     "trace.jsonl").read_text().splitlines()]
+    for events in streams:
+        assert events == final  # every client got every event, in order
+    q = statistics.quantiles(latencies, n=100)
+    print(f"\nGET /api/sessions under 100 clients: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
