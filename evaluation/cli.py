@@ -232,6 +232,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 8000,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where sessions are read and written")] = Path("runs"),
     max_running: Annotated[int, typer.Option("--max-running", min=1, max=256, help="sessions at once (the embedded model: one at a time)")] = 4,
+    max_queued: Annotated[int, typer.Option("--max-queued", min=0, max=10_000, help="sessions waiting before POST /api/sessions answers 429")] = 64,
     token_env: Annotated[Optional[str], typer.Option("--token-env", help="environment variable holding the bearer token every /api request must carry")] = None,
 ) -> None:
     """Serve the sessions of a runs dir: the JSON API (/docs), Server-Sent Events, the page at /."""
@@ -251,7 +252,8 @@ def serve(
     from evaluation.service.app import create_app
     from evaluation.service.sessions import SessionManager
 
-    manager = SessionManager(runs_dir, max_running=max_running, model_factory=model_factory_of(ctx))
+    manager = SessionManager(runs_dir, max_running=max_running, max_queued=max_queued,
+                             model_factory=model_factory_of(ctx))
     print(f"tuneloop serve: http://{host}:{port}/ (API docs at /docs), runs dir {runs_dir}", flush=True)
     try:
         uvicorn.run(create_app(manager, token), host=host, port=port, log_level="warning")

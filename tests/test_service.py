@@ -178,6 +178,19 @@ def test_evaluate_is_the_tool_as_an_endpoint_and_checks_its_input(served):
     assert "rosenbrock" in [f["name"] for f in httpx.get(served.url + "/api/functions").json()]
 
 
+def test_a_full_queue_is_429(tmp_path):
+    slow = ("sleep", 3.0, ("ok", "run_momentum_gd", {"learning_rate": 1e-3, "momentum": 0.5}))
+    srv = Server(tmp_path / "runs", "--max-running", "1", "--max-queued", "1", env={"OPENAI_API_KEY": KEY})
+    try:
+        with FakeOpenAIServer([slow]) as llm:
+            body = {"method": "llm", "function": "rosenbrock", "budget": 1, "model": "openai:m", "base_url": llm.url}
+            codes = [httpx.post(srv.url + "/api/sessions", json=body).status_code for _ in range(3)]
+            assert codes == [202, 202, 429]  # one running, one waiting, then the queue is full
+            assert "queue is full" in httpx.post(srv.url + "/api/sessions", json=body).json()["detail"]
+    finally:
+        srv.stop()
+
+
 def test_ids_never_leave_the_runs_dir(served):
     for sid in ("..%2F..%2Fetc%2Fpasswd", "nope", "..", "%2Fetc"):
         assert httpx.get(f"{served.url}/api/sessions/{sid}").status_code == 404
@@ -236,21 +249,35 @@ def test_load_many_clients_and_streams_lose_nothing(served):
         for w in watchers:
             w.start()
         latencies, statuses = [], []
+        # one connection pool for the 100 clients: the measurement is the server's, not the
+        # cost of building an HTTP client per request in the test process
+        client = httpx.Client(limits=httpx.Limits(max_connections=100), timeout=30)
 
         def get(_):
             t0 = time.perf_counter()
-            r = httpx.get(served.url + "/api/sessions", timeout=30)
+            r = client.get(served.url + "/api/sessions")
             latencies.append(time.perf_counter() - t0)
+            statuses.append(r.status_code)
+
+        evaluate_latencies = []
+
+        def evaluate(i):
+            t0 = time.perf_counter()
+            r = client.post(served.url + "/api/evaluate", json={"function": "rosenbrock",
+                                                                "learning_rate": 1e-4 * (1 + i % 50), "momentum": 0.5})
+            evaluate_latencies.append(time.perf_counter() - t0)
             statuses.append(r.status_code)
 
         with ThreadPoolExecutor(100) as pool:
             list(pool.map(get, range(300)))
+            list(pool.map(evaluate, range(300)))
         for w in watchers:
             w.join(timeout=120)
-    assert statuses.count(200) == 300
+    assert statuses.count(200) == 600
     final = [json.loads(x) for x in (Path(served.proc.args[served.proc.args.index("--runs-dir") + 1]) / sid /
                                      "trace.jsonl").read_text().splitlines()]
     for events in streams:
         assert events == final  # every client got every event, in order
-    q = statistics.quantiles(latencies, n=100)
-    print(f"\nGET /api/sessions under 100 clients: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
+    for name, lat in (("GET /api/sessions", latencies), ("POST /api/evaluate", evaluate_latencies)):
+        q = statistics.quantiles(lat, n=100)
+        print(f"\n{name} under 100 clients: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
