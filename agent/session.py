@@ -24,6 +24,7 @@ from agent.langchain_tools import TOOL_NAME, make_gd_tool
 from agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
 from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, make_chat_model
 from agent.pricing import cost_usd, price_for
+from agent.recommendation import vetted
 from agent.ratelimit import RateLimitMiddleware, shared_limiter
 from agent.prompt_state import prompt_values
 from agent.prompts import load_template, parse_template
@@ -247,7 +248,11 @@ def run_session(
             {"messages": [HumanMessage(first_turn), *history]},
             config={"callbacks": [handler], "recursion_limit": 10 * model_cap + 20},
         )
-        recommendation = state.get("structured_response")
+        model_answer = state.get("structured_response")
+        recommendation, changed = vetted(model_answer, ev)
+        if changed:
+            writer.emit("recommendation_vetted", model_recommendation=model_answer.model_dump(),
+                        reported=recommendation.model_dump())
         if recommendation is not None:
             stop = "budget_spent" if ev.exhausted else "final_answer"
         elif ev.exhausted:

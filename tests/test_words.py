@@ -2,6 +2,7 @@
 error messages, template descriptions."""
 
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -124,3 +125,24 @@ def test_an_interrupted_session_ends_with_its_resume_command_and_resumes_like_a_
     fins = [json.loads(x) for x in (run_dir / "trace.jsonl").read_text().splitlines()
             if json.loads(x)["event"] == "session_finished"]
     assert s["segments"] == 2 and s["time"]["wall_s"] == pytest.approx(sum(f["wall_s"] for f in fins))
+
+
+def test_a_junk_rationale_and_a_diverged_recommendation_are_not_reported_as_they_came(tmp_path, capsys):
+    junk = {"name": "FinalAnswer", "args": {"learning_rate": 0.5, "momentum": 0.9, "rationale": "},"}}
+    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path), "--json"],
+                model_factory=scripted(gd(1e-3, 0.9), gd(0.5, 0.9), junk))
+    d = json.loads(capsys.readouterr().out)
+    rec = d["recommendation"]
+    assert code == 0 and (rec["learning_rate"], rec["momentum"]) == (1e-3, 0.9)  # the best trial, not the diverged one
+    assert "which diverged; the best trial is reported instead" in rec["rationale"]
+    assert "The model's rationale was not text: '},'" in rec["rationale"]
+    assert "The recommended configuration is trial 1 (learning_rate=0.001, momentum=0.9) converged" in rec["rationale"]
+    events = [json.loads(x) for x in (Path(d["run_dir"]) / "trace.jsonl").read_text().splitlines()]
+    vet = next(e for e in events if e["event"] == "recommendation_vetted")
+    assert vet["model_recommendation"]["rationale"] == "},"  # the model's own answer stays in the trace
+
+
+def test_a_good_answer_is_reported_as_it_came(tmp_path, capsys):
+    code = main(["run", "--budget", "1", "--runs-dir", str(tmp_path), "--json"], model_factory=scripted(gd(1e-3, 0.9), FINAL))
+    rec = json.loads(capsys.readouterr().out)["recommendation"]
+    assert code == 0 and rec == {"learning_rate": 1e-3, "momentum": 0.9, "rationale": "the best trial"}
