@@ -12,7 +12,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent.models import classify_error
 from agent.prompt_state import prompt_values
-from agent.prompts import load_template
+from agent.prompts import PromptTemplate, load_template
 from agent.usage import Usage
 from evaluation.strategies import CentaurError, LLMProposer
 from tools.formatting import fmt_param
@@ -42,18 +42,26 @@ def trial_text(t: TrialResult, f_star: float) -> str:
 class CentaurLLM(LLMProposer):
     """Asks the chat model for Centaur's proposal, showing CMA-ES's state through the
     `centaur` template (or another). The answer is a forced tool call with the two
-    numbers (JSON); anything else is a CentaurError. Model time and tokens go to `usage`."""
+    numbers (JSON); anything else is a CentaurError. With the cell's trace callback bound,
+    every call is a `model_called` event like an agent's (sent, reply, tokens, latency)
+    and is counted in the callback's `usage`; without it, in this proposer's own."""
 
-    def __init__(self, chat_model, template_name: str) -> None:
+    def __init__(self, chat_model, template: str | PromptTemplate) -> None:
         self.chat_model = chat_model
-        self.template = load_template(template_name)
+        # a name (or path), or a template as recorded in a manifest (replay)
+        self.template = template if isinstance(template, PromptTemplate) else load_template(template)
         self.ev: Evaluator | None = None
         self.model = None
         self.usage = Usage()
+        self.callbacks: list = []
 
     def bind_evaluator(self, ev: Evaluator) -> None:
         self.ev = ev
         self.model = self.chat_model.bind_tools([proposal_tool(ev)], tool_choice="any")
+
+    def bind_trace(self, callbacks) -> None:
+        self.callbacks = [callbacks]
+        self.usage = callbacks.usage  # the callback counts each call; so that is the bill
 
     def __call__(self, state: dict) -> tuple[float, float]:
         ev = self.ev
@@ -72,12 +80,14 @@ class CentaurLLM(LLMProposer):
         msgs = [SystemMessage(self.template.render_system(**values)), HumanMessage(self.template.render_turn(**values))]
         t0 = time.perf_counter()
         try:
-            reply = self.model.invoke(msgs)
+            reply = self.model.invoke(msgs, config={"callbacks": self.callbacks})
         except Exception as e:  # noqa: BLE001 - any model failure is a hard Centaur failure
-            self.usage.add_call(time.perf_counter() - t0)
+            if not self.callbacks:
+                self.usage.add_call(time.perf_counter() - t0)
             raise CentaurError(f"the LLM failed: {classify_error(e)[1]}") from e
-        usage = reply.usage_metadata or {}  # None when the server reports no usage
-        self.usage.add_call(time.perf_counter() - t0, usage.get("input_tokens"), usage.get("output_tokens"))
+        if not self.callbacks:
+            usage = reply.usage_metadata or {}  # None when the server reports no usage
+            self.usage.add_call(time.perf_counter() - t0, usage.get("input_tokens"), usage.get("output_tokens"))
         args = reply.tool_calls[0]["args"] if reply.tool_calls else json_from_text(str(reply.content))
         if args is None or "learning_rate" not in args or "momentum" not in args:
             raise CentaurError(f"the LLM did not answer with JSON learning_rate/momentum: {str(reply.content)[:200]!r}")

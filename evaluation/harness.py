@@ -137,7 +137,7 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
         extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
         if strat.manifest():
             extra[method] = strat.manifest()
-        result = run_strategy(strat, scfg, cid, extra_manifest=extra, usage=proposer.usage if proposer else None)
+        result = run_strategy(strat, scfg, cid, extra_manifest=extra)
     row = _row(arm, function, seed, x0, result)
     atomic_write_text(runs / cid / "result.json", json.dumps({
         "row": row, "anytime": anytime(result),

@@ -11,7 +11,7 @@ from agent.resume import recorded_replies
 from agent.scripted import ScriptedChatModel
 from agent.session import config_from_manifest, run_session
 from agent.tracing import Trace, TraceError, read_trace
-from evaluation.strategies import AGENT_METHOD
+from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
 from tools.trials import Evaluator, InvalidProposal
 
 REPLAY_FIELDS = ("trial", "source", "learning_rate", "momentum", "status", "final_value", "iterations", "score",
@@ -26,6 +26,33 @@ def _first_difference(old: list[dict], new: list[dict], what: str) -> dict | Non
     if len(old) != len(new):
         return {"where": f"{what} count", "field": "count", "recorded": len(old), "replayed": len(new)}
     return None
+
+
+def _replay_hybrid(t: Trace, cfg, recorded: list[dict]) -> dict | None:
+    """A Centaur cell: the same strategy (seed, ratio, warm-up from the manifest) with the
+    recorded model replies in place of the model; its trials must come out the same."""
+    from agent.prompts import parse_template
+    from evaluation.centaur import CentaurLLM
+    from evaluation.runner import run_strategy
+
+    m = t.manifest
+    settings = m.get(t.method) or {}
+    prompt = m.get("prompt") or {}
+    template = parse_template(prompt.get("name") or "centaur", prompt["text"]) if prompt.get("text") else \
+        (prompt.get("name") or "centaur")
+    proposer = CentaurLLM(ScriptedChatModel(script=recorded_replies(t.events), strict=True), template)
+    space = SearchSpace(**{k: tuple(v) for k, v in (m.get("search_space") or {}).items()})
+    strategy = make_strategy(t.method, StrategyContext(budget=cfg.evaluator.budget, seed=cfg.seed, space=space,
+                                                       propose_llm=proposer,
+                                                       centaur_ratio=settings.get("ratio", 0.3),
+                                                       centaur_warmup=settings.get("warmup")))
+    res = run_strategy(strategy, cfg, t.session_id)
+    new = read_trace(Path(res.run_dir))
+    diff = _first_difference(recorded, new.of("trial_evaluated"), "trial")
+    if diff is None and t.finished.get("stop_reason") != res.stop_reason:
+        diff = {"where": "end", "field": "stop_reason", "recorded": t.finished.get("stop_reason"),
+                "replayed": res.stop_reason}
+    return diff
 
 
 def replay(t: Trace, workdir: Path) -> dict[str, Any]:
@@ -53,6 +80,8 @@ def replay(t: Trace, workdir: Path) -> dict[str, Any]:
         if diff is None and t.finished.get("stop_reason") != res.stop_reason:
             diff = {"where": "end", "field": "stop_reason", "recorded": t.finished.get("stop_reason"),
                     "replayed": res.stop_reason}
+    elif t.method in STRATEGIES and STRATEGIES[t.method].uses_llm:
+        diff = _replay_hybrid(t, cfg, recorded)
     else:
         ev = Evaluator(cfg.evaluator)
         new_rows = []

@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 from agent.prompts import load_template
 from agent.session import EventSink, SessionConfig, SessionResult, finish_session, manifest_for
-from agent.tracing import TraceWriter
+from agent.models import api_key_for
+from agent.tracing import TraceCallbackHandler, TraceWriter
 from agent.usage import Usage
 from evaluation.strategies import CentaurError, Strategy
 from tools.trials import BudgetExhausted, Evaluator, InvalidProposal
@@ -20,10 +21,12 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
                  extra_manifest: dict[str, Any] | None = None, usage: Usage | None = None,
                  should_stop: Callable[[], bool] | None = None) -> SessionResult:
     """Ask, evaluate, tell until the budget is spent (or the strategy has nothing left).
-    `usage` is the LLM's bill for strategies that call one (Centaur's proposer)."""
-    writer = TraceWriter(cfg.runs_dir, session_id)
+    The bill of any model the strategy calls is the trace callback's (`usage` overrides it)."""
+    writer = TraceWriter(cfg.runs_dir, session_id, secrets_to_hide=[api_key_for(cfg.model) or ""])
     ev = Evaluator(cfg.evaluator, logger=EventSink(writer))
     strategy.bind_evaluator(ev)
+    handler = TraceCallbackHandler(writer, cfg.model.model)
+    strategy.bind_trace(handler)  # a strategy that calls a model (Centaur) traces its calls
     t0 = time.perf_counter()
     stop, error = "budget_spent", None
     template = load_template(cfg.prompt) if strategy.uses_llm else None
@@ -67,5 +70,5 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
         raise
     finally:
         result = finish_session(writer=writer, ev=ev, cfg=cfg, model=model or "-", prompt=template.name if template else "-",
-                                stop=stop, wall_s=time.perf_counter() - t0, usage=usage or Usage(), error=error)
+                                stop=stop, wall_s=time.perf_counter() - t0, usage=usage or handler.usage, error=error)
     return result

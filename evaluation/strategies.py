@@ -91,6 +91,9 @@ class Strategy:
     def bind_evaluator(self, ev: Any) -> None:
         """Given the cell's Evaluator before the first ask (Centaur shows its state)."""
 
+    def bind_trace(self, callbacks: Any) -> None:
+        """Given the cell's trace callback (a LangChain handler) for any model it calls."""
+
     def rejected(self) -> tuple[float, float] | None:
         """The last proposal was invalid (the Evaluator reported and counted it): a
         replacement for this trial, or None to simply ask again."""
@@ -107,6 +110,9 @@ class LLMProposer:
 
     def bind_evaluator(self, ev: Any) -> None:
         """Given the cell's Evaluator (its objective, ranges and trials) before the first call."""
+
+    def bind_trace(self, callbacks: Any) -> None:
+        """Given the cell's trace callback: the model calls go to the trace like an agent's."""
 
     def __call__(self, state: dict) -> tuple[float, float]:
         raise NotImplementedError
@@ -383,6 +389,9 @@ class Centaur(Strategy):
 
     def bind_evaluator(self, ev) -> None:
         self.propose_llm.bind_evaluator(ev)
+
+    def bind_trace(self, callbacks) -> None:
+        self.propose_llm.bind_trace(callbacks)
 
     def manifest(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "warmup": self.warmup,

@@ -309,3 +309,44 @@ def test_a_study_over_prompts_and_models_has_a_row_each_and_grows_resumably(tmp_
     paper = [json.loads((tmp_path / "runs" / f"llm+paper-rosenbrock-s{s}" / "manifest.json").read_text())
              for s in (0, 1)]
     assert all(m["prompt"]["name"] == "paper" and m["model"]["model"] == "local" for m in paper)
+
+
+def test_a_centaur_cells_model_calls_are_traced_and_it_replays_from_them(tmp_path, capsys):
+    import itertools
+
+    from evaluation.cli import main
+
+    lrs = itertools.count(1)
+
+    def factory(settings):
+        return ScriptedChatModel(script=[lambda m, k: {"name": "CentaurProposal", "args": {
+            "learning_rate": 1e-4 * next(lrs), "momentum": 0.8}}])
+
+    assert main(["eval", "--functions", "rosenbrock", "--methods", "centaur", "--seeds", "0", "--budget", "12",
+                 "--centaur-ratio", "0.5", "--max-iter", "300", "--workers", "1", "--out", str(tmp_path),
+                 "--no-plots"], model_factory=factory) == 0
+    run_dir = tmp_path / "runs" / "centaur-rosenbrock-s0"
+    events = [json.loads(x) for x in (run_dir / "trace.jsonl").read_text().splitlines()]
+    calls = [e for e in events if e["event"] == "model_called"]
+    llm_trials = [e for e in events if e["event"] == "trial_evaluated" and e["source"] == "centaur-llm"]
+    assert len(calls) == len(llm_trials) == 3  # floor((12 - 6) * 0.5) LLM trials, each one model call
+    assert all(c["tool_calls"][0]["name"] == "CentaurProposal" and "CMA-ES" in c["last_message"] for c in calls)
+    fin = events[-1]
+    assert fin["model_calls"] == 3 and fin["input_tokens"] == sum(c["input_tokens"] for c in calls)
+    row = _csv(tmp_path / "results.csv")[0]
+    assert int(row["tokens"]) == fin["input_tokens"] + fin["output_tokens"]
+    capsys.readouterr()
+    assert main(["trace", "summary", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_calls"]["count"] == 3
+    # replayed from its recorded replies: the same trials come out
+    assert main(["trace", "replay", str(run_dir)]) == 0
+    assert "identical" in capsys.readouterr().out
+    # a recorded reply changed: the replay says where it parts
+    lines = (run_dir / "trace.jsonl").read_text().splitlines()
+    i = next(k for k, x in enumerate(lines) if json.loads(x)["event"] == "model_called")
+    e = json.loads(lines[i])
+    e["tool_calls"][0]["args"]["learning_rate"] = 0.05
+    lines[i] = json.dumps(e)
+    (run_dir / "trace.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["trace", "replay", str(run_dir)]) == 1
+    assert "diverged at trial" in capsys.readouterr().out

@@ -128,7 +128,7 @@ class SessionManager:
                 proposer = CentaurLLM(self.factory(cfg.model), cfg.prompt)
             strategy = make_strategy(req.method, StrategyContext(budget=req.budget, seed=req.seed, space=SearchSpace(),
                                                                  propose_llm=proposer))
-            run_strategy(strategy, cfg, sid, usage=proposer.usage if proposer else None, should_stop=cancel.is_set)
+            run_strategy(strategy, cfg, sid, should_stop=cancel.is_set)
 
     def _run_resumed(self, sid: str, cancel: threading.Event) -> None:
         from agent.session import config_from_manifest, run_session
