@@ -113,14 +113,21 @@ def run(
     _report_session(run_session(cfg, chat_model=chat_model, on_trial=show), as_json)
 
 
-def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> None:
-    from agent.resume import finished_reason
-    from agent.session import config_from_manifest, run_session
+def read_trace_warning(run_dir: Path):
+    """A run directory's trace, its warnings (a cut last line...) as `warning:` lines on stderr."""
     from agent.tracing import read_trace
 
     t = read_trace(run_dir)
     for w in t.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    return t
+
+
+def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> None:
+    from agent.resume import finished_reason
+    from agent.session import config_from_manifest, run_session
+
+    t = read_trace_warning(run_dir)
     if not t.manifest:
         raise UserError(f"{run_dir} has no manifest.json: it cannot be resumed")
     if t.method != "llm":

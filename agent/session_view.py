@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.usage import known_sum
 from tools.formatting import fmt_cell, fmt_param, fmt_value
 
 
@@ -28,18 +29,9 @@ def earlier_segments(events: list[dict]) -> dict[str, Any]:
     """What the segments of a session before this one spent (from their session_finished
     events): model calls, tokens, wall time, cost; None where a figure is unknown."""
     fins = [e for e in events if e.get("event") == "session_finished"]
-
-    def total(key: str, kind=float):
-        known = [kind(e[key]) for e in fins if e.get(key) is not None]
-        return sum(known) if known else None
-
-    return {"segments": len(fins), "model_calls": total("model_calls", int) or 0,
-            "input_tokens": total("input_tokens", int), "output_tokens": total("output_tokens", int),
-            "wall_s": total("wall_s") or 0.0, "cost_usd": total("cost_usd")}
-
-
-def _plus(a, b):
-    return b if a is None else a if b is None else a + b
+    total = (lambda key: known_sum(e.get(key) for e in fins))
+    return {"segments": len(fins), "model_calls": total("model_calls") or 0, "input_tokens": total("input_tokens"),
+            "output_tokens": total("output_tokens"), "wall_s": total("wall_s") or 0.0, "cost_usd": total("cost_usd")}
 
 
 def outcome_advice(r) -> str | None:
@@ -79,8 +71,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
     e = earlier or {"segments": 0, "model_calls": 0, "input_tokens": None, "output_tokens": None, "wall_s": 0.0,
                     "cost_usd": None}
     calls = e["model_calls"] + r.model_calls
-    tin, tout = _plus(e["input_tokens"], r.input_tokens), _plus(e["output_tokens"], r.output_tokens)
-    cost, wall = _plus(e["cost_usd"], r.cost_usd), e["wall_s"] + r.wall_s
+    tin, tout = known_sum((e["input_tokens"], r.input_tokens)), known_sum((e["output_tokens"], r.output_tokens))
+    cost, wall = known_sum((e["cost_usd"], r.cost_usd)), e["wall_s"] + r.wall_s
     resumed = e["segments"] > 0
     seg = (lambda text: f" (this segment: {text})" if resumed else "")
     tokens = "unknown (the server reports no usage)" if tin is None and tout is None \

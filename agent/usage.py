@@ -6,6 +6,17 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 
+def known_sum(values):
+    """The sum of the figures that are known; None when none is (a server that reports no
+    usage, a model without a price): unknown, not zero.
+
+    >>> known_sum([3, None, 4]), known_sum([None, None])
+    (7, None)
+    """
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
 class Usage(BaseModel):
     """Counters of one session (or one segment of a resumed one). Tokens are None while no
     call has reported them (some servers return no usage): unknown, not zero."""
@@ -22,12 +33,5 @@ class Usage(BaseModel):
     def add_call(self, latency_s: float, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
         self.calls += 1
         self.model_s += latency_s
-        if input_tokens is not None:
-            self.input_tokens = (self.input_tokens or 0) + input_tokens
-        if output_tokens is not None:
-            self.output_tokens = (self.output_tokens or 0) + output_tokens
-
-    @property
-    def tokens(self) -> int | None:
-        known = [t for t in (self.input_tokens, self.output_tokens) if t is not None]
-        return sum(known) if known else None
+        self.input_tokens = known_sum((self.input_tokens, input_tokens))
+        self.output_tokens = known_sum((self.output_tokens, output_tokens))

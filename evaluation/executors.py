@@ -42,6 +42,14 @@ class CellJob:
     run_cell: Callable  # harness.run_cell: runs the cell and writes its directory under cfg.out
     dest: Path  # the cell's directory in the study
 
+    @property
+    def ray_cpus(self) -> float:
+        """What the cell reserves on a Ray node: a share of a CPU while it waits on the
+        network, its llama.cpp threads for the embedded model, one CPU otherwise."""
+        if self.remote:
+            return REMOTE_CPU_SHARE
+        return self.threads if self.cell[0].uses_llm else 1  # cell[0]: the Arm
+
 
 def run_job(job: CellJob, executor: dict[str, Any] | None = None) -> tuple:
     job.run_cell(job.cfg, *job.cell, threads_per_worker=job.threads, model_factory=job.factory, executor=executor)
@@ -127,10 +135,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None, concurrency: int, threads: int) -> None:
+    def __init__(self, address: str | None) -> None:
         self.address = address
-        self.concurrency = concurrency
-        self.threads = threads
 
     def run(self, jobs: list[CellJob], on_done: Callable[[tuple], None]) -> None:
         import ray
@@ -146,8 +152,7 @@ class RayExecutor:
         try:
             task = ray.remote(_ray_cell)
             for j in jobs:
-                cpus = REMOTE_CPU_SHARE if j.remote else (j.threads if _uses_local_model(j) else 1)
-                pending[task.options(num_cpus=cpus, max_retries=0).remote(j)] = j
+                pending[task.options(num_cpus=j.ray_cpus, max_retries=0).remote(j)] = j
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -166,8 +171,3 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-
-def _uses_local_model(job: CellJob) -> bool:
-    from evaluation.strategies import LLM_METHODS
-
-    return job.cell[0] in LLM_METHODS and not job.remote

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from agent.models import ModelFactory, ModelSettings, make_chat_model
 from agent.session import SessionConfig, SessionResult
+from agent.usage import known_sum
 from evaluation import defaults as D
 from evaluation.arms import Arm, study_arms
 from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
@@ -153,7 +154,7 @@ def _row(arm: Arm, function: str, seed: int, x0, r: SessionResult) -> dict[str, 
         "best_value": b.final_value if b else None, "iterations": b.iterations if b else None,
         "score": b.score if b else None, "trials_charged": r.trials_charged, "invalid": r.invalid_proposals,
         "repeated": r.repeated_proposals,
-        "tokens": None if r.input_tokens is None and r.output_tokens is None else (r.input_tokens or 0) + (r.output_tokens or 0),
+        "tokens": known_sum((r.input_tokens, r.output_tokens)),
         "cost_usd": r.cost_usd,
         "wall_s": round(r.wall_s, 4), "stop_reason": r.stop_reason, "error": r.error or "",
     }
@@ -194,7 +195,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     workers = max(1, min(cfg.workers, len(local_cells) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     jobs = [CellJob(cfg, c, threads, model_factory, is_remote(c[0]), run_cell, cell_dir(cfg, c)) for c in todo]
-    executor = (RayExecutor(cfg.ray_address, cfg.concurrency, threads) if cfg.backend == "ray"
+    executor = (RayExecutor(cfg.ray_address) if cfg.backend == "ray"
                 else LocalExecutor(workers, cfg.concurrency))
 
     storage = None

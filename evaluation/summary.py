@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.usage import known_sum
 from evaluation.arms import Arm
 from evaluation.harness import EvalConfig, cell_dir, pad_curves
 from evaluation.strategies import AGENT_METHOD
@@ -42,7 +43,7 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
                 "mean_iterations": float(iters.mean()) if iters.size else None,
                 "scores": scores.tolist(), "anytime_median": med_curve,
                 "mean_tokens": float(np.mean([c["row"]["tokens"] or 0 for c in cells])),
-                "cost_usd": _total_cost([c["row"].get("cost_usd") for c in cells]),
+                "cost_usd": known_sum(c["row"].get("cost_usd") for c in cells),  # cells with a known price
                 "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
             }
         for m in per:
@@ -59,12 +60,6 @@ def _executors(cfg: EvalConfig) -> list[dict]:
         path = cell_dir(cfg, cell) / "manifest.json"
         out.append(json.loads(path.read_text()).get("executor") if path.exists() else None)
     return out
-
-
-def _total_cost(costs: list[float | None]) -> float | None:
-    """The summed cost of cells with a known price; None when no cell's price is known."""
-    known = [c for c in costs if c is not None]
-    return float(sum(known)) if known else None
 
 
 def _num(v: float | None, spec: str = ".4g") -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from agent.cli import read_trace_warning
 from tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
 from tools.defaults import DEFAULT_MAX_ITER
 from tools.errors import UserError
@@ -18,21 +18,12 @@ trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
 
 
-def _read(run_dir: Path):
-    from agent.tracing import read_trace
-
-    t = read_trace(run_dir)
-    for w in t.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    return t
-
-
 @trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")
 def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
     from evaluation.traces import summary
 
-    s = summary(_read(run_dir))
+    s = summary(read_trace_warning(run_dir))
     if as_json:
         print(json.dumps(s, default=str))
         return
@@ -72,7 +63,7 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
     """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
     from evaluation.traces import compare
 
-    rows = compare([_read(d) for d in run_dirs])
+    rows = compare([read_trace_warning(d) for d in run_dirs])
     if as_json:
         print(json.dumps(rows))
         return
@@ -94,7 +85,7 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     from evaluation.traces import FAILED_BOX, state_audit
     from tools.scoring import GOOD_GAP
 
-    a = state_audit(_read(run_dir))
+    a = state_audit(read_trace_warning(run_dir))
     if as_json:
         print(json.dumps(a, default=str))
         return
@@ -123,7 +114,7 @@ def trace_plot(run_dir: RunDirArg,
     """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
     from evaluation.traces import trial_rows
 
-    t = _read(run_dir)
+    t = read_trace_warning(run_dir)
     m = t.manifest or {}
     if not m.get("objective") or not m.get("x0"):
         raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
@@ -155,7 +146,7 @@ def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run direct
         raise UserError(f"--format must be csv, jsonl or otlp, got {fmt!r}")
     if otlp_endpoint is not None and fmt != "otlp":
         raise UserError("--otlp-endpoint needs --format otlp")
-    traces = [_read(d) for d in run_dirs]
+    traces = [read_trace_warning(d) for d in run_dirs]
     if fmt == "otlp":
         from evaluation.otlp import otlp_request, send_otlp, write_otlp
 
@@ -196,7 +187,7 @@ def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
 
     from evaluation.replay import replay
 
-    t = _read(run_dir)
+    t = read_trace_warning(run_dir)
     with tempfile.TemporaryDirectory(prefix="tuneloop-replay-") as tmp:
         rep = replay(t, Path(tmp))
     if as_json:

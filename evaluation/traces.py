@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from agent.tracing import Trace
+from agent.usage import known_sum
 from evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
 from tools.scoring import best_so_far, is_failed
 
@@ -21,13 +22,7 @@ def _segment_times(fins: list[dict]) -> dict[str, float | None] | None:
     """The time split summed over a session's segments (a resumed session has several)."""
     if not fins:
         return None
-    return {k: _known_sum(f.get(k) for f in fins) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")}
-
-
-def _known_sum(values) -> int | None:
-    """The sum of the figures that are known; None when none is (a server without usage)."""
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+    return {k: known_sum(f.get(k) for f in fins) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")}
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -66,8 +61,8 @@ def summary(t: Trace) -> dict[str, Any]:
         "trials": rows,
         "invalid": [{"source": e.get("source"), "error": e.get("error"), "learning_rate": e.get("learning_rate"),
                      "momentum": e.get("momentum")} for e in t.of("tool_error")],
-        "model_calls": {"count": len(calls), "input_tokens": _known_sum(c.get("input_tokens") for c in calls),
-                        "output_tokens": _known_sum(c.get("output_tokens") for c in calls),
+        "model_calls": {"count": len(calls), "input_tokens": known_sum(c.get("input_tokens") for c in calls),
+                        "output_tokens": known_sum(c.get("output_tokens") for c in calls),
                         "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95)},
         "retries": len(t.of("retry")),
         "stop_reason": fin.get("stop_reason") if fin else "unfinished (no session_finished event)",
@@ -109,7 +104,7 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "evals_to_1pct": evals_to_within(s["trials"]),
             "charged": sum(r["charged"] for r in s["trials"]),
             "invalid": len(s["invalid"]), "repeated": sum(r["repeat"] for r in s["trials"]),
-            "tokens": _known_sum((s["model_calls"]["input_tokens"], s["model_calls"]["output_tokens"])),
+            "tokens": known_sum((s["model_calls"]["input_tokens"], s["model_calls"]["output_tokens"])),
             "cost_usd": s["cost_usd"],
             "wall_s": (s["time"] or {}).get("wall_s"), "stop_reason": s["stop_reason"],
         })

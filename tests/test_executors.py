@@ -140,3 +140,16 @@ def test_storage_records_every_cell_as_an_optuna_study(tmp_path, capsys):
                  "--storage", "nosuchdb://x"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot use --storage")
     assert not (tmp_path / "x").exists()
+
+
+def test_ray_reserves_cpus_by_what_a_cell_waits_on(tmp_path):
+    from evaluation.arms import Arm
+    from evaluation.executors import REMOTE_CPU_SHARE, CellJob
+
+    def job(arm, remote):
+        return CellJob(None, (arm, "rosenbrock", 0), 2, None, remote, None, tmp_path)
+
+    assert job(Arm("llm", "default", "local"), False).ray_cpus == 2  # the embedded model's llama.cpp threads
+    assert job(Arm("centaur", None, "local"), False).ray_cpus == 2
+    assert job(Arm("llm", "default", "openai:m"), True).ray_cpus == REMOTE_CPU_SHARE
+    assert job(Arm("cmaes"), False).ray_cpus == 1

@@ -69,17 +69,32 @@ def warn_about_gradient(obj, start) -> None:
             print(f"warning: {warning}", file=sys.stderr)
 
 
-@app.command()
-def functions(as_json: JsonOpt = False) -> None:
-    """List the benchmark objectives."""
+def function_rows() -> list[dict]:
+    """The built-in objectives as `tuneloop functions --json` (and the service) show them."""
     from tools.objectives import OBJECTIVES
 
-    rows = [
+    return [
         dict(name=o.name, dims="any" if o.any_dim else "2", minimum_2d=o.minimum(2),
              minimisers_2d=o.minimisers(2).tolist(), domain=list(o.domain), formula=o.formula,
              description=o.description)
         for o in OBJECTIVES.values()
     ]
+
+
+def run_json(r) -> dict:
+    """One momentum-GD run (a GDResult) as JSON shows it: non-finite numbers as null."""
+    return dict(
+        function=r.objective, learning_rate=r.alpha, momentum=r.beta, x0=list(r.x0), status=r.status,
+        final_value=finite_or_none(r.final_value), iterations=r.iterations,
+        x_final=[finite_or_none(v) for v in r.x_final], distance_to_optimum=finite_or_none(r.distance_to_optimum),
+        best_value=finite_or_none(r.best_value),
+    )
+
+
+@app.command()
+def functions(as_json: JsonOpt = False) -> None:
+    """List the benchmark objectives."""
+    rows = function_rows()
     if as_json:
         print(json.dumps(rows))
         return
@@ -116,12 +131,10 @@ def gd(
     from tools.momentum import run
 
     r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol)
-    out = dict(
-        function=r.objective, learning_rate=r.alpha, momentum=r.beta, x0=list(r.x0),
-        max_iter=max_iter, tol=tol, status=r.status, final_value=finite_or_none(r.final_value),
-        iterations=r.iterations, x_final=[finite_or_none(v) for v in r.x_final],
-        distance_to_optimum=finite_or_none(r.distance_to_optimum), best_value=finite_or_none(r.best_value),
-    )
+    run_fields = run_json(r)
+    # the order the JSON always had: the run's settings first
+    out = {k: run_fields[k] for k in ("function", "learning_rate", "momentum", "x0")} | \
+        dict(max_iter=max_iter, tol=tol) | run_fields
     if as_json:
         print(json.dumps(out))
         return

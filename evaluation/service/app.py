@@ -112,7 +112,7 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
 
     @app.post("/api/evaluate")
     def evaluate(req: EvaluateRequest) -> dict:
-        from tools.formatting import json_safe
+        from tools.cli import run_json
         from tools.momentum import run, start_point
         from tools.objectives import get_objective
         from tools.scoring import score
@@ -123,13 +123,8 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
             obj.check_dim(len(x0))
         except ValueError as e:
             raise HTTPException(422, f"x0: {e}") from None
-        r = run(obj, req.learning_rate, req.momentum, x0=x0, max_iter=req.max_iter, tol=req.tol)
-        final = None if r.status == "diverged" else r.final_value
-        return json_safe({"function": r.objective, "learning_rate": r.alpha, "momentum": r.beta, "x0": list(r.x0),
-                          "status": r.status, "final_value": final, "iterations": r.iterations,
-                          "x_final": list(r.x_final), "distance_to_optimum": r.distance_to_optimum,
-                          "best_value": r.best_value,
-                          "score": score(final, r.iterations, req.max_iter, obj.minimum(len(x0)))})
+        out = run_json(run(obj, req.learning_rate, req.momentum, x0=x0, max_iter=req.max_iter, tol=req.tol))
+        return out | {"score": score(out["final_value"], out["iterations"], req.max_iter, obj.minimum(len(x0)))}
 
     @app.get("/api/sessions/{session_id}/landscape")
     def landscape(session_id: str, resolution: int = 32) -> dict:
@@ -152,16 +147,14 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
     def prompts() -> list[dict]:
         from agent.prompts import list_templates, load_template
 
-        return [{"name": n, "description": load_template(n).description, "sha256": load_template(n).sha256}
-                for n in list_templates()]
+        templates = [load_template(n) for n in list_templates()]
+        return [{"name": t.name, "description": t.description, "sha256": t.sha256} for t in templates]
 
     @app.get("/api/functions")
     def functions() -> list[dict]:
-        from tools.objectives import OBJECTIVES
+        from tools.cli import function_rows
 
-        return [dict(name=o.name, dims="any" if o.any_dim else "2", minimum_2d=o.minimum(2),
-                     minimisers_2d=o.minimisers(2).tolist(), domain=list(o.domain), formula=o.formula,
-                     description=o.description) for o in OBJECTIVES.values()]
+        return function_rows()
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
