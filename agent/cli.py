@@ -21,13 +21,24 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
                            max_tokens: int | None = None, timeout: float | None = None,
                            base_url: str | None = None, api_key_env: str | None = None,
                            price_in: float | None = None, price_out: float | None = None,
-                           rpm: float | None = None, tpm: float | None = None):
-    """ModelSettings from CLI flags; a flag left out keeps ModelSettings' own default."""
+                           rpm: float | None = None, tpm: float | None = None,
+                           n_threads: int | None = None, n_ctx: int | None = None):
+    """ModelSettings from CLI flags; a flag left out keeps ModelSettings' own default. A
+    `gguf:PATH` model is checked here (file, format, chat template), before anything runs."""
     if (price_in is None) != (price_out is None):
         raise UserError("--price-in and --price-out go together (USD per million input and output tokens)")
     from agent.models import ModelSettings
 
-    given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env)
+    from agent.models import is_local
+
+    if not is_local(model) and (n_threads is not None or n_ctx is not None):
+        raise UserError("--n-threads and --n-ctx are for local models (local, gguf:PATH)")
+    if model.startswith("gguf:"):
+        from agent.gguf import check_model
+
+        model = "gguf:" + check_model(model.split(":", 1)[1] or "")
+    given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env,
+                 n_threads=n_threads, n_ctx=n_ctx)
     kw = dict(model=model, seed=seed, base_url=base_url, price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm) \
         | {k: v for k, v in given.items() if v is not None}
     if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -38,7 +49,9 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
         raise UserError(f"bad model settings: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="local | openai:<model> (e.g. openai:gpt-4o-mini)")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="local (embedded) | gguf:PATH (a GGUF file) | openai:<model> (e.g. openai:gpt-4o-mini)")]
+NThreadsOpt = Annotated[Optional[int], typer.Option("--n-threads", min=1, max=256, help="llama.cpp threads for a local model (default: every core)")]
+NCtxOpt = Annotated[Optional[int], typer.Option("--n-ctx", min=512, max=131072, help="context length in tokens for a local model (default 8192)")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="template name (see `tuneloop prompts list`) or path")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
 KeyEnvOpt = Annotated[Optional[str], typer.Option("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")]
@@ -78,6 +91,8 @@ def run(
     api_key_env: KeyEnvOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
+    n_threads: NThreadsOpt = None,
+    n_ctx: NCtxOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run directory")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -89,16 +104,25 @@ def run(
     label, start = start_or_exit(obj, x0, seed=seed)
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                       timeout=timeout, base_url=base_url, api_key_env=api_key_env,
-                                      price_in=price_in, price_out=price_out)
+                                      price_in=price_in, price_out=price_out, n_threads=n_threads, n_ctx=n_ctx)
+    from agent.models import is_local, local_model_path, make_chat_model
+    from agent.prompt_state import prompt_values
     from agent.prompts import load_template
-    from agent.session import SessionConfig, run_session
-    from tools.trials import EvaluatorConfig
+    from tools.trials import Evaluator, EvaluatorConfig
 
-    load_template(prompt)  # a bad template is reported before the model loads
-    cfg = SessionConfig(
-        evaluator=EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget),
-        model=settings, prompt=prompt, seed=seed, x0_spec=label, runs_dir=runs_dir,
-    )
+    template = load_template(prompt)  # a bad template is reported before the model loads
+    evaluator = EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget)
+    if factory is make_chat_model and is_local(settings.model):
+        # the model loads, and reads the system prompt, in a thread while the agent's
+        # libraries import (about two seconds)
+        from agent.gguf import preload
+
+        preload(local_model_path(settings.model), settings.n_ctx, settings.n_threads,
+                system=template.render_system(**prompt_values(Evaluator(evaluator))))
+    from agent.session import SessionConfig, run_session
+
+    cfg = SessionConfig(evaluator=evaluator, model=settings, prompt=prompt, seed=seed, x0_spec=label,
+                        runs_dir=runs_dir)
     from rich.console import Console
 
     from agent.session_view import TrialLines
@@ -111,6 +135,55 @@ def run(
         err.print(f"[dim]session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, "
                   f"x0 {start} ({label})[/dim]")
     _report_session(run_session(cfg, chat_model=chat_model, on_trial=show), as_json)
+
+
+@app.command(short_help="Speed: the kernel, and the local model's constrained decoding.")
+def bench(
+    configs: Annotated[int, typer.Option("--configs", min=100, help="batch size for the throughput rows")] = 100_000,
+    max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timings per row; the fastest is kept")] = 3,
+    no_numpy: Annotated[bool, typer.Option("--no-numpy", help="skip the (slow) NumPy reference")] = False,
+    model_calls: Annotated[int, typer.Option("--model-calls", min=1, max=100,
+                                             help="calls per decoding row (the embedded model)")] = 5,
+    no_model: Annotated[bool, typer.Option("--no-model", help="skip the embedded model's decoding rows")] = False,
+    n_threads: NThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the kernel (ns per iteration, batch throughput, with ratios) and the
+    embedded model's decoding: unconstrained, under llama.cpp's grammar, and under
+    tuneloop's token masks (tokens per second and seconds per proposal)."""
+    from tools.cli import kernel_bench
+
+    figures = kernel_bench(configs, max_iter, repeats, no_numpy, as_json)
+    rows = None
+    if not no_model:
+        from rich.console import Console
+
+        from agent import model_bench
+
+        with Console(stderr=True).status(f"timing the embedded model's decoding ({model_calls} calls a row)"):
+            try:
+                rows = model_bench.rows_json(model_bench.decode_rows(model_calls, n_threads))
+            except ImportError:
+                print("note: llama-cpp-python is not installed: no decoding rows (pip install -e \".[local]\")",
+                      file=sys.stderr)
+    if as_json:
+        print(json.dumps(figures | ({"decoding": rows} if rows is not None else {})))
+        return
+    if rows is not None:
+        from rich.table import Table
+
+        from tools.cli_common import console
+
+        t = Table(title="decoding: the embedded model writes a proposal's arguments (prompt cached)")
+        for col in ("way", "s / call", "tokens / s", "x unconstrained", "sampled / s", "x unconstrained "):
+            t.add_column(col, justify="left" if col == "way" else "right")
+        for r in rows:
+            t.add_row(r["name"], f"{r['seconds_per_call']:.3f}", f"{r['tokens_per_s']:.1f}",
+                      f"{r['ratio_to_unconstrained']:.2f}", f"{r['sampled_per_s']:.1f}", f"{r['sampled_ratio']:.2f}")
+        console().print(t)
+        console().print("tokens: in the text written (a key written by tuneloop counts); sampled: chosen by "
+                        "the model, one model step each")
 
 
 def read_trace_warning(run_dir: Path):

@@ -12,60 +12,61 @@ from langchain_core.messages import AIMessage, HumanMessage
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from agent.models import ModelError, classify_error
+from agent.prompts import FINAL_INSTRUCTION
 from agent.usage import Usage
 from tools.trials import Evaluator
 
-FINAL_INSTRUCTION = (
-    "The evaluation budget is spent. Call FinalAnswer with your recommended learning_rate and "
-    "momentum (normally the best trial) and a one-paragraph rationale."
-)
 
 
 class TurnMiddleware(AgentMiddleware):
     """Shapes each model call from the Evaluator's state, not from the model's memory:
 
     - while budget is left, only run_momentum_gd is offered (tool choice forced), and the
-      template's per-turn part (budget left, sorted history, incumbent) is appended;
-    - once the budget is spent, only the FinalAnswer tool is offered;
+      template's per-turn part (trials, incumbent, budget left) is appended;
+    - once the budget is spent, only the FinalAnswer tool is offered, with the template's
+      final message;
     - after a repeated or invalid proposal the temperature rises (by `repeat_heat` per
       proposal in a row that was not charged, capped at 1.5), so a small model that
       repeats itself moves on;
     - a reply with no tool call while budget is left is answered with a reminder;
-    - with `compact=True` (the default for the small local model) only the opening message
-      and the latest call/result pair are sent: the per-turn history table carries the
-      rest. A 270M model otherwise copies its own earlier calls from the context, however
-      hot the sampling, and the prompt grows with every turn.
+    - with `compact=True` (the small embedded model) the conversation is not sent at all:
+      the per-turn message alone carries the state (trials, incumbent, budget), after the
+      system prompt. A 270M model otherwise copies its own earlier calls from the
+      context, and every token sent costs it about 5 ms to read, so a stable system
+      prompt (reused from llama.cpp's cache) and one fresh message are all it gets;
+    - with `avoid_repeats=True` (the embedded model, whose decoder can honour it) every
+      configuration tried so far is passed to the model as `avoid`, and its constrained
+      decoder never completes one of them: a repeat costs a model call and teaches
+      nothing.
     """
 
     def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], base_temperature: float,
                  repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False,
-                 usage: Usage | None = None) -> None:
+                 avoid_repeats: bool = False, usage: Usage | None = None,
+                 render_final: Callable[[], str] = lambda: FINAL_INSTRUCTION) -> None:
         super().__init__()
         self.ev = evaluator
         self.usage = usage
         self.render_turn = render_turn
+        self.render_final = render_final
         self.base_temperature = base_temperature
         self.repeat_heat = repeat_heat
         self.max_temperature = max_temperature
         self.compact = compact
-
-    @staticmethod
-    def _compacted(messages: list) -> list:
-        last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage) and m.tool_calls), default=None)
-        if last_ai is None:
-            return list(messages)
-        head = [m for m in messages[:1] if isinstance(m, HumanMessage)]
-        return head + list(messages[last_ai:])
+        self.avoid_repeats = avoid_repeats
 
     def wrap_model_call(self, request, handler):
-        messages = self._compacted(request.messages) if self.compact else list(request.messages)
+        messages = [] if self.compact else list(request.messages)
         if self.ev.exhausted:
-            request = request.override(tools=[], messages=[*messages, HumanMessage(FINAL_INSTRUCTION)])
+            request = request.override(tools=[], messages=[*messages, HumanMessage(self.render_final())])
         else:
             settings = dict(request.model_settings)
             heat = self.ev.uncharged_streak
             if heat:
                 settings["temperature"] = min(self.max_temperature, self.base_temperature + self.repeat_heat * heat)
+            if self.avoid_repeats:
+                settings["avoid"] = [{"learning_rate": a, "momentum": b}
+                                     for a, b in sorted({(t.learning_rate, t.momentum) for t in self.ev.trials})]
             request = request.override(
                 response_format=None, tool_choice="any", model_settings=settings,
                 messages=[*messages, HumanMessage(self.render_turn())])

@@ -9,10 +9,12 @@ with tenacity and classifies permanent ones with `classify_error` below.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # LangChain takes a second to import: not needed to read settings
+    from langchain_core.language_models.chat_models import BaseChatModel
 
 from tools.errors import UserError
 
@@ -30,14 +32,15 @@ class ModelSettings(BaseModel):
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_total_s: float = Field(default=120.0, gt=0)
-    n_threads: int | None = Field(default=None, ge=1)  # embedded model only; None: every core
+    n_threads: int | None = Field(default=None, ge=1)  # local models only; None: every core
+    n_ctx: int = Field(default=8192, ge=512, le=131072)  # local models only: context tokens
     rpm: float | None = Field(default=None, gt=0)  # requests per minute, shared by a process's sessions
     tpm: float | None = Field(default=None, gt=0)  # tokens per minute, likewise
     price_in: float | None = Field(default=None, ge=0)  # USD per 1M input tokens (else the built-in table)
     price_out: float | None = Field(default=None, ge=0)  # USD per 1M output tokens
 
 
-ModelFactory = Callable[[ModelSettings], BaseChatModel]
+ModelFactory = Callable[[ModelSettings], "BaseChatModel"]
 """Makes the chat model a session uses from its settings: `make_chat_model`, or a test's."""
 
 
@@ -51,11 +54,13 @@ def api_key_for(settings: ModelSettings) -> str | None:
 
 def make_chat_model(settings: ModelSettings) -> BaseChatModel:
     spec = settings.model.strip()
-    if spec == "local":
+    if spec == "local" or spec.startswith("gguf:"):
+        path = local_model_path(spec)
         from agent.local_model import LocalChatModel
 
-        return LocalChatModel(temperature=settings.temperature, max_tokens=settings.max_tokens,
-                              seed=settings.seed, n_threads=settings.n_threads)
+        return LocalChatModel(model_path=path, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                              seed=settings.seed, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
+                              model_name=spec if path else LocalChatModel.model_fields["model_name"].default)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
         key = api_key_for(settings)
@@ -72,7 +77,23 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         if settings.base_url:
             kwargs["base_url"] = settings.base_url
         return CompatChatOpenAI(**kwargs)
-    raise UserError(f"unknown model {spec!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
+    raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file) or 'openai:<model>' "
+                    "(e.g. openai:gpt-4o-mini)")
+
+
+def is_local(spec: str) -> bool:
+    """A model run in this process by llama.cpp: `local` (embedded) or `gguf:PATH`."""
+    return spec == "local" or spec.startswith("gguf:")
+
+
+def local_model_path(spec: str) -> str | None:
+    """The GGUF file of a `gguf:PATH` spec, checked (a UserError says what is wrong);
+    None for the embedded model."""
+    if spec == "local":
+        return None
+    from agent.gguf import check_file
+
+    return check_file(spec.split(":", 1)[1])
 
 
 def classify_error(exc: BaseException) -> tuple[bool, str]:

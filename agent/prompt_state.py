@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from tools.formatting import fmt_param, fmt_value
+from tools.formatting import fmt_lr, fmt_param, fmt_value
 from tools.scoring import is_failed
 from tools.trials import Evaluator, TrialResult
 
 
 def history_table(trials: list[TrialResult]) -> str:
-    charged = [t for t in trials if not t.repeat]
-    if not charged:
+    """The charged trials in the order tried. The table only grows, so a prompt that shows
+    it before what changes (the incumbent, the budget left) keeps a stable prefix, which
+    llama.cpp and API servers reuse instead of reading it again."""
+    rows = [t for t in trials if not t.repeat]
+    if not rows:
         return "(none yet)"
-    rows = sorted(charged, key=lambda t: -t.score)  # best last
     lines = ["trial | learning_rate | momentum | status | final_value | iterations"]
-    lines += [f"{t.trial} | {fmt_param(t.learning_rate)} | {fmt_param(t.momentum)} | {t.status} | {fmt_value(t.final_value)} | {t.iterations}"
+    lines += [f"{t.trial} | {fmt_lr(t.learning_rate)} | {fmt_param(t.momentum)} | {t.status} | {fmt_value(t.final_value)} | {t.iterations}"
               for t in rows]
     return "\n".join(lines)
 
@@ -22,20 +24,20 @@ def incumbent_text(ev: Evaluator) -> str:
     inc = ev.incumbent
     if inc is None:
         return "(none yet)"
-    return (f"trial {inc.trial}: learning_rate={fmt_param(inc.learning_rate)}, momentum={fmt_param(inc.momentum)}, "
+    return (f"trial {inc.trial}: learning_rate={fmt_lr(inc.learning_rate)}, momentum={fmt_param(inc.momentum)}, "
             f"final_value={fmt_value(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
 
 
 def tried_text(trials: list[TrialResult]) -> str:
     seen = {(t.learning_rate, t.momentum) for t in trials}
-    return ", ".join(f"({fmt_param(a)}, {fmt_param(b)})" for a, b in sorted(seen)) or "(none)"
+    return ", ".join(f"({fmt_lr(a)}, {fmt_param(b)})" for a, b in sorted(seen)) or "(none)"
 
 
 def failed_text(trials: list[TrialResult], f_star: float | None) -> str:
     bad = [t for t in trials if not t.repeat and is_failed(t.status, t.final_value, f_star)]
     if not bad:
         return "(none)"
-    return ", ".join(f"(lr={fmt_param(t.learning_rate)}, momentum={fmt_param(t.momentum)}: "
+    return ", ".join(f"(lr={fmt_lr(t.learning_rate)}, momentum={fmt_param(t.momentum)}: "
                      f"{'diverged' if t.status == 'diverged' else 'poor, ' + fmt_value(t.final_value)})" for t in bad)
 
 

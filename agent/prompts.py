@@ -1,11 +1,16 @@
 """Prompt templates: plain files in prompts/ (or any path), string.Template syntax.
 
-A template has a system part and a per-turn part, separated by marker lines:
+A template has a system part and a per-turn part, and optionally the message that asks
+for the final answer once the budget is spent, separated by marker lines:
 
     --- system ---
     ...$objective_name...
     --- turn ---
     ...$history...
+    --- final ---
+    ...Call FinalAnswer...
+
+Without a final part the final message is FINAL_INSTRUCTION.
 
 Lines starting with '#' are comments. Every $variable must be one of VARIABLES; an
 unknown one, a missing part or a missing file is a UserError before any model is called.
@@ -31,7 +36,7 @@ VARIABLES = {
     "beta_range": "allowed momenta, e.g. [0, 1)",
     "budget": "charged evaluations allowed",
     "budget_left": "charged evaluations left",
-    "history": "trials so far, a compact table sorted best last",
+    "history": "trials so far, a compact table in the order tried",
     "incumbent": "the best trial so far",
     "tried": "every configuration tried so far",
     "failed": "configurations that diverged or ended poorly",
@@ -46,6 +51,11 @@ VARIABLES = {
 }
 SYSTEM_MARK = "--- system ---"
 TURN_MARK = "--- turn ---"
+FINAL_MARK = "--- final ---"
+FINAL_INSTRUCTION = (
+    "The evaluation budget is spent. Call FinalAnswer with your recommended learning_rate and "
+    "momentum (normally the best trial) and a one-paragraph rationale."
+)
 
 
 def builtin_dir() -> Path:
@@ -62,6 +72,7 @@ class PromptTemplate:
     text: str
     system: string.Template
     turn: string.Template
+    final: string.Template
 
     @property
     def description(self) -> str:
@@ -79,6 +90,9 @@ class PromptTemplate:
     def render_turn(self, **values) -> str:
         return self.turn.substitute(values).strip()
 
+    def render_final(self, **values) -> str:
+        return self.final.substitute(values).strip()
+
 
 def parse_template(name: str, text: str) -> PromptTemplate:
     """A template from its text (e.g. the one recorded in a manifest)."""
@@ -91,7 +105,8 @@ def _parse(name: str, text: str) -> PromptTemplate:
         raise UserError(f"prompt {name!r} needs a '{SYSTEM_MARK}' line and a '{TURN_MARK}' line")
     _, rest = body.split(SYSTEM_MARK, 1)
     system, turn = rest.split(TURN_MARK, 1)
-    parts = (string.Template(system), string.Template(turn))
+    turn, _, final = turn.partition(FINAL_MARK)
+    parts = (string.Template(system), string.Template(turn), string.Template(final.strip() or FINAL_INSTRUCTION))
     for part in parts:
         if not part.is_valid():
             raise UserError(f"prompt {name!r} has a malformed $placeholder (write $$ for a dollar sign)")

@@ -18,11 +18,11 @@ from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitM
 from langchain.agents.structured_output import ToolStrategy
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from agent.langchain_tools import TOOL_NAME, make_gd_tool
 from agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
-from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, make_chat_model
+from agent.models import ModelError, ModelFactory, ModelSettings, api_key_for, is_local, make_chat_model
 from agent.pricing import cost_usd, price_for
 from agent.recommendation import vetted
 from agent.ratelimit import RateLimitMiddleware, shared_limiter
@@ -49,6 +49,20 @@ class FinalAnswer(BaseModel):
     learning_rate: float = Field(description="recommended learning rate alpha")
     momentum: float = Field(description="recommended momentum beta")
     rationale: str = Field(description="one paragraph: why this configuration")
+
+
+def final_answer_for(bounds: Bounds) -> type[FinalAnswer]:
+    """FinalAnswer whose schema carries the session's allowed ranges, as the proposals'
+    does (so a constrained model recommends inside them). Out-of-range recommendations
+    still validate: agent/recommendation.py reports the best trial instead."""
+    props = bounds.args_schema()["properties"]
+    return create_model(
+        "FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__,
+        learning_rate=(float, Field(description="recommended learning rate alpha", json_schema_extra={
+            k: v for k, v in props["learning_rate"].items() if k != "type"})),
+        momentum=(float, Field(description="recommended momentum beta", json_schema_extra={
+            k: v for k, v in props["momentum"].items() if k != "type"})),
+    )
 
 
 class SessionConfig(BaseModel):
@@ -222,7 +236,7 @@ def run_session(
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
         budget = cfg.evaluator.budget
-        local = cfg.model.model == "local"
+        local = is_local(cfg.model.model)
         limiter = shared_limiter(cfg.model.rpm, cfg.model.tpm)
         model_cap = MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA
         tool_cap = TOOL_CALLS_PER_TRIAL * budget
@@ -230,11 +244,12 @@ def run_session(
             model,
             tools=[make_gd_tool(ev, source=cfg.method)],
             system_prompt=system,
-            response_format=ToolStrategy(FinalAnswer),
+            response_format=ToolStrategy(final_answer_for(cfg.evaluator.bounds)),
             middleware=[
                 *([CancelMiddleware(should_stop)] if should_stop else []),
                 TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)), cfg.model.temperature,
-                               max_temperature=2.0 if local else 1.5, compact=local, usage=handler.usage),
+                               max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
+                               usage=handler.usage, render_final=lambda: template.render_final(**prompt_values(ev))),
                 ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
                 ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
                 RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,

@@ -192,6 +192,8 @@ class TraceCallbackHandler(BaseCallbackHandler):
         # no usage from the server: unknown (null), not zero
         tin = int(usage["input_tokens"]) if usage and usage.get("input_tokens") is not None else None
         tout = int(usage["output_tokens"]) if usage and usage.get("output_tokens") is not None else None
+        # prompt tokens reused from the server's / llama.cpp's cache (not evaluated again)
+        cached = ((usage or {}).get("input_token_details") or {}).get("cache_read")
         self.usage.add_call(latency, tin, tout)
         meta = getattr(msg, "response_metadata", None) or {}
         for step in meta.get("tool_choice_fallbacks", ()):
@@ -206,6 +208,7 @@ class TraceCallbackHandler(BaseCallbackHandler):
             tool_calls=[{"name": tc["name"], "args": tc["args"], "id": tc.get("id")}
                         for tc in (getattr(msg, "tool_calls", None) or [])],
             input_tokens=tin,
+            input_tokens_cached=int(cached) if cached is not None else None,
             output_tokens=tout,
             latency_s=round(latency, 6),
             **({"tool_choice": meta["tool_choice_form"]} if "tool_choice_form" in meta else {}),

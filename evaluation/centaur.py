@@ -15,7 +15,7 @@ from agent.prompt_state import prompt_values
 from agent.prompts import PromptTemplate, load_template
 from agent.usage import Usage
 from evaluation.strategies import CentaurError, LLMProposer
-from tools.formatting import fmt_param
+from tools.formatting import fmt_lr, fmt_param
 from tools.scoring import is_failed
 from tools.trials import Evaluator, TrialResult
 
@@ -36,7 +36,7 @@ def proposal_tool(ev: Evaluator) -> dict:
 def trial_text(t: TrialResult, f_star: float) -> str:
     """One trial for the prompt; FAILED where the study would call it Diverged or Poor."""
     tag = " FAILED" if is_failed(t.status, t.final_value, f_star) else ""
-    return f"(lr={fmt_param(t.learning_rate)}, momentum={fmt_param(t.momentum)}, score={t.score:.3f}, by {t.source}){tag}"
+    return f"(lr={fmt_lr(t.learning_rate)}, momentum={fmt_param(t.momentum)}, score={t.score:.3f}, by {t.source}){tag}"
 
 
 class CentaurLLM(LLMProposer):
@@ -72,7 +72,7 @@ class CentaurLLM(LLMProposer):
             "n_trials": str(state["n_trials"]),
             "sigma": f"{state['sigma']:.4g}",
             "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]",
-            "suggestion": f"learning_rate={fmt_param(state['suggestion'][0])}, momentum={fmt_param(state['suggestion'][1])}",
+            "suggestion": f"learning_rate={fmt_lr(state['suggestion'][0])}, momentum={fmt_param(state['suggestion'][1])}",
             "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]),
             "top5": "; ".join(trial_text(t, ev.f_star) for t in sorted(told, key=lambda t: t.score)[:TOP_K]) or "(none)",
             "recent": "; ".join(trial_text(t, ev.f_star) for t in told[-RECENT:]) or "(none)",

@@ -126,7 +126,7 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
     else:
         from evaluation.runner import run_strategy
 
-        space = SearchSpace()
+        space = SearchSpace.from_bounds(scfg.evaluator.bounds)
         proposer = None
         if STRATEGIES[method].uses_llm:
             from evaluation.centaur import CentaurLLM

@@ -32,10 +32,12 @@ GRID_T = DEFAULT_MAX_ITER  # T of the grids
 RANDOM_T = D.MAX_ITER  # T of random search and the LLM
 RANDOM_SAMPLES = 4
 GRID_SIZE = len(GridSearch().points)  # 12
-# the ranges told to random search and the LLM: the grid's span of alpha, beta below 1
-STUDY_SPACE = SearchSpace(log10_alpha=(-4.0, -1.0), beta=(0.0, 0.99))
-STUDY_BOUNDS = Bounds(alpha_min=10.0 ** STUDY_SPACE.log10_alpha[0], alpha_max=10.0 ** STUDY_SPACE.log10_alpha[1],
-                      beta_min=STUDY_SPACE.beta[0], beta_max=STUDY_SPACE.beta[1])
+# the ranges told to random search and the LLM: the grid's span of alpha, beta up to 0.99
+# (tuneloop's default ranges are the study's)
+STUDY_BOUNDS = Bounds()
+STUDY_SPACE = SearchSpace.from_bounds(STUDY_BOUNDS)
+# the grids' runs: the refinement may step past the grid's span (1.4 x 0.1)
+GRID_BOUNDS = Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)
 
 
 def _label(t: TrialResult, f_star: float, best_score: float) -> str:
@@ -45,7 +47,7 @@ def _label(t: TrialResult, f_star: float, best_score: float) -> str:
 def _cfg(out: Path, function: str, x0, max_iter: int, budget: int, method: str, seed: int,
          model: ModelSettings | None = None, prompt: str = "paper") -> SessionConfig:
     return SessionConfig(evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=max_iter, budget=budget,
-                                                   bounds=STUDY_BOUNDS if method in ("random", "llm") else Bounds()),
+                                                   bounds=STUDY_BOUNDS if method in ("random", "llm") else GRID_BOUNDS),
                          model=model or ModelSettings(), prompt=prompt, seed=seed, method=method,
                          x0_spec="random" if method in ("random", "llm") else "paper", runs_dir=out / "runs")
 

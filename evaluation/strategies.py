@@ -21,6 +21,9 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from agent.gbnf import SCI_FLOOR_EXP
+from tools.trials import Bounds
+
 STUDY_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
 STUDY_BETAS = (0.0, 0.5, 0.9)
 REFINE_ALPHA_FACTORS = (0.8, 1.0, 1.2, 1.4)
@@ -29,10 +32,24 @@ REFINE_BETA_OFFSETS = (-0.03, 0.0, 0.03)
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The box every classical method searches: log10(alpha) x beta."""
+    """The box every classical method searches: log10(alpha) x beta. By default the
+    allowed ranges of the session (tools.trials.Bounds), so that every method of a study,
+    the agents included, searches the same box."""
 
-    log10_alpha: tuple[float, float] = (-5.0, 0.0)
-    beta: tuple[float, float] = (0.0, 0.99)
+    log10_alpha: tuple[float, float] = (math.log10(Bounds().alpha_min), math.log10(Bounds().alpha_max))
+    beta: tuple[float, float] = (Bounds().beta_min, Bounds().beta_max)
+
+    @staticmethod
+    def from_bounds(bounds: Bounds) -> "SearchSpace":
+        """The box of `bounds`; a range open at 0 starts at SCI_FLOOR_EXP's decade, and beta
+        stops short of 1 (gradient descent needs beta < 1)."""
+        lo = bounds.alpha_min if bounds.alpha_min > 0 else 10.0**SCI_FLOOR_EXP
+        return SearchSpace((math.log10(lo), math.log10(bounds.alpha_max)),
+                           (bounds.beta_min, min(bounds.beta_max, 0.99)))
+
+    def contains(self, alpha: float, beta: float) -> bool:
+        return (10.0 ** self.log10_alpha[0] <= alpha <= 10.0 ** self.log10_alpha[1]
+                and self.beta[0] <= beta <= self.beta[1])
 
     @property
     def lows(self) -> np.ndarray:
@@ -172,14 +189,15 @@ class GridSearch(Strategy):
         return min(self.results, key=lambda r: r[2]) if self.results else None
 
 
-def refinement_points(alpha: float, beta: float) -> list[tuple[float, float]]:
+def refinement_points(alpha: float, beta: float, space: SearchSpace | None = None) -> list[tuple[float, float]]:
     """docs/protocol.md: alpha in {0.8, 1.0, 1.2, 1.4} x alpha*, beta in {beta* - 0.03, beta*,
-    beta* + 0.03}, dropping betas outside [0, 1) and alphas above 1."""
+    beta* + 0.03}, dropping betas outside [0, 1) and alphas above 1, and with a `space`,
+    points outside it."""
     pts = []
     for f in REFINE_ALPHA_FACTORS:
         for d in REFINE_BETA_OFFSETS:
             a, b = alpha * f, round(beta + d, 10)
-            if 0.0 <= b < 1.0 and 0.0 < a <= 1.0:
+            if 0.0 <= b < 1.0 and 0.0 < a <= 1.0 and (space is None or space.contains(a, b)):
                 pts.append((a, b))
     return pts
 
@@ -192,10 +210,11 @@ class RefinedGrid(Strategy):
 
     @classmethod
     def create(cls, ctx: StrategyContext) -> "RefinedGrid":
-        return cls(budget=ctx.budget)
+        return cls(budget=ctx.budget, space=ctx.space)
 
-    def __init__(self, budget: int | None = None) -> None:
+    def __init__(self, budget: int | None = None, space: SearchSpace | None = None) -> None:
         self.grid = GridSearch(budget=budget)
+        self.space = space
         self._refine: list[tuple[float, float]] | None = None
 
     def ask(self) -> tuple[float, float] | None:
@@ -205,7 +224,7 @@ class RefinedGrid(Strategy):
         if self._refine is None:
             best = self.grid.best()
             self._refine = [] if best is None else [
-                q for q in refinement_points(best[0], best[1]) if q != (best[0], best[1])]
+                q for q in refinement_points(best[0], best[1], self.space) if q != (best[0], best[1])]
         return self._refine.pop(0) if self._refine else None
 
     def tell(self, alpha: float, beta: float, score: float) -> None:

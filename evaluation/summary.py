@@ -35,7 +35,14 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
             iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
             med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
             finite = vals[np.isfinite(vals)]
+            proposals = [p for c in cells for p in c["proposals"]]  # charged: (alpha, beta, score, source)
+            charged = len(proposals)
+            repeated = sum(c["row"]["repeated"] or 0 for c in cells)
             per[m] = {
+                # shares of what the method proposed: charged trials that diverged, and
+                # proposals that repeated a tried configuration (answered free)
+                "diverged_share": sum(p[2] >= DIVERGED_SCORE for p in proposals) / charged if charged else None,
+                "repeat_share": repeated / (charged + repeated) if charged + repeated else None,
                 "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),
                 "mean": float(finite.mean()) if finite.size else None,
                 "median": float(np.median(finite)) if finite.size else None,
@@ -66,6 +73,10 @@ def _num(v: float | None, spec: str = ".4g") -> str:
     return fmt_cell(v, spec, missing="n/a")
 
 
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f} %"
+
+
 def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], seconds: float | None = None) -> Path:
     labels = [a.label for a in cfg.arms()]
     models = [m.model for m in cfg.models]
@@ -75,8 +86,9 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
              + (f", model{'s' if len(models) > 1 else ''} {', '.join(models)}" if cfg.uses_llm else "")
              + (f", prompt{'s' if len(cfg.prompts) > 1 else ''} {', '.join(cfg.prompts)}"
                 if AGENT_METHOD in cfg.methods else "") + ".",
-             "Best value: f(x_final) of each cell's best trial (lowest score). Wins: seeds on which the "
-             "row's method scored strictly lower than the column's.", ""]
+             "Best value: f(x_final) of each cell's best trial (lowest score). Diverged trials: share of the "
+             "charged trials that diverged; repeats: share of the proposals that repeated a tried configuration "
+             "(answered free). Wins: seeds on which the row's method scored strictly lower than the column's.", ""]
     if seconds is not None:
         lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
     ran_on = sorted({f"{e.get('backend')} on {e.get('host') or e.get('node')}" for e in _executors(cfg) if e})
@@ -85,13 +97,15 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
     for f, per in summary.items():
         others = labels
         lines += [f"## {f}", "",
-                  "| method | mean best value | median | std | diverged | mean iterations | mean tokens | cost (USD) | "
+                  "| method | mean best value | median | std | cells without a finite trial | diverged trials "
+                  "| repeats | mean iterations | mean tokens | cost (USD) | "
                   + " | ".join(f"wins vs {o}" for o in others) + " |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others)]
         for m in labels:
             s = per[m]
             wins = " | ".join("-" if o == m else str(s["wins"][o]) for o in others)
             lines.append(f"| {m} | {_num(s['mean'])} | {_num(s['median'])} | {_num(s['std'])} | {s['diverged']} | "
+                         f"{_pct(s['diverged_share'])} | {_pct(s['repeat_share'])} | "
                          f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | "
                          f"{_num(s['cost_usd'], '.4f')} | {wins} |")
         k_max = max(len(per[m]["anytime_median"]) for m in labels)

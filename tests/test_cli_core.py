@@ -78,7 +78,8 @@ def test_sweep_writes_png_and_data(tmp_path, capsys):
 
 
 def test_bench_json_small(capsys):
-    code, out, err = run_cli(capsys, "bench", "--configs", "200", "--max-iter", "200", "--repeats", "1", "--json")
+    code, out, err = run_cli(capsys, "bench", "--configs", "200", "--max-iter", "200", "--repeats", "1", "--no-model",
+                             "--json")
     assert code == 0, err
     d = json.loads(out)
     assert d["identical_results"] is True

@@ -23,10 +23,10 @@ def test_budget_cache_and_counts():
     r2 = ev.evaluate(1e-3, 0.9, source="t")
     assert r2.repeat and not r2.charged and r2.repeat_of == 1 and r2.budget_left == 2
     assert r2.final_value == r1.final_value and r2.score == r1.score
-    with pytest.raises(InvalidProposal, match=r"outside the allowed range \(0, 1\]"):
+    with pytest.raises(InvalidProposal, match=r"outside the allowed range \[1e-4, 1e-1\]"):
         ev.evaluate(2.0, 0.5)
     ev.evaluate(1e-4, 0.5)
-    ev.evaluate(0.9, 0.9)  # diverges: still charged
+    ev.evaluate(0.09, 0.9)  # diverges: still charged
     assert ev.exhausted and ev.budget_left == 0
     with pytest.raises(BudgetExhausted):
         ev.evaluate(1e-3, 0.9)  # even a repeat is refused once the budget is spent
@@ -46,7 +46,8 @@ def test_budget_cache_and_counts():
     (float("nan"), 0.5, "finite"),
     ("fast", 0.5, "valid number"),
     (None, 0.5, "valid number"),
-    (0.01, 1.0, "momentum=1.0 is outside the allowed range [0, 1)"),
+    (0.01, 1.0, "momentum=1.0 is outside the allowed range [0, 0.99]"),
+    (0.5, 0.5, "learning_rate=0.5 is outside the allowed range [1e-4, 1e-1]"),
     (0.01, -0.2, "momentum=-0.2"),
     (0.01, float("inf"), "finite"),
 ])
@@ -60,7 +61,7 @@ def test_invalid_proposals_are_typed_and_not_charged(alpha, beta, msg):
 
 def test_configurable_bounds():
     ev = Evaluator(EvaluatorConfig(budget=2, bounds=Bounds(alpha_min=1e-4, alpha_max=1e-2, beta_max=0.95)))
-    with pytest.raises(InvalidProposal, match=r"\[0.0001, 0.01\]"):
+    with pytest.raises(InvalidProposal, match=r"\[1e-4, 1e-2\]"):
         ev.evaluate(0.05, 0.5)
     with pytest.raises(InvalidProposal, match=r"\[0, 0.95\]"):
         ev.evaluate(1e-3, 0.97)

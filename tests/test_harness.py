@@ -14,7 +14,7 @@ from evaluation.runner import run_strategy
 from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
                                    TPEStrategy, centaur_schedule, refinement_points)
 from tests.fakes import ScriptedChatModel
-from tools.formatting import fmt_param
+from tools.formatting import fmt_lr, fmt_param
 from tools.trials import EvaluatorConfig
 
 
@@ -39,6 +39,26 @@ def test_refinement_follows_protocol():
     # betas outside [0, 1) are dropped
     assert {b for _, b in refinement_points(1e-3, 0.0)} == {0.0, 0.03}
     assert all(b < 1 for _, b in refinement_points(1e-3, 0.98))
+
+
+def test_every_method_searches_the_allowed_ranges():
+    """One box for all: the classical methods' default space is the sessions' default
+    bounds (alpha in [1e-4, 0.1] on a log scale, beta in [0, 0.99]), and refinement points
+    outside a space are dropped."""
+    from tools.trials import Bounds
+
+    space = SearchSpace()
+    assert space == SearchSpace.from_bounds(Bounds())
+    assert space.log10_alpha == (-4.0, -1.0) and space.beta == (0.0, 0.99)
+    assert SearchSpace.from_bounds(Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)) == SearchSpace((-6.0, 0.0), (0.0, 0.99))
+    assert max(a for a, _ in refinement_points(0.1, 0.5)) == pytest.approx(0.14)  # no space: only alpha <= 1
+    assert max(a for a, _ in refinement_points(0.1, 0.5, space)) == 0.1  # 1.2 and 1.4 x 0.1 fall outside
+    for s in range(3):  # every strategy's proposals fall inside the bounds
+        for strat in (RandomSearch(space, seed=s), CMAESStrategy(space, seed=s)):
+            for _ in range(12):
+                a, b = strat.ask()
+                assert Bounds().check(a, b) is None
+                strat.tell(a, b, 1.0)
 
 
 def test_refined_spends_grid_then_refines_around_its_best(tmp_path):
@@ -118,7 +138,7 @@ def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_pa
         assert f"Trials so far: {k} of {budget}." in text
         assert f"sigma: {st['sigma']:.4g}" in text
         a, b = st["suggestion"]
-        assert f"suggestion: learning_rate={fmt_param(a)}, momentum={fmt_param(b)}" in text
+        assert f"suggestion: learning_rate={fmt_lr(a)}, momentum={fmt_param(b)}" in text
         assert len(st["history"]) == k  # every earlier result was told to CMA-ES first
     assert states[0]["sigma"] != states[-1]["sigma"]  # CMA-ES moved between the calls
     man = json.loads((Path(r.run_dir) / "manifest.json").read_text())

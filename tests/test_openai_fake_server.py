@@ -52,7 +52,7 @@ def test_transient_faults_are_retried_and_session_completes(tmp_path, monkeypatc
     assert req["path"].endswith("/chat/completions")
     assert {k.lower(): v for k, v in req["headers"].items()}["authorization"] == f"Bearer {KEY}"
     assert req["body"]["tools"][0]["function"]["name"] == "run_momentum_gd"
-    assert req["body"]["tools"][0]["function"]["parameters"]["properties"]["momentum"]["exclusiveMaximum"] == 1
+    assert req["body"]["tools"][0]["function"]["parameters"]["properties"]["momentum"]["maximum"] == 0.99
     # one tool offered: the call is forced by naming it (more servers take that than "required")
     assert req["body"]["tool_choice"] == {"type": "function", "function": {"name": "run_momentum_gd"}}
     fin = trace(r)[-1]

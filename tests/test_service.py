@@ -152,6 +152,7 @@ def test_an_llm_session_cancelled_midway_resumes_to_its_end(served):
     ({"method": "cmaes", "function": "rosenbrock", "budget": "many"}, "budget"),
     ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "temperature": 9}, "temperature"),
     ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "surprise": 1}, "surprise"),
+    ({"method": "llm", "function": "rosenbrock", "budget": 3, "model": "gguf:/etc/passwd"}, "model"),
 ])
 def test_bad_session_bodies_name_the_field_and_the_reason(served, body, field):
     r = httpx.post(served.url + "/api/sessions", json=body)

@@ -25,7 +25,7 @@ def test_scripted_session_counts_and_trace(tmp_path):
         call("fast", 0.5),        # wrong type: invalid
         call(1e-3, 0.9),          # repeat: free
         call(1e-4, 0.5),          # charged
-        call(0.9, 0.9),           # charged (diverges), budget now spent
+        call(0.09, 0.9),          # charged (diverges), budget now spent
         final(1e-3, 0.9, "trial 1 was best"),
     ])
     r = run_session(cfg(tmp_path), chat_model=model)
@@ -132,3 +132,42 @@ def test_interrupted_session_keeps_a_complete_trace_and_cli_exits_130(tmp_path, 
     assert code == 130 and d["stop_reason"] == "interrupted" and d["trials_charged"] == 1
     last = events(d["run_dir"])[-1]
     assert last["event"] == "session_finished" and last["stop_reason"] == "interrupted"
+
+
+def test_a_local_model_gets_the_state_alone_and_the_configurations_to_avoid(tmp_path):
+    """The embedded model's turns (compact): the system prompt and one message carrying the
+    trials, nothing of the conversation; the tried configurations as `avoid`; the final
+    message from the template's final part, with the table."""
+    seen = []
+
+    def spy(answer):
+        def step(messages, kwargs):
+            seen.append(([type(m).__name__ for m in messages], messages[-1].content))
+            return answer
+        return step
+
+    model = ScriptedChatModel(script=[spy(call(1e-3, 0.9)), spy(call(1e-4, 0.5)), spy(final(1e-3, 0.9, "trial 1 was best"))])
+    r = run_session(cfg(tmp_path, budget=2, model=ModelSettings(model="local")), chat_model=model)
+    assert r.trials_charged == 2
+    assert [kinds for kinds, _ in seen] == [["SystemMessage", "HumanMessage"]] * 3
+    avoid = [b.get("avoid") for b in model.bindings]
+    assert not avoid[0] and avoid[1] == [{"learning_rate": 1e-3, "momentum": 0.9}]
+    assert avoid[2] is None  # the final answer may (and should) name a tried configuration
+    last = seen[2][1]
+    assert "1 | 1e-3 | 0.9 |" in last and "2 | 1e-4 | 0.5 |" in last and "Call FinalAnswer" in last
+
+
+def test_a_remote_model_gets_the_whole_conversation_and_no_avoid_list(tmp_path):
+    seen = []
+
+    def spy(answer):
+        def step(messages, kwargs):
+            seen.append([type(m).__name__ for m in messages])
+            return answer
+        return step
+
+    model = ScriptedChatModel(script=[spy(call(1e-3, 0.9)), spy(call(1e-4, 0.5)), spy(final(1e-3, 0.9))])
+    run_session(cfg(tmp_path, budget=2, model=ModelSettings(model="openai:x", base_url="http://127.0.0.1:9/v1")),
+                chat_model=model)
+    assert seen[1] == ["SystemMessage", "HumanMessage", "AIMessage", "ToolMessage", "HumanMessage"]
+    assert not any("avoid" in b for b in model.bindings)

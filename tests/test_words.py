@@ -73,7 +73,7 @@ FINAL = {"name": "FinalAnswer", "args": {"learning_rate": 1e-3, "momentum": 0.9,
 
 
 def test_a_session_where_every_trial_diverged_says_so_and_what_to_try(tmp_path, capsys):
-    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path)], model_factory=scripted(gd(0.5, 0.9), gd(0.9, 0.5), FINAL))
+    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path)], model_factory=scripted(gd(0.05, 0.9), gd(0.09, 0.5), FINAL))
     out = capsys.readouterr().out
     assert code == 0
     assert "note   every trial diverged: the learning rates tried are too large for rosenbrock" in out
@@ -128,9 +128,9 @@ def test_an_interrupted_session_ends_with_its_resume_command_and_resumes_like_a_
 
 
 def test_a_junk_rationale_and_a_diverged_recommendation_are_not_reported_as_they_came(tmp_path, capsys):
-    junk = {"name": "FinalAnswer", "args": {"learning_rate": 0.5, "momentum": 0.9, "rationale": "},"}}
+    junk = {"name": "FinalAnswer", "args": {"learning_rate": 0.05, "momentum": 0.9, "rationale": "},"}}
     code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path), "--json"],
-                model_factory=scripted(gd(1e-3, 0.9), gd(0.5, 0.9), junk))
+                model_factory=scripted(gd(1e-3, 0.9), gd(0.05, 0.9), junk))
     d = json.loads(capsys.readouterr().out)
     rec = d["recommendation"]
     assert code == 0 and (rec["learning_rate"], rec["momentum"]) == (1e-3, 0.9)  # the best trial, not the diverged one

@@ -1,4 +1,4 @@
-"""The kernel's commands: `functions`, `gd`, `bench`.
+"""The kernel's commands: `functions`, `gd`, and the kernel part of `bench`.
 
 Heavy imports (numba through tools.momentum, rich) happen inside the commands, so the
 root app can be built without loading them.
@@ -147,15 +147,10 @@ def gd(
     print(f"  x_final    ({xs})   distance to optimum {dist}")
 
 
-@app.command(short_help="Kernel speed: ns per iteration, batch throughput, ratios.")
-def bench(
-    configs: Annotated[int, typer.Option("--configs", min=100, help="batch size for the throughput rows")] = 100_000,
-    max_iter: Annotated[int, typer.Option("--max-iter", min=10, help="iteration cap T of the batch runs")] = DEFAULT_MAX_ITER,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="timings per row; the fastest is kept")] = 3,
-    no_numpy: Annotated[bool, typer.Option("--no-numpy", help="skip the (slow) NumPy reference")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Measure the kernel: ns per iteration and batch throughput, with ratios."""
+def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_json: bool) -> dict:
+    """Measure the kernel: ns per iteration and batch throughput, with ratios. Prints the
+    tables unless `as_json`; returns the figures (the `tuneloop bench` command, which also
+    times the local model's decoding, lives on the agent floor)."""
     from rich.console import Console
 
     from tools import bench as b
@@ -174,13 +169,13 @@ def bench(
     finally:
         status.stop()
     ref = rows[-1].updates_per_s if not no_numpy else rows[1].updates_per_s
+    figures = dict(
+        single_ns_per_iter=single, threads=threads, identical_results=same,
+        batch=[dict(name=r.name, seconds=r.seconds, configs_per_s=r.configs_per_s,
+                    updates_per_s=r.updates_per_s, ratio=r.updates_per_s / ref) for r in rows],
+    )
     if as_json:
-        print(json.dumps(dict(
-            single_ns_per_iter=single, threads=threads, identical_results=same,
-            batch=[dict(name=r.name, seconds=r.seconds, configs_per_s=r.configs_per_s,
-                        updates_per_s=r.updates_per_s, ratio=r.updates_per_s / ref) for r in rows],
-        )))
-        return
+        return figures
     from rich.table import Table
 
     con = console()
@@ -199,3 +194,4 @@ def bench(
                    f"{r.updates_per_s / ref:.1f}")
     con.print(t2)
     con.print(f"all paths give identical iterations and statuses: {same}")
+    return figures

@@ -59,6 +59,23 @@ def fmt_sci(v: float) -> str:
     return f"{mantissa}e{int(exp)}"
 
 
+def fmt_lr(v: float) -> str:
+    """A learning rate as prompts show it: scientific notation, shortest exact form up to
+    PARAM_DIGITS significant digits, so every decade reads alike (1e-4 ... 1e-1) and a
+    model writes back what it read (the embedded model writes this notation).
+
+    >>> fmt_lr(1e-3), fmt_lr(0.0015), fmt_lr(0.1), fmt_lr(0.0013130280280658597), fmt_lr(1.0)
+    ('1e-3', '1.5e-3', '1e-1', '1.31303e-3', '1e0')
+    """
+    if v == 0 or v != v or v in (float("inf"), float("-inf")):
+        return fmt_param(v)
+    for digits in range(PARAM_DIGITS):
+        mantissa, exp = f"{v:.{digits}e}".split("e")
+        if float(f"{mantissa}e{exp}") == v or digits == PARAM_DIGITS - 1:
+            return f"{mantissa}e{int(exp)}"
+    raise AssertionError("unreachable")
+
+
 def fmt_cell(v: Any, spec: str = ".4g", missing: str = "-") -> str:
     """A table cell: `missing` for None, floats with `spec`, anything else as str."""
     if v is None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tools import momentum
-from tools.formatting import finite_or_none
+from tools.formatting import finite_or_none, fmt_lr
 from tools.objectives import get_objective
 from tools.scoring import score as score_run
 
@@ -43,13 +43,18 @@ class BudgetExhausted(TrialError):
 
 
 class Bounds(BaseModel):
-    """Allowed ranges. alpha must also be > 0 and beta < 1, whatever the bounds say."""
+    """Allowed ranges. alpha must also be > 0 and beta < 1, whatever the bounds say.
+
+    The default, alpha in [1e-4, 0.1] and beta in [0, 0.99], is the study's range (the
+    span of its grid): wide enough for every built-in objective's good region, and
+    without the decades above 0.1 where gradient descent with momentum diverges on all of
+    them. Learning rates are searched on a log scale (see SearchSpace)."""
 
     model_config = ConfigDict(frozen=True)
-    alpha_min: float = 0.0
-    alpha_max: float = 1.0
+    alpha_min: float = 1e-4
+    alpha_max: float = 0.1
     beta_min: float = 0.0
-    beta_max: float = 1.0
+    beta_max: float = 0.99
 
     @model_validator(mode="after")
     def _ordered(self) -> "Bounds":
@@ -60,8 +65,8 @@ class Bounds(BaseModel):
         return self
 
     def alpha_text(self) -> str:
-        lo = "(0" if self.alpha_min == 0.0 else f"[{self.alpha_min:g}"
-        return f"{lo}, {self.alpha_max:g}]"
+        lo = "(0" if self.alpha_min == 0.0 else f"[{fmt_lr(self.alpha_min)}"
+        return f"{lo}, {fmt_lr(self.alpha_max)}]"
 
     def beta_text(self) -> str:
         hi = "1)" if self.beta_max == 1.0 else f"{self.beta_max:g}]"

@@ -51,6 +51,14 @@ class SessionRequest(BaseModel):
     def _known_function(cls, v: str) -> str:
         return builtin_objective(v)
 
+    @field_validator("model")
+    @classmethod
+    def _no_local_files(cls, v: str) -> str:
+        # a path would make the server load any file it can read: gguf:PATH is the CLI's
+        if v.strip().startswith("gguf:"):
+            raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
+        return v
+
     @field_validator("x0")
     @classmethod
     def _start(cls, v):

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent.models import ModelFactory, make_chat_model
+from agent.models import ModelFactory, is_local, make_chat_model
 from evaluation.service.schemas import SessionRequest, SessionRow
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
@@ -143,7 +143,7 @@ class SessionManager:
     def _model_slot(self, model: str | None):
         from contextlib import nullcontext
 
-        return self.local_model if model == "local" or (model or "").startswith("gguf:") else nullcontext()
+        return self.local_model if is_local(model or "") else nullcontext()
 
     # ------------------------------------------------------------------ status
     def status_of(self, session_id: str, trace=None) -> str:
