@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,11 @@ from agent.gbnf import number_sentences
 from tools.files import atomic_write_text
 
 NUMBER_CHARS = frozenset("0123456789.e-,}")  # a number's characters and the terminators after it
-CACHE_VERSION = 2
+NUMBER_TOKENS = 12  # a number of the decoding language takes at most 7 tokens and its terminator
+STRING_TOKENS = 48  # a rationale: a sentence or two (each token is a model step)
+STRING_SENTENCES = 1  # ... closed at the end of its first sentence
+SENTENCE_END = re.compile(r"\w[.!?](\s|$)")
+CACHE_VERSION = 3
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -108,6 +113,7 @@ class Vocabulary:
         n = llama.n_vocab()
         number: dict[str, int] = {}  # piece -> its token (byte tokens such as <0x2C> repeat ',')
         string_ok = np.zeros(n, dtype=bool)
+        quote: int | None = None
         for i in range(n):
             raw = llama.detokenize([i])
             try:
@@ -120,13 +126,20 @@ class Vocabulary:
                 number.setdefault(piece, i)
             if not any(c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F for c in piece):
                 string_ok[i] = True
+            if piece == '"' and quote is None:
+                quote = i
         for piece in number:  # prefer the token the tokenizer itself uses for the piece
             ids = llama.tokenize(piece.encode(), add_bos=False, special=False)
-            if len(ids) == 1:
+            # (a SentencePiece tokenizer that adds a leading space returns " 1" for "1": not it)
+            if len(ids) == 1 and llama.detokenize([int(ids[0])]) == piece.encode():
                 number[piece] = int(ids[0])
-        quote = llama.tokenize(b'"', add_bos=False, special=False)
+        ids = llama.tokenize(b'"', add_bos=False, special=False)
+        if len(ids) == 1 and llama.detokenize([int(ids[0])]) == b'"':
+            quote = int(ids[0])
+        if quote is None:
+            raise ValueError("the model's vocabulary has no '\"' token")
         return Vocabulary(np.array(list(number.values()), dtype=np.int64), list(number),
-                          np.flatnonzero(string_ok), int(quote[0]))
+                          np.flatnonzero(string_ok), quote)
 
     def to_json(self) -> str:
         mask = np.zeros(int(self.string_ids.max()) + 1 if len(self.string_ids) else 0, dtype=bool)
@@ -214,8 +227,7 @@ class ConstrainedDecoder:
         self.generated = 0
         self._context = 0  # tokens in llama.cpp's context after our last step
         self._synced = False  # is the context exactly prompt + reply?
-        with _LOCKS_GUARD:
-            self.lock = _LOCKS.setdefault(id(llama), threading.Lock())
+        self.lock = lock_for(llama)
 
     def write(self, text: str) -> None:
         """Fixed text of the reply (keys, punctuation): evaluated, never sampled."""
@@ -257,6 +269,9 @@ class ConstrainedDecoder:
         return np.ctypeslib.as_array(ptr, shape=(self.llama.n_vocab(),)).copy()
 
     def _step(self, ids: np.ndarray) -> str:
+        if len(ids) == 0:  # the vocabulary cannot write the value's next character
+            raise ValueError("constrained decoding found no token for the value's next character "
+                             f"after {self.reply[-20:]!r}: this model's vocabulary does not suit it")
         if len(ids) == 1:  # only one way on: written, no model step
             piece = self.llama.detokenize([int(ids[0])]).decode("utf-8")
             self.write(piece)
@@ -282,9 +297,10 @@ class ConstrainedDecoder:
                 return value[: -len(terminator)]
         return None
 
-    def string(self, max_tokens: int) -> str:
+    def string(self, max_tokens: int, sentences: int = 0) -> str:
         """The model writes a JSON string's text (the opening quote already written) and
-        closes it; after max_tokens we close it."""
+        closes it; we close it after max_tokens, or with `sentences` > 0 at the end of
+        that many sentences (each token is a model step: a rationale needs few)."""
         ids = np.append(self.vocab.string_ids, self.vocab.quote_id)
         out = ""
         for _ in range(max_tokens):
@@ -292,6 +308,8 @@ class ConstrainedDecoder:
             if piece == '"':
                 return out
             out += piece
+            if sentences and len(SENTENCE_END.findall(out)) >= sentences:
+                break
         self.write('"')
         return out
 
@@ -301,8 +319,16 @@ def number_supported(prop: dict) -> bool:
     return prop.get("type") == "string" or number_sentences(prop) is not None
 
 
+def lock_for(llama: Any) -> threading.Lock:
+    """The lock of a llama.cpp instance: its KV cache is shared state, so one call at a
+    time (sessions, the preloading thread, llama.cpp's own completions)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(id(llama), threading.Lock())
+
+
 def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, seed: int, sampling: Sampling,
-                     max_tokens: int, avoid: list[dict] = (), string_tokens: int = 48, number_tokens: int = 12):
+                     max_tokens: int, avoid: list[dict] = (), string_tokens: int = STRING_TOKENS,
+                     number_tokens: int = NUMBER_TOKENS):
     """A tool call's arguments object written after `prompt`: keys and punctuation by us,
     each value by the model under its mask. `avoid`: argument sets never to complete
     (configurations already tried). Returns (the object's text, Evaluated, tokens the
@@ -319,7 +345,7 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
             decoder.write(f'"{name}": ')
             if prop.get("type") == "string":
                 decoder.write('"')
-                decoder.string(min(left, string_tokens))
+                decoder.string(min(left, string_tokens), sentences=STRING_SENTENCES)
                 decoder.write("}" if last else ", ")
                 continue
             value = decoder.number(prop, "}" if last else ",", min(left, number_tokens),

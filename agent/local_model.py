@@ -9,7 +9,8 @@ tool choice), so this is a small BaseChatModel of our own:
     (agent/decoding.py): a number from the bounded language of agent/gbnf.py, or a
     string's text, so even a 270M model always emits a well-formed call inside the
     bounds, at about the unconstrained token rate. With `avoid` (passed by
-    TurnMiddleware) it never completes a configuration already tried;
+    TurnMiddleware) it does not complete a configuration already tried (unless every
+    value of the last one was tried with the others);
   - a free choice between tools and text goes through llama.cpp's grammar sampler;
   - token usage goes into usage_metadata, with the prompt tokens reused from the KV
     cache as input_token_details.cache_read;
@@ -20,6 +21,7 @@ folded into the first user turn (Gemma has no system role). A user's GGUF brings
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -32,13 +34,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from agent.decoding import Sampling, decode_arguments, number_supported, vocabulary
+from agent.decoding import Sampling, decode_arguments, lock_for, number_supported, vocabulary
 from agent.gbnf import object_gbnf, tool_call_schema
 from agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, embedded_file, file_template, fold_system, format_chat, load_llama
 
 MODEL_NAME = EMBEDDED_NAME
-NUMBER_TOKENS = 12  # a number of the decoding language takes at most 7 tokens and its terminator
-STRING_TOKENS = 48  # a rationale: a sentence or two (each token is a model step)
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,7 +113,7 @@ class LocalChatModel(BaseChatModel):
     seed: int = 0
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int | None = None
-    top_p: float = 0.95
+    top_p: float = Sampling.top_p
     model_name: str = Field(default=MODEL_NAME)
     _n_calls: int = PrivateAttr(default=0)
 
@@ -172,8 +172,9 @@ class LocalChatModel(BaseChatModel):
         # top-p / min-p filters: they act before temperature, so on a peaked distribution
         # they would otherwise keep proposing the same digits however hot the sampling.
         explore = temperature > self.temperature
-        sampling = Sampling(temperature=temperature, top_k=0 if explore else 40,
-                            top_p=1.0 if explore else self.top_p, min_p=0.0 if explore else 0.05)
+        sampling = Sampling(temperature=temperature, top_p=self.top_p)
+        if explore:
+            sampling = dataclasses.replace(sampling, top_k=0, top_p=1.0, min_p=0.0)
         seed = self._seed_for(chat, temperature)
         props = (schema or {}).get("properties") or {}
         if prefix and props and all(number_supported(p) for p in props.values()):
@@ -181,15 +182,16 @@ class LocalChatModel(BaseChatModel):
             # is known): the message gets the name back here
             args, tokens, out_tok, finish = decode_arguments(
                 llama, vocabulary(llama, self._path()), prompt, props, seed, sampling, max_tokens,
-                avoid=kwargs.get("avoid") or [], string_tokens=STRING_TOKENS, number_tokens=NUMBER_TOKENS)
+                avoid=kwargs.get("avoid") or [])
             text = prefix + args + "}"
             in_tok, cached = tokens.sent, tokens.cached
         else:  # free choice between tools and text, or a schema the masks do not cover
-            out = llama.create_completion(
-                prompt + prefix, seed=seed, temperature=sampling.temperature, top_p=sampling.top_p,
-                min_p=sampling.min_p, top_k=sampling.top_k, max_tokens=max_tokens,
-                stop=["<end_of_turn>", *(stop or [])],
-                grammar=grammar_for(json.dumps(schema, sort_keys=True)) if schema else None)
+            with lock_for(llama):
+                out = llama.create_completion(
+                    prompt + prefix, seed=seed, temperature=sampling.temperature, top_p=sampling.top_p,
+                    min_p=sampling.min_p, top_k=sampling.top_k, max_tokens=max_tokens,
+                    stop=["<end_of_turn>", *(stop or [])],
+                    grammar=grammar_for(json.dumps(schema, sort_keys=True)) if schema else None)
             text = prefix + (out["choices"][0].get("text") or "") + ("}" if prefix else "")
             usage = out.get("usage") or {}
             in_tok, out_tok, cached = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), 0

@@ -32,11 +32,11 @@ class TurnMiddleware(AgentMiddleware):
     - with `compact=True` (the small embedded model) the conversation is not sent at all:
       the per-turn message alone carries the state (trials, incumbent, budget), after the
       system prompt. A 270M model otherwise copies its own earlier calls from the
-      context, and every token sent costs it about 5 ms to read, so a stable system
+      context, and every token sent costs it about 4 ms to read, so a stable system
       prompt (reused from llama.cpp's cache) and one fresh message are all it gets;
     - with `avoid_repeats=True` (the embedded model, whose decoder can honour it) every
       configuration tried so far is passed to the model as `avoid`, and its constrained
-      decoder never completes one of them: a repeat costs a model call and teaches
+      decoder does not complete one of them: a repeat costs a model call and teaches
       nothing.
     """
 
@@ -44,6 +44,7 @@ class TurnMiddleware(AgentMiddleware):
                  repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False,
                  avoid_repeats: bool = False, usage: Usage | None = None,
                  render_final: Callable[[], str] = lambda: FINAL_INSTRUCTION) -> None:
+        # render_final: the session passes its template's final part (with the state)
         super().__init__()
         self.ev = evaluator
         self.usage = usage

@@ -17,12 +17,12 @@ import json
 import time
 from dataclasses import dataclass
 
-from agent.decoding import Sampling, decode_arguments, vocabulary
+from agent.decoding import Sampling, decode_arguments, lock_for, vocabulary
 from agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
 from tools.trials import Bounds
 
 PROMPT = ("You are tuning gradient descent with momentum on the Rosenbrock function. Propose a learning rate "
-          "in [1e-4, 1e-1] and a momentum in [0, 0.99] as a JSON object.")
+          f"in {Bounds().alpha_text()} and a momentum in {Bounds().beta_text()} as a JSON object.")
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,16 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
             tokens, sampled = tokens + count(text), sampled + n
         return DecodeRow(name, time.perf_counter() - t0, tokens, sampled, calls)
 
+    s = Sampling()  # the same sampling every way
+
     def completion(i: int, **kw) -> tuple[str, int]:
-        out = llama.create_completion(prompt, seed=1000 + i, temperature=1.0, top_k=40, top_p=0.95, min_p=0.05, **kw)
+        with lock_for(llama):
+            out = llama.create_completion(prompt, seed=1000 + i, temperature=s.temperature, top_k=s.top_k,
+                                          top_p=s.top_p, min_p=s.min_p, **kw)
         return out["choices"][0]["text"], int(out["usage"]["completion_tokens"])
 
     def masked(i: int) -> tuple[str, int]:
-        text, _, sampled, _ = decode_arguments(llama, vocab, prompt, props, 1000 + i, Sampling(), max_tokens=64)
+        text, _, sampled, _ = decode_arguments(llama, vocab, prompt, props, 1000 + i, s, max_tokens=64)
         return text, sampled
 
     rows = [

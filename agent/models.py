@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, Field
 
+from agent.gguf import DEFAULT_N_CTX, is_local
+
 if TYPE_CHECKING:  # LangChain takes a second to import: not needed to read settings
     from langchain_core.language_models.chat_models import BaseChatModel
 
@@ -33,7 +35,7 @@ class ModelSettings(BaseModel):
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_total_s: float = Field(default=120.0, gt=0)
     n_threads: int | None = Field(default=None, ge=1)  # local models only; None: every core
-    n_ctx: int = Field(default=8192, ge=512, le=131072)  # local models only: context tokens
+    n_ctx: int = Field(default=DEFAULT_N_CTX, ge=512, le=131072)  # local models only: context tokens
     rpm: float | None = Field(default=None, gt=0)  # requests per minute, shared by a process's sessions
     tpm: float | None = Field(default=None, gt=0)  # tokens per minute, likewise
     price_in: float | None = Field(default=None, ge=0)  # USD per 1M input tokens (else the built-in table)
@@ -54,7 +56,7 @@ def api_key_for(settings: ModelSettings) -> str | None:
 
 def make_chat_model(settings: ModelSettings) -> BaseChatModel:
     spec = settings.model.strip()
-    if spec == "local" or spec.startswith("gguf:"):
+    if is_local(spec):
         path = local_model_path(spec)
         from agent.local_model import LocalChatModel
 
@@ -79,11 +81,6 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         return CompatChatOpenAI(**kwargs)
     raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file) or 'openai:<model>' "
                     "(e.g. openai:gpt-4o-mini)")
-
-
-def is_local(spec: str) -> bool:
-    """A model run in this process by llama.cpp: `local` (embedded) or `gguf:PATH`."""
-    return spec == "local" or spec.startswith("gguf:")
 
 
 def local_model_path(spec: str) -> str | None:

@@ -10,6 +10,8 @@ embedded and local GGUF models cost nothing.
 
 from __future__ import annotations
 
+from agent.gguf import is_local
+
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),
@@ -21,7 +23,7 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
     """(USD per 1M input tokens, per 1M output tokens) for a model spec, or None if unknown."""
     if price_in is not None and price_out is not None:
         return (price_in, price_out)
-    if model == "local" or model.startswith("gguf:"):
+    if is_local(model):
         return FREE
     name = model.split(":", 1)[1] if model.startswith("openai:") else model
     # dated snapshots (gpt-4o-2024-08-06) cost what their family costs; the longest name wins

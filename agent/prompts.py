@@ -10,7 +10,8 @@ for the final answer once the budget is spent, separated by marker lines:
     --- final ---
     ...Call FinalAnswer...
 
-Without a final part the final message is FINAL_INSTRUCTION.
+Without a final part the final message is DEFAULT_FINAL: the trials, the incumbent and
+FINAL_INSTRUCTION.
 
 Lines starting with '#' are comments. Every $variable must be one of VARIABLES; an
 unknown one, a missing part or a missing file is a UserError before any model is called.
@@ -32,8 +33,8 @@ VARIABLES = {
     "x0": "the start point",
     "max_iter": "iteration cap T",
     "tol": "early-stop tolerance",
-    "alpha_range": "allowed learning rates, e.g. (0, 1]",
-    "beta_range": "allowed momenta, e.g. [0, 1)",
+    "alpha_range": "allowed learning rates, e.g. [1e-4, 1e-1]",
+    "beta_range": "allowed momenta, e.g. [0, 0.99]",
     "budget": "charged evaluations allowed",
     "budget_left": "charged evaluations left",
     "history": "trials so far, a compact table in the order tried",
@@ -56,6 +57,8 @@ FINAL_INSTRUCTION = (
     "The evaluation budget is spent. Call FinalAnswer with your recommended learning_rate and "
     "momentum (normally the best trial) and a one-paragraph rationale."
 )
+# the final part of a template without one: the state the answer is about, then the ask
+DEFAULT_FINAL = f"Trials so far, in the order tried:\n$history\nBest so far: $incumbent\n{FINAL_INSTRUCTION}"
 
 
 def builtin_dir() -> Path:
@@ -106,7 +109,7 @@ def _parse(name: str, text: str) -> PromptTemplate:
     _, rest = body.split(SYSTEM_MARK, 1)
     system, turn = rest.split(TURN_MARK, 1)
     turn, _, final = turn.partition(FINAL_MARK)
-    parts = (string.Template(system), string.Template(turn), string.Template(final.strip() or FINAL_INSTRUCTION))
+    parts = (string.Template(system), string.Template(turn), string.Template(final.strip() or DEFAULT_FINAL))
     for part in parts:
         if not part.is_valid():
             raise UserError(f"prompt {name!r} has a malformed $placeholder (write $$ for a dollar sign)")

@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.gguf import is_local
 from agent.tracing import Redactor, Trace
 from evaluation.strategies import AGENT_METHOD
 from tools.errors import UserError
@@ -104,6 +105,8 @@ def _model(spec: str | None, manifest: dict[str, Any]) -> tuple[str | None, str,
         return "openai", spec.split(":", 1)[1], request | server
     if spec == "local":  # the embedded GGUF run by llama.cpp; the manifest may name it
         return "llama.cpp", settings.get("model_name") or settings.get("embedded_model") or "local", request
+    if is_local(spec):  # gguf:PATH: the file's name
+        return "llama.cpp", Path(spec.split(":", 1)[1]).name, request
     return None, spec, request
 
 

@@ -42,14 +42,17 @@ class SearchSpace:
     @staticmethod
     def from_bounds(bounds: Bounds) -> "SearchSpace":
         """The box of `bounds`; a range open at 0 starts at SCI_FLOOR_EXP's decade, and beta
-        stops short of 1 (gradient descent needs beta < 1)."""
+        stops at the default's 0.99 at most (gradient descent needs beta < 1)."""
         lo = bounds.alpha_min if bounds.alpha_min > 0 else 10.0**SCI_FLOOR_EXP
         return SearchSpace((math.log10(lo), math.log10(bounds.alpha_max)),
-                           (bounds.beta_min, min(bounds.beta_max, 0.99)))
+                           (bounds.beta_min, min(bounds.beta_max, Bounds().beta_max)))
 
     def contains(self, alpha: float, beta: float) -> bool:
-        return (10.0 ** self.log10_alpha[0] <= alpha <= 10.0 ** self.log10_alpha[1]
-                and self.beta[0] <= beta <= self.beta[1])
+        """Inside the box, compared on the log scale with a rounding margin (10 ** log10(0.05)
+        is 0.049999999999999996: a point on the bound is inside)."""
+        la = math.log10(alpha) if alpha > 0 else -math.inf
+        lo, hi = self.log10_alpha
+        return lo - 1e-12 <= la <= hi + 1e-12 and self.beta[0] <= beta <= self.beta[1]
 
     @property
     def lows(self) -> np.ndarray:

@@ -97,3 +97,10 @@ def test_vocabulary_keeps_one_token_per_piece_and_string_safe_tokens(tmp_path, m
     again = Vocabulary.from_json(v.to_json())
     assert again.number_pieces == v.number_pieces and again.quote_id == v.quote_id
     assert np.array_equal(again.number_ids, v.number_ids) and np.array_equal(again.string_ids, v.string_ids)
+
+
+def test_a_rationale_ends_at_its_first_sentence_not_inside_a_number():
+    from agent.decoding import SENTENCE_END
+
+    assert SENTENCE_END.findall("Trial 3 converged fastest.") and SENTENCE_END.findall("It converged. Then")
+    assert not SENTENCE_END.findall("learning rate 2.5e-4 with momentum 0.981")

@@ -126,3 +126,18 @@ def test_messages_fold_system_into_first_user_turn():
     assert out[0]["content"] == "sys\n\nhi"
     assert out[1]["content"] == '{"name": "t", "arguments": {"a": 1}}'
     assert out[2]["content"] == "Result of t: res\n\nturn"
+
+
+def test_prompts_write_learning_rates_as_the_model_does():
+    """fmt_lr (what prompts show) writes every sentence of the learning-rate language back
+    unchanged, so the model reads what it would write."""
+    from tools.formatting import fmt_lr
+
+    for s in number_sentences({"type": "number", "minimum": 1e-4, "maximum": 0.1}):
+        assert fmt_lr(float(s)) == s
+
+
+def test_narrow_or_tiny_ranges_still_have_a_language_or_none():
+    tiny = number_sentences({"type": "number", "minimum": 1e-4, "maximum": 9e-4})  # below the 0.001 step
+    assert tiny[0] == "1e-4" and "9e-4" in tiny and "9.1e-4" not in tiny
+    assert number_sentences({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-7}) is None  # nothing fits

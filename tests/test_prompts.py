@@ -10,9 +10,13 @@ from tools.trials import Evaluator, EvaluatorConfig
 BASE = "# a template\n--- system ---\nTune $objective_name.\n--- turn ---\nBudget left: $budget_left.\n"
 
 
-def test_without_a_final_part_the_final_message_is_the_default():
+def test_without_a_final_part_the_final_message_shows_the_trials_then_asks():
     t = parse_template("t", BASE)
-    assert t.render_final(**prompt_values(Evaluator(EvaluatorConfig(budget=2)))) == FINAL_INSTRUCTION
+    ev = Evaluator(EvaluatorConfig(budget=1))
+    ev.evaluate(1e-3, 0.9)
+    final = t.render_final(**prompt_values(ev))
+    assert final.startswith("Trials so far, in the order tried:\n") and "1 | 1e-3 | 0.9 |" in final
+    assert final.endswith(FINAL_INSTRUCTION)
     assert t.render_turn(budget_left="2") == "Budget left: 2."
 
 
