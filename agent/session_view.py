@@ -68,6 +68,13 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
         rec = r.recommendation
         out.print(f"[bold]agent recommends[/bold] lr={fmt_param(rec.learning_rate)} "
                   f"momentum={fmt_param(rec.momentum)}: {rec.rationale}")
+        if b is not None and (rec.learning_rate, rec.momentum) != (b.learning_rate, b.momentum):
+            picked = next((t for t in r.trials if not t.repeat
+                           and (t.learning_rate, t.momentum) == (rec.learning_rate, rec.momentum)), None)
+            what = (f"trial {picked.trial} (f={fmt_value(picked.final_value)})" if picked is not None
+                    else "a configuration it did not try")
+            out.print(f"[bold]note[/bold]   the agent's pick is {what}, not the best trial {b.trial} "
+                      f"(f={fmt_value(b.final_value)})")
     e = earlier or {"segments": 0, "model_calls": 0, "input_tokens": None, "output_tokens": None, "wall_s": 0.0,
                     "cost_usd": None}
     calls = e["model_calls"] + r.model_calls

@@ -55,6 +55,10 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
         segs = f" ({s['segments']} segments summed)" if s["segments"] > 1 else ""
         con.print(f"time{segs}: wall {fmt_cell(tm['wall_s'], '.2f')} s = model {fmt_cell(tm['model_s'], '.2f')} + tool "
                   f"{fmt_cell(tm['tool_s'], '.3f')}{wait} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
+    rec = s["recommendation"]
+    if rec:
+        con.print(f"recommendation: lr={fmt_param(rec['learning_rate'])} momentum={fmt_param(rec['momentum'])}: "
+                  f"{rec['rationale']}")
     con.print(f"stop: {s['stop_reason']}")
 
 

@@ -70,6 +70,7 @@ def summary(t: Trace) -> dict[str, Any]:
         "segments": len(t.of("session_finished")),
         "cost_usd": fin.get("cost_usd") if fin else None,
         "text_replies": fin.get("text_replies") if fin else None,
+        "recommendation": fin.get("recommendation") if fin else None,
         "tool_choice_fallbacks": [{k: e.get(k) for k in ("from", "to", "error")} for e in t.of("tool_choice_fallback")],
         "best": min((r for r in rows if r["charged"] and r["score"] is not None), key=lambda r: r["score"], default=None),
         "warnings": t.warnings,

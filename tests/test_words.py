@@ -146,3 +146,17 @@ def test_a_good_answer_is_reported_as_it_came(tmp_path, capsys):
     code = main(["run", "--budget", "1", "--runs-dir", str(tmp_path), "--json"], model_factory=scripted(gd(1e-3, 0.9), FINAL))
     rec = json.loads(capsys.readouterr().out)["recommendation"]
     assert code == 0 and rec == {"learning_rate": 1e-3, "momentum": 0.9, "rationale": "the best trial"}
+
+
+def test_a_recommendation_that_is_not_the_best_trial_says_so_and_trace_summary_shows_it(tmp_path, capsys):
+    second_best = {"name": "FinalAnswer", "args": {"learning_rate": 1e-4, "momentum": 0.5,
+                                                   "rationale": "a safe and steady choice."}}
+    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path)],
+                model_factory=scripted(gd(1e-3, 0.9), gd(1e-4, 0.5), second_best))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "agent recommends lr=0.0001 momentum=0.5: a safe and steady choice." in out
+    assert "note   the agent's pick is trial 2 (f=" in out and "not the best trial 1 (f=" in out
+    run_dir = next(tmp_path.iterdir())
+    assert main(["trace", "summary", str(run_dir)]) == 0
+    assert "recommendation: lr=0.0001 momentum=0.5: a safe and steady choice." in capsys.readouterr().out
