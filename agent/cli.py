@@ -30,14 +30,15 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
         raise UserError("--price-in and --price-out go together (USD per million input and output tokens)")
     from agent.models import ModelSettings
 
-    from agent.models import is_local
+    from agent.models import is_local, local_model_path
 
     if not is_local(model) and (n_threads is not None or n_ctx is not None):
         raise UserError("--n-threads and --n-ctx are for local models (local, gguf:PATH)")
-    if model.startswith("gguf:"):
+    path = local_model_path(model) if is_local(model) else None
+    if path is not None:
         from agent.gguf import check_model
 
-        model = "gguf:" + check_model(model.split(":", 1)[1] or "")
+        model = "gguf:" + check_model(path)
     given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env,
                  n_threads=n_threads, n_ctx=n_ctx)
     kw = dict(model=model, seed=seed, base_url=base_url, price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm) \

@@ -45,6 +45,8 @@ SENTENCE_END = re.compile(r"\w[.!?](\s|$)")
 CACHE_VERSION = 3
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_VOCABS: dict[str, "Vocabulary"] = {}
+_VOCAB_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -163,17 +165,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneloop"
 
 
-_VOCABS: dict[str, Vocabulary] = {}
-
-
 def vocabulary(llama: Any, model_path: str) -> Vocabulary:
     """The model's Vocabulary: from memory, else from the disk cache (keyed by the file's
     path, size and modification time), else read from the model and cached."""
     with _VOCAB_LOCK:  # a preloading thread may be reading it already
         return _vocabulary(llama, model_path)
-
-
-_VOCAB_LOCK = threading.Lock()
 
 
 def _vocabulary(llama: Any, model_path: str) -> Vocabulary:
@@ -209,8 +205,8 @@ class Evaluated:
 
 
 class ConstrainedDecoder:
-    """Writes a reply into llama.cpp's context piece by piece: text we fix (evaluate),
-    numbers and strings the model chooses (decode_number, decode_string).
+    """Writes a reply into llama.cpp's context piece by piece: text we fix (`write`),
+    numbers and strings the model chooses (`number`, `string`).
 
     One call at a time per llama.cpp instance (its KV cache is shared state): hold
     `lock` around a call.

@@ -31,7 +31,6 @@ JSON_STRING = '"\\"" ([^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ["\\\\/bfnrt]){0,%d} "\\
 LOG_SCALE_RATIO = 100.0  # a positive range at least this wide (hi/lo) is written in scientific notation
 SCI_FLOOR_EXP = -6  # lowest decade written when a log-scale range is open at 0 ("(0, ...")
 LINEAR_PLACES = 3  # decimals of a number on a linear range: 0.001 steps
-SCI_DIGITS = 2  # significant digits of a number in scientific notation: 1e-3, 2.5e-3
 
 
 def _bounds(prop: dict) -> tuple[Decimal, Decimal, bool, bool] | None:
@@ -69,8 +68,8 @@ def _sentences(prop_json: str) -> tuple[str, ...]:
     if is_log_scale(prop):
         lo, hi = b[0], b[1]
         first = SCI_FLOOR_EXP if lo == 0 else lo.adjusted()
-        mantissas = [str(m) for m in range(1, 10)] + [f"{m}.{d}" for m in range(1, 10) for d in range(1, 10)][
-            : 81 if SCI_DIGITS >= 2 else 0]
+        # two significant digits, no trailing zero: 1 ... 9, 1.1 ... 9.9
+        mantissas = [str(m) for m in range(1, 10)] + [f"{m}.{d}" for m in range(1, 10) for d in range(1, 10)]
         for e in range(first, hi.adjusted() + 1):
             out += [s for m in mantissas if _inside(Decimal(s := f"{m}e{e}"), b)]
     else:

@@ -21,8 +21,6 @@ GGUF_MAGIC = b"GGUF"
 _LOCK = threading.Lock()
 _LOADED: dict[tuple[str, int, int], Any] = {}
 _SILENCE = None
-
-
 _ASSEMBLE_LOCK = threading.Lock()
 
 
@@ -72,11 +70,7 @@ def check_model(path: str) -> str:
     """A user's GGUF that llama.cpp can load and that carries a chat template; its resolved
     path, or a UserError (one line) naming what is wrong. Reads the vocabulary only."""
     path = check_file(path)
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise UserError("llama-cpp-python is not installed: pip install -e \".[local]\"") from None
-    _silence_llama_logs()
+    Llama = _llama_class()
     try:
         meta = Llama(model_path=path, vocab_only=True, verbose=False).metadata
     except (ValueError, RuntimeError) as e:
@@ -93,14 +87,18 @@ def threads_of(n_threads: int | None) -> int:
     return n_threads or max(1, os.cpu_count() or 1)
 
 
-def _silence_llama_logs() -> None:
-    """llama.cpp logs to stderr even with verbose=False; route its log callback to nothing."""
+def _llama_class():
+    """llama_cpp.Llama, with llama.cpp's logging silenced (it logs to stderr even with
+    verbose=False), or a UserError when llama-cpp-python is missing."""
     global _SILENCE
-    import llama_cpp
-
+    try:
+        import llama_cpp
+    except ImportError:
+        raise UserError("llama-cpp-python is not installed: pip install -e \".[local]\"") from None
     if _SILENCE is None:
         _SILENCE = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
         llama_cpp.llama_log_set(_SILENCE, None)
+    return llama_cpp.Llama
 
 
 def load_llama(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None):
@@ -109,11 +107,7 @@ def load_llama(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = No
     key = (path, n_ctx, threads)
     with _LOCK:
         if key not in _LOADED:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise UserError("llama-cpp-python is not installed: pip install -e \".[local]\"") from None
-            _silence_llama_logs()
+            Llama = _llama_class()
             try:
                 _LOADED[key] = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                      verbose=False, seed=0)

@@ -38,8 +38,6 @@ from agent.decoding import Sampling, decode_arguments, lock_for, number_supporte
 from agent.gbnf import object_gbnf, tool_call_schema
 from agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, embedded_file, file_template, fold_system, format_chat, load_llama
 
-MODEL_NAME = EMBEDDED_NAME
-
 
 @functools.lru_cache(maxsize=32)
 def grammar_for(schema_json: str):
@@ -114,7 +112,7 @@ class LocalChatModel(BaseChatModel):
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int | None = None
     top_p: float = Sampling.top_p
-    model_name: str = Field(default=MODEL_NAME)
+    model_name: str = Field(default=EMBEDDED_NAME)
     _n_calls: int = PrivateAttr(default=0)
 
     @property

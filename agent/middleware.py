@@ -12,7 +12,6 @@ from langchain_core.messages import AIMessage, HumanMessage
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from agent.models import ModelError, classify_error
-from agent.prompts import FINAL_INSTRUCTION
 from agent.usage import Usage
 from tools.trials import Evaluator
 
@@ -40,11 +39,9 @@ class TurnMiddleware(AgentMiddleware):
       nothing.
     """
 
-    def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], base_temperature: float,
-                 repeat_heat: float = 0.3, max_temperature: float = 1.5, compact: bool = False,
-                 avoid_repeats: bool = False, usage: Usage | None = None,
-                 render_final: Callable[[], str] = lambda: FINAL_INSTRUCTION) -> None:
-        # render_final: the session passes its template's final part (with the state)
+    def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], render_final: Callable[[], str],
+                 base_temperature: float, repeat_heat: float = 0.3, max_temperature: float = 1.5,
+                 compact: bool = False, avoid_repeats: bool = False, usage: Usage | None = None) -> None:
         super().__init__()
         self.ev = evaluator
         self.usage = usage

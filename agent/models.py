@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, Field
 
-from agent.gguf import DEFAULT_N_CTX, is_local
+from agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, is_local
 
 if TYPE_CHECKING:  # LangChain takes a second to import: not needed to read settings
     from langchain_core.language_models.chat_models import BaseChatModel
@@ -62,7 +62,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
 
         return LocalChatModel(model_path=path, temperature=settings.temperature, max_tokens=settings.max_tokens,
                               seed=settings.seed, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
-                              model_name=spec if path else LocalChatModel.model_fields["model_name"].default)
+                              model_name=spec if path else EMBEDDED_NAME)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
         key = api_key_for(settings)

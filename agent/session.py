@@ -58,10 +58,8 @@ def final_answer_for(bounds: Bounds) -> type[FinalAnswer]:
     props = bounds.args_schema()["properties"]
     return create_model(
         "FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__,
-        learning_rate=(float, Field(description="recommended learning rate alpha", json_schema_extra={
-            k: v for k, v in props["learning_rate"].items() if k != "type"})),
-        momentum=(float, Field(description="recommended momentum beta", json_schema_extra={
-            k: v for k, v in props["momentum"].items() if k != "type"})),
+        **{name: (float, Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
+           for name in ("learning_rate", "momentum")},
     )
 
 
@@ -247,9 +245,10 @@ def run_session(
             response_format=ToolStrategy(final_answer_for(cfg.evaluator.bounds)),
             middleware=[
                 *([CancelMiddleware(should_stop)] if should_stop else []),
-                TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)), cfg.model.temperature,
+                TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
+                               lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
                                max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
-                               usage=handler.usage, render_final=lambda: template.render_final(**prompt_values(ev))),
+                               usage=handler.usage),
                 ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
                 ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
                 RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
