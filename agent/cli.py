@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
-from tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
-from agent.gguf import DEFAULT_N_CTX
-from tools.errors import UserError
+from tuneloop.agent.gguf import DEFAULT_N_CTX
+from tuneloop.tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tuneloop.tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.tools.errors import UserError
 
 app = new_app("Agent sessions and prompt templates.")
 
@@ -28,15 +28,13 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
     `gguf:PATH` model is checked here (file, format, chat template), before anything runs."""
     if (price_in is None) != (price_out is None):
         raise UserError("--price-in and --price-out go together (USD per million input and output tokens)")
-    from agent.models import ModelSettings
-
-    from agent.models import is_local, local_model_path
+    from tuneloop.agent.models import ModelSettings, is_local, local_model_path
 
     if not is_local(model) and (n_threads is not None or n_ctx is not None):
         raise UserError("--n-threads and --n-ctx are for local models (local, gguf:PATH)")
     path = local_model_path(model) if is_local(model) else None
     if path is not None:
-        from agent.gguf import check_model
+        from tuneloop.agent.gguf import check_model
 
         model = "gguf:" + check_model(path)
     given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env,
@@ -51,24 +49,49 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
         raise UserError(f"bad model settings: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
 
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="local (embedded) | gguf:PATH (a GGUF file) | openai:<model> (e.g. openai:gpt-4o-mini)")]
-NThreadsOpt = Annotated[Optional[int], typer.Option("--n-threads", min=1, max=256, help="llama.cpp threads for a local model (default: every core)")]
-NCtxOpt = Annotated[Optional[int], typer.Option("--n-ctx", min=512, max=131072, help=f"context length in tokens for a local model (default {DEFAULT_N_CTX})")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="local (embedded) | gguf:PATH (a GGUF file) | openai:<model> (e.g. openai:gpt-4o-mini)"
+    ),
+]
+NThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--n-threads", min=1, max=256, help="llama.cpp threads for a local model (default: every core)"),
+]
+NCtxOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-ctx", min=512, max=131072, help=f"context length in tokens for a local model (default {DEFAULT_N_CTX})"
+    ),
+]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="template name (see `tuneloop prompts list`) or path")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
-KeyEnvOpt = Annotated[Optional[str], typer.Option("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")]
-TempOpt = Annotated[Optional[float], typer.Option("--temperature", help="sampling temperature (default 1.0)")]
-MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="max tokens per model reply")]
-PriceInOpt = Annotated[Optional[float], typer.Option("--price-in", min=0.0, help="USD per million input tokens (gpt-4o and gpt-4o-mini are known)")]
-PriceOutOpt = Annotated[Optional[float], typer.Option("--price-out", min=0.0, help="USD per million output tokens")]
-RpmOpt = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many model requests per minute, shared by the process's sessions")]
-TpmOpt = Annotated[Optional[float], typer.Option("--tpm", min=1.0, help="at most this many tokens per minute, likewise")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="request timeout in seconds, remote models (default 60)")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
+KeyEnvOpt = Annotated[
+    str | None, typer.Option("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+]
+TempOpt = Annotated[float | None, typer.Option("--temperature", help="sampling temperature (default 1.0)")]
+MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", help="max tokens per model reply")]
+PriceInOpt = Annotated[
+    float | None,
+    typer.Option("--price-in", min=0.0, help="USD per million input tokens (gpt-4o and gpt-4o-mini are known)"),
+]
+PriceOutOpt = Annotated[float | None, typer.Option("--price-out", min=0.0, help="USD per million output tokens")]
+RpmOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rpm", min=0.001, help="at most this many model requests per minute, shared by the process's sessions"
+    ),
+]
+TpmOpt = Annotated[float | None, typer.Option("--tpm", min=1.0, help="at most this many tokens per minute, likewise")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="request timeout in seconds, remote models (default 60)")
+]
 
 
 def model_factory_of(ctx: typer.Context):
     """The chat-model factory the app was started with (a test's), else make_chat_model."""
-    from agent.models import make_chat_model
+    from tuneloop.agent.models import make_chat_model
 
     return (ctx.obj or {}).get("model_factory") or make_chat_model
 
@@ -95,7 +118,7 @@ def run(
     price_out: PriceOutOpt = None,
     n_threads: NThreadsOpt = None,
     n_ctx: NCtxOpt = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run directory")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue an interrupted run directory")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one agent session: the model proposes, the tool evaluates, until the budget is spent."""
@@ -107,27 +130,28 @@ def run(
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                       timeout=timeout, base_url=base_url, api_key_env=api_key_env,
                                       price_in=price_in, price_out=price_out, n_threads=n_threads, n_ctx=n_ctx)
-    from agent.models import is_local, local_model_path, make_chat_model
-    from agent.prompt_state import prompt_values
-    from agent.prompts import load_template
-    from tools.trials import Evaluator, EvaluatorConfig
+    from tuneloop.agent.models import is_local, local_model_path, make_chat_model
+    from tuneloop.agent.prompt_state import prompt_values
+    from tuneloop.agent.prompts import load_template
+    from tuneloop.tools.trials import Evaluator, EvaluatorConfig
 
     template = load_template(prompt)  # a bad template is reported before the model loads
     evaluator = EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget)
     if factory is make_chat_model and is_local(settings.model):
         # the model loads, and reads the system prompt, in a thread while the agent's
         # libraries import (about two seconds)
-        from agent.gguf import preload
+        from tuneloop.agent.gguf import preload
 
         preload(local_model_path(settings.model), settings.n_ctx, settings.n_threads,
                 system=template.render_system(**prompt_values(Evaluator(evaluator))))
-    from agent.session import SessionConfig, run_session
+    from tuneloop.agent.session import run_session
+    from tuneloop.agent.session_config import SessionConfig
 
     cfg = SessionConfig(evaluator=evaluator, model=settings, prompt=prompt, seed=seed, x0_spec=label,
                         runs_dir=runs_dir)
     from rich.console import Console
 
-    from agent.session_view import TrialLines
+    from tuneloop.agent.session_view import TrialLines
 
     err = Console(stderr=True, soft_wrap=True)  # piped: long lines stay whole, not cut at 80 columns
     chat_model = factory(settings)
@@ -154,14 +178,14 @@ def bench(
     """Measure the kernel (ns per iteration, batch throughput, with ratios) and the
     embedded model's decoding: unconstrained, under llama.cpp's grammar, and under
     tuneloop's token masks (tokens per second and seconds per proposal)."""
-    from tools.cli import kernel_bench
+    from tuneloop.tools.cli import kernel_bench
 
     figures = kernel_bench(configs, max_iter, repeats, no_numpy, as_json)
     rows = None
     if not no_model:
         from rich.console import Console
 
-        from agent import model_bench
+        from tuneloop.agent import model_bench
 
         with Console(stderr=True).status(f"timing the embedded model's decoding ({model_calls} calls a row)"):
             try:
@@ -177,7 +201,7 @@ def bench(
     if rows is not None:
         from rich.table import Table
 
-        from tools.cli_common import console
+        from tuneloop.tools.cli_common import console
 
         t = Table(title="decoding: the embedded model writes a proposal's arguments (prompt cached)")
         for col in ("way", "s / call", "tokens / s", "x unconstrained", "sampled / s", "x unconstrained "):
@@ -192,7 +216,7 @@ def bench(
 
 def read_trace_warning(run_dir: Path):
     """A run directory's trace, its warnings (a cut last line...) as `warning:` lines on stderr."""
-    from agent.tracing import read_trace
+    from tuneloop.tools.record import read_trace
 
     t = read_trace(run_dir)
     for w in t.warnings:
@@ -201,8 +225,9 @@ def read_trace_warning(run_dir: Path):
 
 
 def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> None:
-    from agent.resume import finished_reason
-    from agent.session import config_from_manifest, run_session
+    from tuneloop.agent.resume import finished_reason
+    from tuneloop.agent.session import run_session
+    from tuneloop.agent.session_config import config_from_manifest
 
     t = read_trace_warning(run_dir)
     if not t.manifest:
@@ -217,7 +242,7 @@ def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> N
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"api_key_env": api_key_env})})
     from rich.console import Console
 
-    from agent.session_view import TrialLines, earlier_segments
+    from tuneloop.agent.session_view import TrialLines, earlier_segments
 
     ev = cfg.evaluator
     if not as_json:
@@ -239,13 +264,15 @@ def _report_session(result, as_json: bool, earlier: dict | None = None) -> None:
     else:
         from rich.console import Console
 
-        from agent.session_view import print_summary
+        from tuneloop.agent.session_view import print_summary
 
         print_summary(Console(soft_wrap=True), result, earlier)
     if result.stop_reason == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.stop_reason == "model_error":
-        raise UserError(f"model error: {result.error} (trace kept: resume with `tuneloop run --resume {result.run_dir}`)")
+        raise UserError(
+            f"model error: {result.error} (trace kept: resume with `tuneloop run --resume {result.run_dir}`)"
+        )
 
 
 prompts_app = new_app("List and show prompt templates.")
@@ -255,7 +282,7 @@ app.add_typer(prompts_app, name="prompts")
 @prompts_app.command("list")
 def prompts_list() -> None:
     """List the built-in prompt templates."""
-    from agent.prompts import list_templates, load_template
+    from tuneloop.agent.prompts import list_templates, load_template
 
     for name in list_templates():
         print(f"{name:<12} {load_template(name).description}")
@@ -264,7 +291,7 @@ def prompts_list() -> None:
 @prompts_app.command("show")
 def prompts_show(name: Annotated[str, typer.Argument(help="template name or path")]) -> None:
     """Print a template (checked: unknown variables are an error)."""
-    from agent.prompts import load_template
+    from tuneloop.agent.prompts import load_template
 
     t = load_template(name)
     print(t.text.rstrip())

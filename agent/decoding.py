@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.gbnf import number_sentences
-from tools.files import atomic_write_text
+from tuneloop.agent.gbnf import number_sentences
+from tuneloop.tools.files import atomic_write_text
 
 NUMBER_CHARS = frozenset("0123456789.e-,}")  # a number's characters and the terminators after it
 NUMBER_TOKENS = 12  # a number of the decoding language takes at most 7 tokens and its terminator
@@ -45,7 +45,7 @@ SENTENCE_END = re.compile(r"\w[.!?](\s|$)")
 CACHE_VERSION = 3
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-_VOCABS: dict[str, "Vocabulary"] = {}
+_VOCABS: dict[str, Vocabulary] = {}
 _VOCAB_LOCK = threading.Lock()
 
 
@@ -94,7 +94,9 @@ class NumberLanguage:
 
     def allowed(self, text: str, ids: np.ndarray, pieces: list[str]) -> np.ndarray:
         if text not in self._cache:
-            self._cache[text] = np.array([i for i, p in zip(ids, pieces) if text + p in self.prefixes], dtype=np.int64)
+            self._cache[text] = np.array(
+                [i for i, p in zip(ids, pieces, strict=False) if text + p in self.prefixes], dtype=np.int64
+            )
         return self._cache[text]
 
     def done(self, text: str) -> bool:
@@ -111,7 +113,7 @@ class Vocabulary:
     quote_id: int  # the token '"' alone: ends a string
 
     @staticmethod
-    def read(llama: Any) -> "Vocabulary":
+    def read(llama: Any) -> Vocabulary:
         n = llama.n_vocab()
         number: dict[str, int] = {}  # piece -> its token (byte tokens such as <0x2C> repeat ',')
         string_ok = np.zeros(n, dtype=bool)
@@ -146,12 +148,18 @@ class Vocabulary:
     def to_json(self) -> str:
         mask = np.zeros(int(self.string_ids.max()) + 1 if len(self.string_ids) else 0, dtype=bool)
         mask[self.string_ids] = True
-        return json.dumps({"version": CACHE_VERSION, "number": dict(zip(map(int, self.number_ids), self.number_pieces)),
-                           "string_mask": base64.b64encode(np.packbits(mask).tobytes()).decode(),
-                           "string_len": len(mask), "quote_id": self.quote_id})
+        return json.dumps(
+            {
+                "version": CACHE_VERSION,
+                "number": dict(zip(map(int, self.number_ids), self.number_pieces, strict=False)),
+                "string_mask": base64.b64encode(np.packbits(mask).tobytes()).decode(),
+                "string_len": len(mask),
+                "quote_id": self.quote_id,
+            }
+        )
 
     @staticmethod
-    def from_json(text: str) -> "Vocabulary":
+    def from_json(text: str) -> Vocabulary:
         d = json.loads(text)
         if d.get("version") != CACHE_VERSION:
             raise ValueError("old cache")
@@ -174,7 +182,9 @@ def vocabulary(llama: Any, model_path: str) -> Vocabulary:
 
 def _vocabulary(llama: Any, model_path: str) -> Vocabulary:
     st = os.stat(model_path)
-    key = hashlib.sha256(f"{os.path.abspath(model_path)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        f"{os.path.abspath(model_path)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()
+    ).hexdigest()[:20]
     if key in _VOCABS:
         return _VOCABS[key]
     path = cache_dir() / f"vocab-{key}.json"
@@ -241,7 +251,7 @@ class ConstrainedDecoder:
             raise ValueError(f"the prompt has {len(tokens)} tokens, too many for the model's context of "
                              f"{llama.n_ctx()} (raise --n-ctx)")
         cached = 0
-        for a, b in zip(llama.input_ids[: llama.n_tokens].tolist(), tokens):
+        for a, b in zip(llama.input_ids[: llama.n_tokens].tolist(), tokens, strict=False):
             if a != b:
                 break
             cached += 1
@@ -281,7 +291,9 @@ class ConstrainedDecoder:
         self.reply += piece
         return piece
 
-    def number(self, prop: dict, terminator: str, max_tokens: int, exclude: frozenset[float] = frozenset()) -> str | None:
+    def number(
+        self, prop: dict, terminator: str, max_tokens: int, exclude: frozenset[float] = frozenset()
+    ) -> str | None:
         """The model writes one number of the property's language (minus the values in
         `exclude`) and then `terminator`. Returns the number, or None if it had not
         finished after max_tokens."""

@@ -6,7 +6,8 @@ language (`number_sentences`), through a token mask (agent/decoding.py) or this 
 which accept the same strings, so a 270M model can only write a well-formed call whose
 numbers lie inside the tool's bounds.
 
-    >>> print(object_gbnf({"type": "object", "properties": {"momentum": {"type": "number", "minimum": 0, "maximum": 0.5}}}))
+    >>> print(object_gbnf({"type": "object",
+    ...                    "properties": {"momentum": {"type": "number", "minimum": 0, "maximum": 0.5}}}))
     root ::= "{\\"momentum\\": " "0" n0x5 "}"
     n0x0 ::= [123456789]
     n0x1 ::= ([123456789])?

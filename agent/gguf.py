@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tools.errors import UserError
+from tuneloop.tools.errors import UserError
 
 EMBEDDED_NAME = "gemma-3-270m-it-Q4_K_M (embedded)"
 DEFAULT_N_CTX = 8192
@@ -159,7 +159,7 @@ def preload(path: str | None, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None 
     Errors are left for that call to report."""
     def work() -> None:
         try:
-            from agent.decoding import ConstrainedDecoder, Sampling, vocabulary
+            from tuneloop.agent.decoding import ConstrainedDecoder, Sampling, vocabulary
 
             p = path or embedded_file()
             llama = load_llama(p, n_ctx, n_threads)

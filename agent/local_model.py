@@ -25,7 +25,8 @@ import dataclasses
 import functools
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -34,9 +35,17 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from agent.decoding import Sampling, decode_arguments, lock_for, number_supported, vocabulary
-from agent.gbnf import object_gbnf, tool_call_schema
-from agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, embedded_file, file_template, fold_system, format_chat, load_llama
+from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, number_supported, vocabulary
+from tuneloop.agent.gbnf import object_gbnf, tool_call_schema
+from tuneloop.agent.gguf import (
+    DEFAULT_N_CTX,
+    EMBEDDED_NAME,
+    embedded_file,
+    file_template,
+    fold_system,
+    format_chat,
+    load_llama,
+)
 
 
 @functools.lru_cache(maxsize=32)

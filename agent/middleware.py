@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 from langchain.agents.middleware.types import hook_config
 from langchain_core.messages import AIMessage, HumanMessage
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from agent.models import ModelError, classify_error
-from agent.usage import Usage
-from tools.trials import Evaluator
-
+from tuneloop.agent.models import ModelError, classify_error
+from tuneloop.tools.trials import Evaluator
+from tuneloop.tools.usage import Usage
 
 
 class TurnMiddleware(AgentMiddleware):

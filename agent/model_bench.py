@@ -17,9 +17,9 @@ import json
 import time
 from dataclasses import dataclass
 
-from agent.decoding import Sampling, decode_arguments, lock_for, vocabulary
-from agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
-from tools.trials import Bounds
+from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, vocabulary
+from tuneloop.agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
+from tuneloop.tools.trials import Bounds
 
 PROMPT = ("You are tuning gradient descent with momentum on the Rosenbrock function. Propose a learning rate "
           f"in {Bounds().alpha_text()} and a momentum in {Bounds().beta_text()} as a JSON object.")
@@ -50,7 +50,7 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
     """Time `calls` generations each way on the model (the embedded one by default)."""
     from llama_cpp import LlamaGrammar
 
-    from agent.gbnf import object_gbnf
+    from tuneloop.agent.gbnf import object_gbnf
 
     path = path or embedded_file()
     llama = load_llama(path, DEFAULT_N_CTX, n_threads)

@@ -9,16 +9,17 @@ with tenacity and classifies permanent ones with `classify_error` below.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, is_local
+from tuneloop.agent.gguf import DEFAULT_N_CTX, EMBEDDED_NAME, is_local
 
 if TYPE_CHECKING:  # LangChain takes a second to import: not needed to read settings
     from langchain_core.language_models.chat_models import BaseChatModel
 
-from tools.errors import UserError
+from tuneloop.tools.errors import TuneloopError, UserError
 
 
 class ModelSettings(BaseModel):
@@ -46,7 +47,7 @@ ModelFactory = Callable[[ModelSettings], "BaseChatModel"]
 """Makes the chat model a session uses from its settings: `make_chat_model`, or a test's."""
 
 
-class ModelError(Exception):
+class ModelError(TuneloopError):
     """A model fault that retrying will not fix; the message says what to do."""
 
 
@@ -58,7 +59,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
     spec = settings.model.strip()
     if is_local(spec):
         path = local_model_path(spec)
-        from agent.local_model import LocalChatModel
+        from tuneloop.agent.local_model import LocalChatModel
 
         return LocalChatModel(model_path=path, temperature=settings.temperature, max_tokens=settings.max_tokens,
                               seed=settings.seed, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
@@ -71,7 +72,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
                 raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
                                 + ("" if settings.base_url else " (or pass --base-url for a local server)"))
             key = "not-needed"  # many local OpenAI-compatible servers take no key
-        from agent.openai_compat import CompatChatOpenAI
+        from tuneloop.agent.openai_compat import CompatChatOpenAI
 
         kwargs: dict[str, Any] = dict(model=name, api_key=key, temperature=settings.temperature,
                                       max_tokens=settings.max_tokens, seed=settings.seed,
@@ -88,7 +89,7 @@ def local_model_path(spec: str) -> str | None:
     None for the embedded model."""
     if spec == "local":
         return None
-    from agent.gguf import check_file
+    from tuneloop.agent.gguf import check_file
 
     return check_file(spec.split(":", 1)[1])
 
@@ -109,11 +110,14 @@ def classify_error(exc: BaseException) -> tuple[bool, str]:
         if isinstance(exc, openai.BadRequestError):
             return False, f"the API rejected the request (400): {_short(exc)}"
         if isinstance(exc, openai.APITimeoutError):
-            return True, f"APITimeoutError: the request timed out (raise --timeout, or check the server)"
+            return True, "APITimeoutError: the request timed out (raise --timeout, or check the server)"
         if isinstance(exc, openai.APIConnectionError):
             url = getattr(getattr(exc, "request", None), "url", None)
             where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
-            return True, f"cannot reach {where} (connection refused or closed): is the server running, and is --base-url right?"
+            return (
+                True,
+                f"cannot reach {where} (connection refused or closed): is the server running, and is --base-url right?",
+            )
         if isinstance(exc, (openai.RateLimitError, openai.InternalServerError)):
             return True, f"{type(exc).__name__}: {_short(exc)}"
         if isinstance(exc, openai.APIStatusError):

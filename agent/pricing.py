@@ -10,7 +10,13 @@ embedded and local GGUF models cost nothing.
 
 from __future__ import annotations
 
-from agent.gguf import is_local
+from typing import TYPE_CHECKING
+
+from tuneloop.agent.gguf import is_local
+
+if TYPE_CHECKING:
+    from tuneloop.agent.models import ModelSettings
+    from tuneloop.tools.usage import Usage
 
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
@@ -38,3 +44,12 @@ def cost_usd(input_tokens: int | None, output_tokens: int | None, price: tuple[f
     if price is None or (input_tokens is None and output_tokens is None):
         return None
     return ((input_tokens or 0) * price[0] + (output_tokens or 0) * price[1]) / 1e6
+
+
+def session_cost(usage: Usage, settings: ModelSettings) -> float | None:
+    """What a session's model calls cost under its model settings; None when it made none
+    or the price is unknown."""
+    if not usage.calls:
+        return None
+    return cost_usd(usage.input_tokens, usage.output_tokens,
+                    price_for(settings.model, settings.price_in, settings.price_out))

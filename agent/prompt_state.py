@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tools.formatting import fmt_lr, fmt_param, fmt_value
-from tools.scoring import is_failed
-from tools.trials import Evaluator, TrialResult
+from tuneloop.tools.formatting import fmt_lr, fmt_param, fmt_value
+from tuneloop.tools.scoring import is_failed
+from tuneloop.tools.trials import Evaluator, TrialResult
 
 
 def history_table(trials: list[TrialResult]) -> str:
@@ -15,8 +15,11 @@ def history_table(trials: list[TrialResult]) -> str:
     if not rows:
         return "(none yet)"
     lines = ["trial | learning_rate | momentum | status | final_value | iterations"]
-    lines += [f"{t.trial} | {fmt_lr(t.learning_rate)} | {fmt_param(t.momentum)} | {t.status} | {fmt_value(t.final_value)} | {t.iterations}"
-              for t in rows]
+    lines += [
+        f"{t.trial} | {fmt_lr(t.learning_rate)} | {fmt_param(t.momentum)} | {t.status} | "
+        f"{fmt_value(t.final_value)} | {t.iterations}"
+        for t in rows
+    ]
     return "\n".join(lines)
 
 

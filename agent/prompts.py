@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from tools.errors import UserError
+from tuneloop.tools.errors import UserError
 
 VARIABLES = {
     "objective_name": "the objective's name",
@@ -62,7 +62,7 @@ DEFAULT_FINAL = f"Trials so far, in the order tried:\n$history\nBest so far: $in
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("prompts")))
+    return Path(str(resources.files("tuneloop.prompts")))
 
 
 def list_templates() -> list[str]:
@@ -120,6 +120,12 @@ def _parse(name: str, text: str) -> PromptTemplate:
                 f"known: {', '.join('$' + v for v in VARIABLES)}"
             )
     return PromptTemplate(name, text, *parts)
+
+
+def template_for(name_or_path: str, text: str | None = None) -> PromptTemplate:
+    """A session's template: the recorded `text` when there is one (replay, resume), else
+    the template `name_or_path` names."""
+    return parse_template(name_or_path, text) if text else load_template(name_or_path)
 
 
 def load_template(name_or_path: str) -> PromptTemplate:

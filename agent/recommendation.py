@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-from tools.formatting import fmt_param, fmt_value
-from tools.trials import Evaluator, TrialResult
+from tuneloop.tools.formatting import fmt_param, fmt_value
+from tuneloop.tools.trials import Evaluator, TrialResult
 
 MIN_LETTERS = 12  # fewer letters than this is not a rationale
 

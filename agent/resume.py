@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from tools.trials import Evaluator, TrialResult
+from tuneloop.tools.trials import Evaluator, TrialResult
 
 TRIAL_KEYS = set(TrialResult.model_fields)
 

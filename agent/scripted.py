@@ -17,8 +17,10 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
+from tuneloop.tools.errors import TuneloopError
 
-class ScriptExhausted(RuntimeError):
+
+class ScriptExhausted(TuneloopError, RuntimeError):
     """A strict script was asked for more replies than it holds (a replay diverged)."""
 
 

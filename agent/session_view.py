@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.usage import known_sum
-from tools.formatting import fmt_cell, fmt_param, fmt_value
+from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_value
+from tuneloop.tools.usage import known_sum
 
 
 class TrialLines:
@@ -29,7 +29,8 @@ def earlier_segments(events: list[dict]) -> dict[str, Any]:
     """What the segments of a session before this one spent (from their session_finished
     events): model calls, tokens, wall time, cost; None where a figure is unknown."""
     fins = [e for e in events if e.get("event") == "session_finished"]
-    total = (lambda key: known_sum(e.get(key) for e in fins))
+    def total(key):
+        return known_sum(e.get(key) for e in fins)
     return {"segments": len(fins), "model_calls": total("model_calls") or 0, "input_tokens": total("input_tokens"),
             "output_tokens": total("output_tokens"), "wall_s": total("wall_s") or 0.0, "cost_usd": total("cost_usd")}
 
@@ -81,7 +82,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
     tin, tout = known_sum((e["input_tokens"], r.input_tokens)), known_sum((e["output_tokens"], r.output_tokens))
     cost, wall = known_sum((e["cost_usd"], r.cost_usd)), e["wall_s"] + r.wall_s
     resumed = e["segments"] > 0
-    seg = (lambda text: f" (this segment: {text})" if resumed else "")
+    def seg(text):
+        return f" (this segment: {text})" if resumed else ""
     tokens = "unknown (the server reports no usage)" if tin is None and tout is None \
         else f"{fmt_cell(tin)}/{fmt_cell(tout)}" + seg(f"{fmt_cell(r.input_tokens)}/{fmt_cell(r.output_tokens)}")
     talk = f", {r.text_replies} replies without a proposal" if r.text_replies else ""
@@ -89,7 +91,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
               f"trials charged {r.trials_charged}/{r.budget}, invalid {r.invalid_proposals}, repeated "
               f"{r.repeated_proposals}; model calls {calls}{seg(str(r.model_calls))}{talk}, tokens in/out {tokens}"
               + ("" if cost is None else f", cost ${cost:.4f}"))
-    pct = (lambda x: 100.0 * x / r.wall_s if r.wall_s else 0.0)
+    def pct(x):
+        return 100.0 * x / r.wall_s if r.wall_s else 0.0
     waits = f", retry waits {r.retry_wait_s:.1f} s ({r.retries} retries)" if r.retries else ""
     out.print(f"wall {wall:.1f} s{seg(f'{r.wall_s:.1f} s')}; this segment: model {r.model_s:.1f} s, tool "
               f"{r.tool_s:.2f} s{waits}, overhead {r.overhead_s:.2f} s = {pct(r.overhead_s):.1f} %; "

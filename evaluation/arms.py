@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from evaluation import defaults as D
-from evaluation.strategies import AGENT_METHOD, STRATEGIES
+from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.strategies import AGENT_METHOD, STRATEGIES
 
 DEFAULT_MODEL = "local"
 

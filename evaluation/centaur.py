@@ -10,14 +10,14 @@ import time
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agent.models import classify_error
-from agent.prompt_state import prompt_values
-from agent.prompts import PromptTemplate, load_template
-from agent.usage import Usage
-from evaluation.strategies import CentaurError, LLMProposer
-from tools.formatting import fmt_lr, fmt_param
-from tools.scoring import is_failed
-from tools.trials import Evaluator, TrialResult
+from tuneloop.agent.models import classify_error
+from tuneloop.agent.prompt_state import prompt_values
+from tuneloop.agent.prompts import PromptTemplate, load_template
+from tuneloop.evaluation.strategies import CentaurError, LLMProposer
+from tuneloop.tools.formatting import fmt_lr, fmt_param
+from tuneloop.tools.scoring import is_failed
+from tuneloop.tools.trials import Evaluator, TrialResult
+from tuneloop.tools.usage import Usage
 
 PROPOSAL_TOOL = "CentaurProposal"
 TOP_K = 5
@@ -72,9 +72,11 @@ class CentaurLLM(LLMProposer):
             "n_trials": str(state["n_trials"]),
             "sigma": f"{state['sigma']:.4g}",
             "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]",
-            "suggestion": f"learning_rate={fmt_lr(state['suggestion'][0])}, momentum={fmt_param(state['suggestion'][1])}",
+            "suggestion": f"learning_rate={fmt_lr(state['suggestion'][0])}, "
+            f"momentum={fmt_param(state['suggestion'][1])}",
             "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]),
-            "top5": "; ".join(trial_text(t, ev.f_star) for t in sorted(told, key=lambda t: t.score)[:TOP_K]) or "(none)",
+            "top5": "; ".join(trial_text(t, ev.f_star) for t in sorted(told, key=lambda t: t.score)[:TOP_K])
+            or "(none)",
             "recent": "; ".join(trial_text(t, ev.f_star) for t in told[-RECENT:]) or "(none)",
         }
         msgs = [SystemMessage(self.template.render_system(**values)), HumanMessage(self.template.render_turn(**values))]

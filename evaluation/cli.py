@@ -8,22 +8,31 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from agent.cli import (BaseUrlOpt, KeyEnvOpt, ModelOpt, PriceInOpt, PriceOutOpt, PromptOpt, RpmOpt, TempOpt, TpmOpt,
-                       model_factory_of, model_settings_or_exit)
-from agent.cli import app as agent_app
-from evaluation import defaults as D
-from evaluation.strategies import METHODS
-from evaluation.trace_cli import trace_app
-from tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
-from tools.cli import app as tools_app
-from tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS, SWEEP_LR, SWEEP_MOMENTUM
-from tools.errors import UserError
-from tools.files import atomic_write_text
+from tuneloop.agent.cli import (
+    BaseUrlOpt,
+    KeyEnvOpt,
+    PriceInOpt,
+    PriceOutOpt,
+    RpmOpt,
+    TempOpt,
+    TpmOpt,
+    model_factory_of,
+    model_settings_or_exit,
+)
+from tuneloop.agent.cli import app as agent_app
+from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.strategies import METHODS
+from tuneloop.evaluation.trace_cli import trace_app
+from tuneloop.tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tuneloop.tools.cli import app as tools_app
+from tuneloop.tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS, SWEEP_LR, SWEEP_MOMENTUM
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.files import atomic_write_text
 
 app = new_app("LLM agents as hyperparameter tuners for gradient descent with momentum.", name="tuneloop")
 app.add_typer(tools_app)
@@ -31,16 +40,34 @@ app.add_typer(agent_app)
 app.add_typer(trace_app, name="trace")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"tuneloop {version('tuneloop')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                               help="print tuneloop's version and exit")] = False) -> None:
+    """LLM agents as hyperparameter tuners for gradient descent with momentum."""
+
+
 @app.command(short_help="The (log alpha, beta) landscape: a heatmap PNG and its data.")
 def sweep(
     function: FunctionOpt = "rosenbrock",
     lr_range: Annotated[tuple[float, float], typer.Option("--lr-range", help="alpha range (log-spaced)")] = SWEEP_LR,
-    momentum_range: Annotated[tuple[float, float], typer.Option("--momentum-range", help="beta range")] = SWEEP_MOMENTUM,
+    momentum_range: Annotated[
+        tuple[float, float], typer.Option("--momentum-range", help="beta range")
+    ] = SWEEP_MOMENTUM,
     resolution: Annotated[int, typer.Option("--resolution", min=2, max=2048, help="grid points per axis")] = 256,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     x0: X0Opt = None,
-    out: Annotated[Path, typer.Option("--out", help="PNG to write; the data goes beside it as .npz")] = Path("sweep.png"),
+    out: Annotated[Path, typer.Option("--out", help="PNG to write; the data goes beside it as .npz")] = Path(
+        "sweep.png"
+    ),
 ) -> None:
     """Map the final value over the (log alpha, beta) grid: a heatmap PNG plus raw data."""
     obj = objective_or_exit(function)
@@ -59,12 +86,12 @@ def sweep(
 
     from rich.console import Console
 
-    from tools.kernels import DIVERGED
-    from tools.sweep import sweep as run_sweep
+    from tuneloop.tools.kernels import DIVERGED
+    from tuneloop.tools.sweep import sweep as run_sweep
 
     # Import matplotlib (half a second) in a thread while the kernel runs: the batch
     # kernel releases the GIL, so the two overlap.
-    plotting = ThreadPoolExecutor(1).submit(importlib.import_module, "evaluation.report")
+    plotting = ThreadPoolExecutor(1).submit(importlib.import_module, "tuneloop.evaluation.report")
     t0 = time.perf_counter()
     with Console(stderr=True).status(f"running {resolution * resolution} momentum-GD runs"):
         land = run_sweep(obj.name, lr_range, momentum_range, resolution, x0=start, max_iter=max_iter, tol=tol)
@@ -84,27 +111,54 @@ def sweep(
 @app.command("eval", short_help="Every method x objective x seed on one budget; tables, plots.")
 def eval_cmd(
     ctx: typer.Context,
-    functions: Annotated[str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")] = ",".join(D.FUNCTIONS),
+    functions: Annotated[
+        str, typer.Option("--functions", help="objectives, e.g. --functions rosenbrock rastrigin")
+    ] = ",".join(D.FUNCTIONS),
     methods: Annotated[str, typer.Option("--methods", help=" ".join(METHODS))] = ",".join(D.METHODS),
-    seeds: Annotated[str, typer.Option("--seeds", help="e.g. --seeds 0 1 2, or --seeds 0-29")] = ",".join(map(str, D.SEEDS)),
-    budget: Annotated[int, typer.Option("--budget", min=1, max=10_000,
-                                        help="charged evaluations per cell, the same for every method")] = D.BUDGET,
+    seeds: Annotated[str, typer.Option("--seeds", help="e.g. --seeds 0 1 2, or --seeds 0-29")] = ",".join(
+        map(str, D.SEEDS)
+    ),
+    budget: Annotated[
+        int, typer.Option("--budget", min=1, max=10_000, help="charged evaluations per cell, the same for every method")
+    ] = D.BUDGET,
     x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = D.X0,
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T of each run")] = D.MAX_ITER,
-    model: Annotated[str, typer.Option("--model", "-m", help="one or more models, e.g. --model local openai:gpt-4o-mini: one row each")] = "local",
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="one or more prompt templates, e.g. --prompt default paper: one row each")] = D.PROMPT,
-    centaur_ratio: Annotated[float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")] = D.CENTAUR_RATIO,
-    centaur_warmup: Annotated[Optional[int], typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="processes for CPU-bound cells (default: CPU count)")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1024,
-                                             help="cells waiting on a remote model at once (threads)")] = D.CONCURRENCY,
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="one or more models, e.g. --model local openai:gpt-4o-mini: one row each"),
+    ] = "local",
+    prompt: Annotated[
+        str,
+        typer.Option("--prompt", "-p", help="one or more prompt templates, e.g. --prompt default paper: one row each"),
+    ] = D.PROMPT,
+    centaur_ratio: Annotated[
+        float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")
+    ] = D.CENTAUR_RATIO,
+    centaur_warmup: Annotated[
+        int | None, typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="processes for CPU-bound cells (default: CPU count)")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=1024, help="cells waiting on a remote model at once (threads)")
+    ] = D.CONCURRENCY,
     rpm: RpmOpt = None,
     tpm: TpmOpt = None,
     price_in: PriceInOpt = None,
     price_out: PriceOutOpt = None,
     backend: Annotated[str, typer.Option("--backend", help="local (processes and threads) | ray")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="join this Ray cluster (default: start a local Ray)")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="also record every cell as an Optuna study in this RDB, e.g. sqlite:///study.db (for optuna-dashboard)")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="join this Ray cluster (default: start a local Ray)")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="also record every cell as an Optuna study in this RDB, e.g. sqlite:///study.db "
+            "(for optuna-dashboard)",
+        ),
+    ] = None,
     temperature: TempOpt = None,
     base_url: BaseUrlOpt = None,
     api_key_env: KeyEnvOpt = None,
@@ -114,9 +168,9 @@ def eval_cmd(
     """Every method x objective x seed on one budget, in parallel; results.csv, summary.md, plots."""
     import time as _time
 
-    from agent.prompts import load_template
-    from evaluation.harness import EvalConfig
-    from evaluation.strategies import LLM_METHODS
+    from tuneloop.agent.prompts import load_template
+    from tuneloop.evaluation.harness import EvalConfig
+    from tuneloop.evaluation.strategies import LLM_METHODS
 
     fnames = split_names(functions, "--functions")
     for f in fnames:
@@ -140,7 +194,7 @@ def eval_cmd(
         except ImportError:
             raise UserError('--backend ray needs Ray: pip install -e ".[ray]"') from None
         if ray_address is not None:
-            from evaluation.executors import check_ray_address
+            from tuneloop.evaluation.executors import check_ray_address
 
             check_ray_address(ray_address)
     if set(mnames) & set(LLM_METHODS):
@@ -152,17 +206,31 @@ def eval_cmd(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out is a file, not a folder: {out}")
     if storage is not None:
-        from evaluation.optuna_storage import storage_or_error
+        from tuneloop.evaluation.optuna_storage import storage_or_error
 
         storage_or_error(storage)  # a bad URL is reported before any work
-    cfg = EvalConfig(functions=[objective_or_exit(f).name for f in fnames], methods=mnames, seeds=seed_list, budget=budget,
-                     x0=x0, max_iter=max_iter, models=models, prompts=prompts, centaur_ratio=centaur_ratio,
-                     centaur_warmup=centaur_warmup, out=out, concurrency=concurrency, backend=backend,
-                     ray_address=ray_address, storage=storage, **({"workers": workers} if workers else {}))
+    cfg = EvalConfig(
+        functions=[objective_or_exit(f).name for f in fnames],
+        methods=mnames,
+        seeds=seed_list,
+        budget=budget,
+        x0=x0,
+        max_iter=max_iter,
+        models=models,
+        prompts=prompts,
+        centaur_ratio=centaur_ratio,
+        centaur_warmup=centaur_warmup,
+        out=out,
+        concurrency=concurrency,
+        backend=backend,
+        ray_address=ray_address,
+        storage=storage,
+        **({"workers": workers} if workers else {}),
+    )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evaluation.harness import run_eval
-    from evaluation.summary import summarize, write_summary
+    from tuneloop.evaluation.harness import run_eval
+    from tuneloop.evaluation.summary import summarize, write_summary
 
     t0 = _time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -176,7 +244,7 @@ def eval_cmd(
     secs = _time.perf_counter() - t0
     plots: dict = {}
     if not no_plots:
-        from evaluation.report import eval_plots
+        from tuneloop.evaluation.report import eval_plots
 
         plots = eval_plots(cfg, out)
     path = write_summary(cfg, summarize(cfg), plots, seconds=secs)
@@ -197,8 +265,8 @@ def reproduce(
     """Study 1 (docs/protocol.md): grid, refined grid, random search, LLM-guided; tables + figures."""
     import time as _time
 
-    from evaluation.reproduce import reproduce as run_repro
-    from evaluation.reproduce import study_figures, study_markdown
+    from tuneloop.evaluation.reproduce import reproduce as run_repro
+    from tuneloop.evaluation.reproduce import study_figures, study_markdown
 
     mlist = split_names(models, "--model")
     settings = model_settings_or_exit("local", base_url=base_url, api_key_env=api_key_env)
@@ -228,12 +296,22 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @app.command(short_help="The HTTP API and the live page over a runs dir.")
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host", help="address to listen on (loopback unless a token is set)")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="address to listen on (loopback unless a token is set)")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 8000,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where sessions are read and written")] = Path("runs"),
-    max_running: Annotated[int, typer.Option("--max-running", min=1, max=256, help="sessions at once (the embedded model: one at a time)")] = 4,
-    max_queued: Annotated[int, typer.Option("--max-queued", min=0, max=10_000, help="sessions waiting before POST /api/sessions answers 429")] = 64,
-    token_env: Annotated[Optional[str], typer.Option("--token-env", help="environment variable holding the bearer token every /api request must carry")] = None,
+    max_running: Annotated[
+        int, typer.Option("--max-running", min=1, max=256, help="sessions at once (the embedded model: one at a time)")
+    ] = 4,
+    max_queued: Annotated[
+        int,
+        typer.Option("--max-queued", min=0, max=10_000, help="sessions waiting before POST /api/sessions answers 429"),
+    ] = 64,
+    token_env: Annotated[
+        str | None,
+        typer.Option("--token-env", help="environment variable holding the bearer token every /api request must carry"),
+    ] = None,
 ) -> None:
     """Serve the sessions of a runs dir: the JSON API (/docs), Server-Sent Events, the page at /."""
     import os
@@ -249,8 +327,8 @@ def serve(
         raise UserError(f"--runs-dir is a file, not a folder: {runs_dir}")
     import uvicorn
 
-    from evaluation.service.app import create_app
-    from evaluation.service.sessions import SessionManager
+    from tuneloop.evaluation.service.app import create_app
+    from tuneloop.evaluation.service.sessions import SessionManager
 
     manager = SessionManager(runs_dir, max_running=max_running, max_queued=max_queued,
                              model_factory=model_factory_of(ctx))

@@ -19,13 +19,14 @@ import os
 import queue
 import socket
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from tools.errors import UserError
-from tools.files import atomic_write_text
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.files import atomic_write_text
 
 REMOTE_CPU_SHARE = 0.25  # a Ray task that waits on the network holds a quarter of a CPU
 

@@ -15,27 +15,46 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agent.models import ModelFactory, ModelSettings, make_chat_model
-from agent.session import SessionConfig, SessionResult
-from agent.usage import known_sum
-from evaluation import defaults as D
-from evaluation.arms import Arm, study_arms
-from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
-from tools.defaults import DEFAULT_TOL
-from tools.files import atomic_open, atomic_write_text
-from tools.momentum import start_point as kernel_start_point
-from tools.scoring import best_so_far
-from tools.objectives import is_objective_file
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
+from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.arms import Arm, study_arms
+from tuneloop.evaluation.methods import MethodSpec, run_method
+from tuneloop.tools.defaults import DEFAULT_TOL
+from tuneloop.tools.files import atomic_open, atomic_write_text
+from tuneloop.tools.momentum import start_point as kernel_start_point
+from tuneloop.tools.objectives import is_objective_file
+from tuneloop.tools.run_result import SessionResult
+from tuneloop.tools.scoring import best_so_far
+from tuneloop.tools.usage import known_sum
 
-CSV_COLUMNS = ["method", "prompt", "model", "function", "seed", "x0", "best_alpha", "best_beta", "best_value", "iterations",
-               "score", "trials_charged", "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason", "error"]
+CSV_COLUMNS = [
+    "method",
+    "prompt",
+    "model",
+    "function",
+    "seed",
+    "x0",
+    "best_alpha",
+    "best_beta",
+    "best_value",
+    "iterations",
+    "score",
+    "trials_charged",
+    "invalid",
+    "repeated",
+    "tokens",
+    "cost_usd",
+    "wall_s",
+    "stop_reason",
+    "error",
+]
 
 
 class EvalConfig(BaseModel):
@@ -103,7 +122,6 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
              model_factory: ModelFactory = make_chat_model, executor: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell to completion and write its result.json; returns its CSV row.
     `executor` (backend, node) is recorded in the cell's manifest."""
-    method = arm.method
     cid = cell_id(arm, function, seed)
     runs = cfg.out / "runs"
     x0 = start_point(cfg, seed)
@@ -111,34 +129,12 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
     model_settings = base.model_copy(update={"seed": base.seed + seed})
     if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
-    uses_llm = arm.uses_llm
-    scfg = SessionConfig(
-        evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol, budget=cfg.budget),
-        model=model_settings, prompt=arm.prompt or cfg.centaur_prompt,
-        seed=seed, x0_spec=cfg.x0, method=method, runs_dir=runs,
-        manifest_extra={"executor": executor} if executor else {},
-    )
-    model = model_factory(scfg.model) if uses_llm else None
-    if method == AGENT_METHOD:
-        from agent.session import run_session
-
-        result = run_session(scfg, chat_model=model, session_id=cid)
-    else:
-        from evaluation.runner import run_strategy
-
-        space = SearchSpace.from_bounds(scfg.evaluator.bounds)
-        proposer = None
-        if STRATEGIES[method].uses_llm:
-            from evaluation.centaur import CentaurLLM
-
-            proposer = CentaurLLM(model, cfg.centaur_prompt)
-        strat = make_strategy(method, StrategyContext(budget=cfg.budget, seed=seed, space=space, propose_llm=proposer,
-                                                      centaur_ratio=cfg.centaur_ratio,
-                                                      centaur_warmup=cfg.centaur_warmup))
-        extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
-        if strat.manifest():
-            extra[method] = strat.manifest()
-        result = run_strategy(strat, scfg, cid, extra_manifest=extra)
+    spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0,
+                      max_iter=cfg.max_iter, tol=cfg.tol, model=model_settings,
+                      prompt=arm.prompt or cfg.centaur_prompt, centaur_ratio=cfg.centaur_ratio,
+                      centaur_warmup=cfg.centaur_warmup, runs_dir=runs,
+                      manifest_extra={"executor": executor} if executor else {})
+    result = run_method(spec, session_id=cid, model_factory=model_factory)
     row = _row(arm, function, seed, x0, result)
     atomic_write_text(runs / cid / "result.json", json.dumps({
         "row": row, "anytime": anytime(result),
@@ -149,14 +145,25 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
 def _row(arm: Arm, function: str, seed: int, x0, r: SessionResult) -> dict[str, Any]:
     b = r.best
     return {
-        "method": arm.method, "prompt": arm.prompt or "", "model": arm.model or "", "function": function, "seed": seed, "x0": " ".join(f"{v:.6g}" for v in x0),
-        "best_alpha": b.learning_rate if b else None, "best_beta": b.momentum if b else None,
-        "best_value": b.final_value if b else None, "iterations": b.iterations if b else None,
-        "score": b.score if b else None, "trials_charged": r.trials_charged, "invalid": r.invalid_proposals,
+        "method": arm.method,
+        "prompt": arm.prompt or "",
+        "model": arm.model or "",
+        "function": function,
+        "seed": seed,
+        "x0": " ".join(f"{v:.6g}" for v in x0),
+        "best_alpha": b.learning_rate if b else None,
+        "best_beta": b.momentum if b else None,
+        "best_value": b.final_value if b else None,
+        "iterations": b.iterations if b else None,
+        "score": b.score if b else None,
+        "trials_charged": r.trials_charged,
+        "invalid": r.invalid_proposals,
         "repeated": r.repeated_proposals,
         "tokens": known_sum((r.input_tokens, r.output_tokens)),
         "cost_usd": r.cost_usd,
-        "wall_s": round(r.wall_s, 4), "stop_reason": r.stop_reason, "error": r.error or "",
+        "wall_s": round(r.wall_s, 4),
+        "stop_reason": r.stop_reason,
+        "error": r.error or "",
     }
 
 
@@ -174,7 +181,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     """Run every missing cell on the configured backend, then collect all rows (in a
     fixed order). With more than one worker process or on Ray, `model_factory` must be
     picklable (a module-level function)."""
-    from evaluation.executors import CellJob, LocalExecutor, RayExecutor
+    from tuneloop.evaluation.executors import CellJob, LocalExecutor, RayExecutor
 
     cells = cfg.cells()
     (cfg.out / "runs").mkdir(parents=True, exist_ok=True)
@@ -200,7 +207,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
 
     storage = None
     if cfg.storage:
-        from evaluation.optuna_storage import record_cell, storage_or_error
+        from tuneloop.evaluation.optuna_storage import record_cell, storage_or_error
 
         storage = storage_or_error(cfg.storage)
 

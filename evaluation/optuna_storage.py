@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tools.errors import UserError
+from tuneloop.tools.errors import UserError
 
 
 def storage_or_error(url: str) -> Any:
@@ -33,8 +33,8 @@ def record_cell(storage: Any, study_name: str, run_dir: Path) -> int:
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from agent.tracing import read_trace
-    from evaluation.traces import trial_rows
+    from tuneloop.evaluation.traces import trial_rows
+    from tuneloop.tools.record import read_trace
 
     rows = [r for r in trial_rows(read_trace(run_dir)) if r["charged"]]
     try:

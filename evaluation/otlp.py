@@ -32,15 +32,15 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.gguf import is_local
-from agent.tracing import Redactor, Trace
-from evaluation.strategies import AGENT_METHOD
-from tools.errors import UserError
-from tools.files import atomic_write_text
+from tuneloop.agent.gguf import is_local
+from tuneloop.evaluation.strategies import AGENT_METHOD
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.files import atomic_write_text
+from tuneloop.tools.record import Redactor, Trace
 
 SCOPE = AGENT_NAME = "tuneloop"
 KIND_INTERNAL, KIND_CLIENT, STATUS_ERROR = 1, 3, 2  # SpanKind and StatusCode: OTLP/JSON writes enums as integers
@@ -69,7 +69,7 @@ def unix_nano(timestamp: str) -> int:
     """A trace timestamp (ISO 8601, UTC) in integer nanoseconds, without going through a
     float (a float of ~1.7e18 ns keeps only ~256 ns of precision)."""
     dt = datetime.fromisoformat(timestamp)
-    d = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)) - datetime.fromtimestamp(0, timezone.utc)
+    d = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)) - datetime.fromtimestamp(0, UTC)
     return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1_000
 
 

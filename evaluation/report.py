@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from evaluation.strategies import SearchSpace  # noqa: E402
-from tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
-from tools.sweep import Landscape, sweep  # noqa: E402
+from tuneloop.evaluation.strategies import SearchSpace  # noqa: E402
+from tuneloop.tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
+from tuneloop.tools.sweep import Landscape, sweep  # noqa: E402
 
 
 def search_landscape(objective: str, x0, max_iter: int, resolution: int = 96, **kw) -> Landscape:
@@ -81,7 +81,7 @@ def _style(label: str):
 def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
     """Best score so far against evaluations: median over seeds, 25-75 % band."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    from evaluation.harness import pad_curves
+    from tuneloop.evaluation.harness import pad_curves
 
     for m, cs in curves.items():
         arr = pad_curves(cs)
@@ -154,7 +154,7 @@ def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path:
         xs = np.arange(len(seeds)) + (j - (n - 1) / 2) * width
         gaps = [np.nan if v is None else max(v - f_star, 1e-16) for v in values[m]]
         ax.bar(xs, gaps, width, color=color, label=m)
-        for x, v in zip(xs, values[m]):
+        for x, v in zip(xs, values[m], strict=False):
             if v is None:
                 any_diverged = True
                 ax.bar(x, hi - lo, width, bottom=lo, facecolor="none", edgecolor=color, hatch="//", lw=0.8)
@@ -176,8 +176,8 @@ def plot_per_seed(values: dict[str, list[float | None]], seeds: list[int], path:
 def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x0, max_iter: int,
                       path: Path | str, title: str) -> Path:
     """The objective's contours with the GD path of each method's best configuration."""
-    from tools.momentum import run
-    from tools.objectives import get_objective
+    from tuneloop.tools.momentum import run
+    from tuneloop.tools.objectives import get_objective
 
     obj = get_objective(objective)
     lo, hi = obj.domain
@@ -212,9 +212,9 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
 
 def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
     """All of `tuneloop eval`'s figures, per function."""
-    from evaluation.harness import start_point
-    from evaluation.summary import load_cells
-    from tools.objectives import get_objective
+    from tuneloop.evaluation.harness import start_point
+    from tuneloop.evaluation.summary import load_cells
+    from tuneloop.tools.objectives import get_objective
 
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
         ax.legend(loc="best", fontsize=8, framealpha=0.8)  # "best" keeps clear of the points
     ax.set_title(title, fontsize=10)
     if finite.any():
-        sc = np.array([t["score"] if f else np.inf for t, f in zip(charged, finite)], float)
+        sc = np.array([t["score"] if f else np.inf for t, f in zip(charged, finite, strict=False)], float)
         best = np.array(best_so_far(sc))
         ks = np.arange(1, len(charged) + 1)
         ax2.step(ks, np.where(np.isfinite(best), best, np.nan), where="post", color="#9467bd", label="best so far")

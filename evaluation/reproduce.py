@@ -11,20 +11,21 @@ Choices the study left open, made here (and in the README):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from agent.models import ModelFactory, ModelSettings, make_chat_model
-from agent.session import SessionConfig, SessionResult
-from evaluation import defaults as D
-from evaluation.runner import run_strategy
-from evaluation.strategies import GridSearch, RandomSearch, RefinedGrid, SearchSpace
-from tools.momentum import DEFAULT_X0, start_point
-from tools.defaults import DEFAULT_MAX_ITER
-from tools.formatting import fmt_value
-from tools.objectives import get_objective
-from tools.scoring import GOOD_GAP, study_label
-from tools.trials import Bounds, EvaluatorConfig, TrialResult
+from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.runner import run_strategy
+from tuneloop.evaluation.strategies import GridSearch, RandomSearch, RefinedGrid, SearchSpace
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER
+from tuneloop.tools.formatting import fmt_value
+from tuneloop.tools.momentum import DEFAULT_X0, start_point
+from tuneloop.tools.objectives import get_objective
+from tuneloop.tools.run_result import SessionResult
+from tuneloop.tools.scoring import GOOD_GAP, study_label
+from tuneloop.tools.trials import Bounds, EvaluatorConfig, TrialResult
 
 FUNCTIONS = D.FUNCTIONS  # the study's two objectives
 SEEDS = D.SEEDS  # its three seeds
@@ -84,12 +85,12 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
             bests.append(b)
             rows.append(dict(seed=s, x0=x0, lr=b.learning_rate, momentum=b.momentum, final=b.final_value,
                              iterations=b.iterations))
-        for row, b in zip(rows, bests):  # Best: the lowest score of the table
+        for row, b in zip(rows, bests, strict=False):  # Best: the lowest score of the table
             row["status"] = _label(b, f_star, min(t.score for t in bests))
         tables["random"][f] = rows
         if no_llm:
             continue
-        from agent.session import run_session
+        from tuneloop.agent.session import run_session
 
         rows, bests = [], []
         for m in models:
@@ -98,7 +99,9 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
                 say(f"LLM {m} on {f}, seed {s}")
                 cfg = _cfg(out, f, start_point("random", s), RANDOM_T, 1, "llm", s,
                            model=settings.model_copy(update={"seed": settings.seed + s}))
-                res: SessionResult = run_session(cfg, model_factory=model_factory, session_id=f"llm-{m.replace(':', '_')}-{f}-s{s}")
+                res: SessionResult = run_session(
+                    cfg, model_factory=model_factory, session_id=f"llm-{m.replace(':', '_')}-{f}-s{s}"
+                )
                 b = res.best
                 bests.append(b)
                 rows.append(dict(seed=s, model=m, lr=b.learning_rate if b else None, momentum=b.momentum if b else None,
@@ -107,7 +110,7 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
                                                         f"stop: {res.stop_reason})"),
                                  invalid=res.invalid_proposals))
         top = min((b.score for b in bests if b is not None), default=None)
-        for row, b in zip(rows, bests):
+        for row, b in zip(rows, bests, strict=False):
             if b is not None:
                 row["status"] = _label(b, f_star, top)
         tables["llm"][f] = rows
@@ -124,7 +127,10 @@ def study_markdown(tables: dict, figures: dict[str, list[str]], seconds: float) 
     for f, rows in tables["grid"].items():
         L += [f"## Grid search on {f} (T = {GRID_T}, x0 = (-1.5, 2))", "",
               "| learning rate | momentum | final f(x) | iterations | status |", "|---:|---:|---:|---:|---|"]
-        L += [f"| {r['lr']:g} | {r['momentum']:g} | {fmt_value(r['final'], 6)} | {r['iterations']} | {r['status']} |" for r in rows]
+        L += [
+            f"| {r['lr']:g} | {r['momentum']:g} | {fmt_value(r['final'], 6)} | {r['iterations']} | {r['status']} |"
+            for r in rows
+        ]
         L.append("")
     L += ["## Refined grid: best per objective", "",
           "| objective | learning rate | momentum | final f(x) | iterations | status | better than the grid's best |",
@@ -134,14 +140,22 @@ def study_markdown(tables: dict, figures: dict[str, list[str]], seconds: float) 
                  f"{r['status']} | {'yes' if r['improves_on_grid'] else 'no'} |")
     L.append("")
     for f, rows in tables["random"].items():
-        L += [f"## Random search on {f} (T = {RANDOM_T}, {RANDOM_SAMPLES} samples per seed)", "",
-              "| seed | x0 | best lr | momentum | final value | iterations | status |", "|---:|---|---:|---:|---:|---:|---|"]
+        L += [
+            f"## Random search on {f} (T = {RANDOM_T}, {RANDOM_SAMPLES} samples per seed)",
+            "",
+            "| seed | x0 | best lr | momentum | final value | iterations | status |",
+            "|---:|---|---:|---:|---:|---:|---|",
+        ]
         L += [f"| {r['seed']} | ({r['x0'][0]:.3f}, {r['x0'][1]:.3f}) | {r['lr']:.4g} | {r['momentum']:.4g} | "
               f"{fmt_value(r['final'], 6)} | {r['iterations']} | {r['status']} |" for r in rows]
         L.append("")
     for f, rows in tables["llm"].items():
-        L += [f"## LLM-guided on {f} (T = {RANDOM_T}, one proposal per seed, prompt `paper`)", "",
-              "| seed | model | lr | momentum | final value | iterations | status |", "|---:|---|---:|---:|---:|---:|---|"]
+        L += [
+            f"## LLM-guided on {f} (T = {RANDOM_T}, one proposal per seed, prompt `paper`)",
+            "",
+            "| seed | model | lr | momentum | final value | iterations | status |",
+            "|---:|---|---:|---:|---:|---:|---|",
+        ]
         for r in rows:
             lr = "-" if r["lr"] is None else f"{r['lr']:.4g}"
             mom = "-" if r["momentum"] is None else f"{r['momentum']:.4g}"
@@ -150,13 +164,13 @@ def study_markdown(tables: dict, figures: dict[str, list[str]], seconds: float) 
         L.append("")
     if not tables["llm"]:
         L += ["## LLM-guided", "", "Skipped (`--no-llm`).", ""]
-    for f, figs in figures.items():
+    for figs in figures.values():
         L += [f"![{Path(p).stem}](plots/{Path(p).name})" for p in figs]
     return "\n".join(L) + "\n"
 
 
 def study_figures(tables: dict, out: Path) -> dict[str, list[str]]:
-    from evaluation.report import plot_landscape_proposals, plot_per_seed, search_landscape
+    from tuneloop.evaluation.report import plot_landscape_proposals, plot_per_seed, search_landscape
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)

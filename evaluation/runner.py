@@ -4,32 +4,41 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from agent.prompts import load_template
-from agent.session import EventSink, SessionConfig, SessionResult, finish_session, manifest_for
-from agent.models import api_key_for
-from agent.tracing import TraceCallbackHandler, TraceWriter
-from agent.usage import Usage
-from evaluation.strategies import CentaurError, Strategy
-from tools.trials import BudgetExhausted, Evaluator, InvalidProposal
+from tuneloop.agent.models import api_key_for
+from tuneloop.agent.pricing import session_cost
+from tuneloop.agent.prompts import template_for
+from tuneloop.agent.session_config import SessionConfig, manifest_for
+from tuneloop.evaluation.strategies import CentaurError, Strategy
+from tuneloop.tools.record import TraceWriter
+from tuneloop.tools.run_result import EventSink, SessionResult, finish_session
+from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal
+from tuneloop.tools.usage import Usage
 
 MAX_PROPOSALS_PER_TRIAL = 10  # a strategy that keeps re-proposing cached points still ends
 
 
 def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
                  extra_manifest: dict[str, Any] | None = None, usage: Usage | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> SessionResult:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_trial: Callable[[dict], None] | None = None) -> SessionResult:
     """Ask, evaluate, tell until the budget is spent (or the strategy has nothing left).
     The bill of any model the strategy calls is the trace callback's (`usage` overrides it)."""
     writer = TraceWriter(cfg.runs_dir, session_id, secrets_to_hide=[api_key_for(cfg.model) or ""])
-    ev = Evaluator(cfg.evaluator, logger=EventSink(writer))
+    ev = Evaluator(cfg.evaluator, logger=EventSink(writer, on_trial))
     strategy.bind_evaluator(ev)
-    handler = TraceCallbackHandler(writer, cfg.model.model)
-    strategy.bind_trace(handler)  # a strategy that calls a model (Centaur) traces its calls
+    bill = Usage()
+    if strategy.uses_llm:  # a strategy that calls a model (Centaur) traces its calls; LangChain only then
+        from tuneloop.agent.tracing import TraceCallbackHandler
+
+        handler = TraceCallbackHandler(writer, cfg.model.model)
+        strategy.bind_trace(handler)
+        bill = handler.usage
     t0 = time.perf_counter()
     stop, error = "budget_spent", None
-    template = load_template(cfg.prompt) if strategy.uses_llm else None
+    template = template_for(cfg.prompt, cfg.prompt_text) if strategy.uses_llm else None
     model = cfg.model.model if strategy.uses_llm else None
     try:
         writer.write_manifest(manifest_for(
@@ -69,6 +78,8 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
         stop = "interrupted"
         raise
     finally:
-        result = finish_session(writer=writer, ev=ev, cfg=cfg, model=model or "-", prompt=template.name if template else "-",
-                                stop=stop, wall_s=time.perf_counter() - t0, usage=usage or handler.usage, error=error)
+        spent = usage or bill
+        result = finish_session(writer=writer, ev=ev, method=cfg.method, model=model or "-",
+                                prompt=template.name if template else "-", stop=stop, wall_s=time.perf_counter() - t0,
+                                usage=spent, error=error, cost_usd=session_cost(spent, cfg.model))
     return result

@@ -16,13 +16,16 @@ Adding a method is one class with `@register("name")` and a `create(ctx)` classm
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from agent.gbnf import SCI_FLOOR_EXP
-from tools.trials import Bounds
+from tuneloop.agent.gbnf import SCI_FLOOR_EXP
+from tuneloop.evaluation.defaults import CENTAUR_RATIO
+from tuneloop.tools.errors import TuneloopError
+from tuneloop.tools.trials import Bounds
 
 STUDY_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
 STUDY_BETAS = (0.0, 0.5, 0.9)
@@ -40,7 +43,7 @@ class SearchSpace:
     beta: tuple[float, float] = (Bounds().beta_min, Bounds().beta_max)
 
     @staticmethod
-    def from_bounds(bounds: Bounds) -> "SearchSpace":
+    def from_bounds(bounds: Bounds) -> SearchSpace:
         """The box of `bounds`; a range open at 0 starts at SCI_FLOOR_EXP's decade, and beta
         stops at the default's 0.99 at most (gradient descent needs beta < 1)."""
         lo = bounds.alpha_min if bounds.alpha_min > 0 else 10.0**SCI_FLOOR_EXP
@@ -80,8 +83,8 @@ class StrategyContext:
     budget: int
     seed: int = 0
     space: SearchSpace = SearchSpace()
-    propose_llm: "LLMProposer | None" = None
-    centaur_ratio: float = 0.3
+    propose_llm: LLMProposer | None = None
+    centaur_ratio: float = CENTAUR_RATIO
     centaur_warmup: int | None = None
 
 
@@ -93,7 +96,7 @@ class Strategy:
     uses_llm: ClassVar[bool] = False  # True: the cell needs a chat model (Centaur)
 
     @classmethod
-    def create(cls, ctx: StrategyContext) -> "Strategy":
+    def create(cls, ctx: StrategyContext) -> Strategy:
         """Build it for one cell; the default takes the search box and the seed."""
         return cls(ctx.space, seed=ctx.seed)  # type: ignore[call-arg]
 
@@ -167,7 +170,7 @@ class GridSearch(Strategy):
     over that order (indices round(linspace(0, n - 1, budget))) are used."""
 
     @classmethod
-    def create(cls, ctx: StrategyContext) -> "GridSearch":
+    def create(cls, ctx: StrategyContext) -> GridSearch:
         return cls(budget=ctx.budget)
 
     def __init__(self, alphas=STUDY_ALPHAS, betas=STUDY_BETAS, budget: int | None = None) -> None:
@@ -212,7 +215,7 @@ class RefinedGrid(Strategy):
     rest refine; the refinement point equal to the grid's best is skipped (a repeat)."""
 
     @classmethod
-    def create(cls, ctx: StrategyContext) -> "RefinedGrid":
+    def create(cls, ctx: StrategyContext) -> RefinedGrid:
         return cls(budget=ctx.budget, space=ctx.space)
 
     def __init__(self, budget: int | None = None, space: SearchSpace | None = None) -> None:
@@ -345,7 +348,7 @@ class TPEStrategy(Strategy):
         return {"n_startup_trials": self.n_startup_trials}
 
 
-class CentaurError(RuntimeError):
+class CentaurError(TuneloopError, RuntimeError):
     """The LLM failed inside Centaur: a hard, visible failure, never a silent fallback."""
 
 
@@ -374,7 +377,7 @@ class Centaur(Strategy):
     LLM_SOURCE = "centaur-llm"  # the `source` of the trials the LLM proposed
 
     @classmethod
-    def create(cls, ctx: StrategyContext) -> "Centaur":
+    def create(cls, ctx: StrategyContext) -> Centaur:
         if ctx.propose_llm is None:
             raise ValueError("centaur needs an LLM proposer (StrategyContext.propose_llm)")
         return cls(ctx.propose_llm, ctx.budget, ctx.space, seed=ctx.seed, warmup=ctx.centaur_warmup,
@@ -382,7 +385,7 @@ class Centaur(Strategy):
 
     def __init__(self, propose_llm: LLMProposer, budget: int,
                  space: SearchSpace = SearchSpace(), seed: int = 0, warmup: int | None = None,
-                 ratio: float = 0.3, sigma0: float = 0.3) -> None:
+                 ratio: float = CENTAUR_RATIO, sigma0: float = 0.3) -> None:
         self.cma = CMAESStrategy(space, seed=seed, sigma0=sigma0)
         self.ratio = ratio
         self.warmup = self.cma.population_size if warmup is None else warmup

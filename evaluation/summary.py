@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.usage import known_sum
-from evaluation.arms import Arm
-from evaluation.harness import EvalConfig, cell_dir, pad_curves
-from evaluation.strategies import AGENT_METHOD
-from tools.files import atomic_write_text
-from tools.formatting import fmt_cell
-from tools.scoring import DIVERGED_SCORE
+from tuneloop.evaluation.arms import Arm
+from tuneloop.evaluation.harness import EvalConfig, cell_dir, pad_curves
+from tuneloop.evaluation.strategies import AGENT_METHOD
+from tuneloop.tools.files import atomic_write_text
+from tuneloop.tools.formatting import fmt_cell
+from tuneloop.tools.scoring import DIVERGED_SCORE
+from tuneloop.tools.usage import known_sum
 
 
 def load_cells(cfg: EvalConfig, arm: Arm, function: str) -> list[dict]:
@@ -30,7 +30,9 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
         per: dict[str, dict] = {}
         data = {a.label: load_cells(cfg, a, f) for a in cfg.arms()}
         for m, cells in data.items():
-            vals = np.array([np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float)
+            vals = np.array(
+                [np.nan if c["row"]["best_value"] is None else c["row"]["best_value"] for c in cells], float
+            )
             scores = np.array([np.inf if c["row"]["score"] is None else c["row"]["score"] for c in cells], float)
             iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
             med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
@@ -54,7 +56,7 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
                 "mean_wall_s": float(np.mean([c["row"]["wall_s"] for c in cells])),
             }
         for m in per:
-            per[m]["wins"] = {o: int(sum(a < b for a, b in zip(per[m]["scores"], per[o]["scores"])))
+            per[m]["wins"] = {o: int(sum(a < b for a, b in zip(per[m]["scores"], per[o]["scores"], strict=False)))
                               for o in per if o != m}
         out[f] = per
     return out

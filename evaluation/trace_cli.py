@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from agent.cli import read_trace_warning
-from tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
-from tools.defaults import DEFAULT_MAX_ITER
-from tools.errors import UserError
-from tools.formatting import fmt_cell, fmt_param, fmt_sci
+from tuneloop.agent.cli import read_trace_warning
+from tuneloop.tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_sci
 
 trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
@@ -21,7 +21,7 @@ RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.
 @trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")
 def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
-    from evaluation.traces import summary
+    from tuneloop.evaluation.traces import summary
 
     s = summary(read_trace_warning(run_dir))
     if as_json:
@@ -35,18 +35,28 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     for col in ("trial", "source", "alpha", "beta", "status", "final value", "iters", "score", "repeat", "best so far"):
         tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
     for r in s["trials"]:
-        tab.add_row(fmt_cell(r["trial"]), fmt_cell(r["source"]), fmt_param(r["learning_rate"]), fmt_param(r["momentum"]),
-                    fmt_cell(r["status"]),
-                    fmt_cell(r["final_value"]), fmt_cell(r["iterations"]), fmt_cell(r["score"], ".3f"), "yes" if r["repeat"] else "",
-                    fmt_cell(r["best_value_so_far"]))
+        tab.add_row(
+            fmt_cell(r["trial"]),
+            fmt_cell(r["source"]),
+            fmt_param(r["learning_rate"]),
+            fmt_param(r["momentum"]),
+            fmt_cell(r["status"]),
+            fmt_cell(r["final_value"]),
+            fmt_cell(r["iterations"]),
+            fmt_cell(r["score"], ".3f"),
+            "yes" if r["repeat"] else "",
+            fmt_cell(r["best_value_so_far"]),
+        )
     con.print(tab)
     for e in s["invalid"]:
         con.print(f"invalid ({e['source']}): {e['error']}")
     mc = s["model_calls"]
     cost = "" if s["cost_usd"] is None else f", cost ${s['cost_usd']:.4f}"
-    con.print(f"model calls {mc['count']}, tokens in/out {fmt_cell(mc['input_tokens'])}/{fmt_cell(mc['output_tokens'])}"
-              f"{cost}, latency p50 {fmt_cell(mc['latency_p50_s'], '.2f')} s p95 {fmt_cell(mc['latency_p95_s'], '.2f')} s, "
-              f"retries {s['retries']}")
+    con.print(
+        f"model calls {mc['count']}, tokens in/out {fmt_cell(mc['input_tokens'])}/{fmt_cell(mc['output_tokens'])}"
+        f"{cost}, latency p50 {fmt_cell(mc['latency_p50_s'], '.2f')} s p95 {fmt_cell(mc['latency_p95_s'], '.2f')} s, "
+        f"retries {s['retries']}"
+    )
     for fb in s["tool_choice_fallbacks"]:
         con.print(f"tool_choice: the server rejected {fb['from']}, now {fb['to']} ({fb['error']})")
     tm = s["time"]
@@ -63,9 +73,11 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
 
 
 @trace_app.command("compare", short_help="Runs side by side, grouped by method, prompt and model.")
-def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False) -> None:
+def trace_compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False
+) -> None:
     """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
-    from evaluation.traces import compare
+    from tuneloop.evaluation.traces import compare
 
     rows = compare([read_trace_warning(d) for d in run_dirs])
     if as_json:
@@ -74,8 +86,24 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
     from rich.table import Table
 
     tab = Table(show_edge=False)
-    cols = ("run", "method", "prompt", "model", "objective", "best_value", "best_lr", "best_momentum", "evals_to_1pct", "charged",
-            "invalid", "repeated", "tokens", "cost_usd", "wall_s", "stop_reason")
+    cols = (
+        "run",
+        "method",
+        "prompt",
+        "model",
+        "objective",
+        "best_value",
+        "best_lr",
+        "best_momentum",
+        "evals_to_1pct",
+        "charged",
+        "invalid",
+        "repeated",
+        "tokens",
+        "cost_usd",
+        "wall_s",
+        "stop_reason",
+    )
     for c in cols:
         tab.add_column(c.replace("_", " "), no_wrap=True)
     for r in rows:
@@ -86,8 +114,8 @@ def trace_compare(run_dirs: Annotated[list[Path], typer.Argument(help="run direc
 @trace_app.command("state", short_help="Did each proposal repeat a tried or failed configuration?")
 def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?"""
-    from evaluation.traces import FAILED_BOX, state_audit
-    from tools.scoring import GOOD_GAP
+    from tuneloop.evaluation.traces import FAILED_BOX, state_audit
+    from tuneloop.tools.scoring import GOOD_GAP
 
     a = state_audit(read_trace_warning(run_dir))
     if as_json:
@@ -98,25 +126,39 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             print(f"seq {x['seq']:>4}  invalid proposal: {x['error']}")
             continue
         inc = x["incumbent"]
-        flags = [n for n, k in (("REPEAT", "repeat_tried"), ("REPEAT-OF-FAILED", "repeat_failed"),
-                                ("IN-FAILED-REGION", "in_failed_region"), ("IGNORED-INCUMBENT", "ignored_incumbent")) if x[k]]
+        flags = [
+            n
+            for n, k in (
+                ("REPEAT", "repeat_tried"),
+                ("REPEAT-OF-FAILED", "repeat_failed"),
+                ("IN-FAILED-REGION", "in_failed_region"),
+                ("IGNORED-INCUMBENT", "ignored_incumbent"),
+            )
+            if x[k]
+        ]
         print(f"trial {x['trial']:>3}  proposed lr={x['proposal'][0]:.4g} mom={x['proposal'][1]:.4g}  | incumbent "
               f"{'none' if inc is None else f'lr={inc[0]:.4g} mom={inc[1]:.4g}'}  failed so far {x['failed_so_far']}  "
               f"{' '.join(flags)}")
-    pct = (lambda v: "n/a" if v is None else f"{100 * v:.0f} %")
-    print(f"\n{a['n_turns']} model proposals ({a['n_valid']} valid): invalid {pct(a['invalid_rate'])}, repeated a tried "
-          f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
-          f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}")
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.0f} %"
+
+    print(
+        f"\n{a['n_turns']} model proposals ({a['n_valid']} valid): invalid {pct(a['invalid_rate'])}, repeated a tried "
+        f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
+        f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}"
+    )
     print(f"(failed: diverged, or stopped more than {fmt_sci(GOOD_GAP)} above the minimum; failed region: within "
           f"{FAILED_BOX[0]} decade of alpha and {FAILED_BOX[1]} of beta of a failed trial; ignored the incumbent: "
           f"closer to a failed trial than to the incumbent)")
 
 
 @trace_app.command("plot", short_help="Proposals on the landscape, and the best-so-far curve (PNG).")
-def trace_plot(run_dir: RunDirArg,
-               out: Annotated[Optional[Path], typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None) -> None:
+def trace_plot(
+    run_dir: RunDirArg,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None,
+) -> None:
     """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
-    from evaluation.traces import trial_rows
+    from tuneloop.evaluation.traces import trial_rows
 
     t = read_trace_warning(run_dir)
     m = t.manifest or {}
@@ -125,7 +167,7 @@ def trace_plot(run_dir: RunDirArg,
     target = out or (t.run_dir / "proposals.png")
     if target.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {target}")
-    from evaluation.report import plot_trace
+    from tuneloop.evaluation.report import plot_trace
 
     plot_trace(m["objective"], m["x0"], int(m.get("max_iter", DEFAULT_MAX_ITER)), trial_rows(t), target,
                f"{t.session_id}: {t.method} on {t.objective}")
@@ -133,18 +175,31 @@ def trace_plot(run_dir: RunDirArg,
 
 
 @trace_app.command("export", short_help="Trials as CSV or JSON lines; sessions as OpenTelemetry (OTLP).")
-def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
-                 fmt: Annotated[str, typer.Option("--format", help="csv | jsonl (one row per trial) | otlp (OTLP/JSON spans)")] = "csv",
-                 out: Annotated[Optional[Path], typer.Option("--out", help="file to write (default trials.csv, trials.jsonl or traces.json)")] = None,
-                 otlp_endpoint: Annotated[Optional[str], typer.Option("--otlp-endpoint", help="also send the spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318")] = None,
-                 include_content: Annotated[bool, typer.Option("--include-content", help="otlp: put the messages sent and received in the spans")] = False) -> None:
+def trace_export(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv | jsonl (one row per trial) | otlp (OTLP/JSON spans)")
+    ] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="file to write (default trials.csv, trials.jsonl or traces.json)")
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint", help="also send the spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318"
+        ),
+    ] = None,
+    include_content: Annotated[
+        bool, typer.Option("--include-content", help="otlp: put the messages sent and received in the spans")
+    ] = False,
+) -> None:
     """One row per trial across runs, for pandas or a spreadsheet (csv, jsonl); or each
     session as an OpenTelemetry trace following the GenAI conventions (otlp), for Phoenix,
     Langfuse, Jaeger or any OTLP collector."""
     import csv
 
-    from evaluation.traces import EXPORT_FIELDS, export_rows
-    from tools.files import atomic_open
+    from tuneloop.evaluation.traces import EXPORT_FIELDS, export_rows
+    from tuneloop.tools.files import atomic_open
 
     if fmt not in ("csv", "jsonl", "otlp"):
         raise UserError(f"--format must be csv, jsonl or otlp, got {fmt!r}")
@@ -152,7 +207,7 @@ def trace_export(run_dirs: Annotated[list[Path], typer.Argument(help="run direct
         raise UserError("--otlp-endpoint needs --format otlp")
     traces = [read_trace_warning(d) for d in run_dirs]
     if fmt == "otlp":
-        from evaluation.otlp import otlp_request, send_otlp, write_otlp
+        from tuneloop.evaluation.otlp import otlp_request, send_otlp, write_otlp
 
         request = otlp_request(traces, include_content=include_content)
         spans = sum(len(ss["spans"]) for rs in request["resourceSpans"] for ss in rs["scopeSpans"])
@@ -189,7 +244,7 @@ def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     that the same trials, results and final answer come out."""
     import tempfile
 
-    from evaluation.replay import replay
+    from tuneloop.evaluation.replay import replay
 
     t = read_trace_warning(run_dir)
     with tempfile.TemporaryDirectory(prefix="tuneloop-replay-") as tmp:

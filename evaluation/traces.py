@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.tracing import Trace
-from agent.usage import known_sum
-from evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
-from tools.scoring import best_so_far, is_failed
+from tuneloop.evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
+from tuneloop.tools.record import Trace
+from tuneloop.tools.scoring import best_so_far, is_failed
+from tuneloop.tools.usage import known_sum
 
 
 # ------------------------------------------------------------------ summary
@@ -57,13 +57,26 @@ def summary(t: Trace) -> dict[str, Any]:
     if t.manifest and t.manifest.get("prompt"):
         settings["prompt"] = t.manifest["prompt"].get("name")
     return {
-        "run_dir": str(t.run_dir), "session_id": t.session_id, "settings": settings,
+        "run_dir": str(t.run_dir),
+        "session_id": t.session_id,
+        "settings": settings,
         "trials": rows,
-        "invalid": [{"source": e.get("source"), "error": e.get("error"), "learning_rate": e.get("learning_rate"),
-                     "momentum": e.get("momentum")} for e in t.of("tool_error")],
-        "model_calls": {"count": len(calls), "input_tokens": known_sum(c.get("input_tokens") for c in calls),
-                        "output_tokens": known_sum(c.get("output_tokens") for c in calls),
-                        "latency_p50_s": _pct(lat, 50), "latency_p95_s": _pct(lat, 95)},
+        "invalid": [
+            {
+                "source": e.get("source"),
+                "error": e.get("error"),
+                "learning_rate": e.get("learning_rate"),
+                "momentum": e.get("momentum"),
+            }
+            for e in t.of("tool_error")
+        ],
+        "model_calls": {
+            "count": len(calls),
+            "input_tokens": known_sum(c.get("input_tokens") for c in calls),
+            "output_tokens": known_sum(c.get("output_tokens") for c in calls),
+            "latency_p50_s": _pct(lat, 50),
+            "latency_p95_s": _pct(lat, 95),
+        },
         "retries": len(t.of("retry")),
         "stop_reason": fin.get("stop_reason") if fin else "unfinished (no session_finished event)",
         "time": _segment_times(t.of("session_finished")),
@@ -72,7 +85,9 @@ def summary(t: Trace) -> dict[str, Any]:
         "text_replies": fin.get("text_replies") if fin else None,
         "recommendation": fin.get("recommendation") if fin else None,
         "tool_choice_fallbacks": [{k: e.get(k) for k in ("from", "to", "error")} for e in t.of("tool_choice_fallback")],
-        "best": min((r for r in rows if r["charged"] and r["score"] is not None), key=lambda r: r["score"], default=None),
+        "best": min(
+            (r for r in rows if r["charged"] and r["score"] is not None), key=lambda r: r["score"], default=None
+        ),
         "warnings": t.warnings,
     }
 
@@ -109,7 +124,8 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "cost_usd": s["cost_usd"],
             "wall_s": (s["time"] or {}).get("wall_s"), "stop_reason": s["stop_reason"],
         })
-    arm = (lambda r: (r["method"], r["prompt"], r["model"]))
+    def arm(r):
+        return (r["method"], r["prompt"], r["model"])
     first: dict = {}
     for i, r in enumerate(out):
         first.setdefault(arm(r), i)
@@ -145,8 +161,10 @@ def state_audit(t: Trace) -> dict[str, Any]:
         p = (float(e["learning_rate"]), float(e["momentum"]))
         if e.get("source") in model_sources:
             repeat = p in tried or bool(e.get("repeat"))
-            in_failed = any(abs(math.log10(p[0]) - math.log10(q[0])) <= FAILED_BOX[0] and abs(p[1] - q[1]) <= FAILED_BOX[1]
-                            for q in failed)
+            in_failed = any(
+                abs(math.log10(p[0]) - math.log10(q[0])) <= FAILED_BOX[0] and abs(p[1] - q[1]) <= FAILED_BOX[1]
+                for q in failed
+            )
             ignored = bool(incumbent and failed and min(_dist(p, q) for q in failed) < _dist(p, incumbent[:2]))
             turns.append({"seq": e["seq"], "trial": e.get("trial"), "proposal": p, "invalid": False,
                           "incumbent": incumbent, "failed_so_far": len(failed), "repeat_tried": repeat,
@@ -162,7 +180,8 @@ def state_audit(t: Trace) -> dict[str, Any]:
             incumbent = (p[0], p[1], e["score"])
     valid = [x for x in turns if not x["invalid"]]
     n = len(valid)
-    rate = (lambda k: (sum(x[k] for x in valid) / n) if n else None)
+    def rate(k):
+        return (sum(x[k] for x in valid) / n) if n else None
     return {"turns": turns, "n_turns": len(turns), "n_valid": n,
             "invalid_rate": (len(turns) - n) / len(turns) if turns else None,
             "repeat_tried_rate": rate("repeat_tried"), "repeat_failed_rate": rate("repeat_failed"),
@@ -170,7 +189,7 @@ def state_audit(t: Trace) -> dict[str, Any]:
 
 
 def _f_star(t: Trace) -> float | None:
-    from tools.objectives import UnknownObjectiveError, get_objective
+    from tuneloop.tools.objectives import UnknownObjectiveError, get_objective
 
     try:
         obj = get_objective(t.objective)

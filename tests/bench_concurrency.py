@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluation.cli import main
 from tests.test_executors import llm_server
+from tuneloop.evaluation.cli import main
 
 DELAY_S = 0.5
 

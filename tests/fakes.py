@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agent.scripted import ScriptedChatModel
+from tuneloop.agent.scripted import ScriptedChatModel
 
 __all__ = ["ScriptedChatModel", "FakeOpenAIServer", "call", "final", "openai_tool_reply"]
 
@@ -119,7 +119,7 @@ class FakeOpenAIServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         self.thread.start()
         return self
 

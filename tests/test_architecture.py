@@ -15,12 +15,14 @@ MAX_LINES = 450
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the floors under its installed name (tuneloop.tools.trials, ...);
+    evaluation/api/ is the package `tuneloop` itself."""
     out = {}
     for pkg in PACKAGES:
         for p in sorted((ROOT / pkg).rglob("*.py")):
             rel = p.relative_to(ROOT).with_suffix("")
-            name = ".".join(rel.parts).removesuffix(".__init__")
-            out[name] = p
+            name = "tuneloop." + ".".join(rel.parts).removesuffix(".__init__")
+            out[name.replace("tuneloop.evaluation.api", "tuneloop")] = p
     return out
 
 
@@ -38,6 +40,15 @@ def imports_of(path: Path, name: str) -> list[tuple[str, list[str]]]:
                 base = f"{parent}.{base}".rstrip(".")
             found.append((base, [a.name for a in node.names]))
     return found
+
+
+def test_every_import_uses_the_installed_name():
+    """No module or test imports a floor by its folder name (`tools`, `agent`, ...): those
+    generic names are not installed, and a user's own `tools/` would shadow them."""
+    files = dict(modules()) | {f"tests.{p.stem}": p for p in (ROOT / "tests").glob("*.py")}
+    bad = [f"{p.relative_to(ROOT)}: {m}" for name, p in files.items() for m, _ in imports_of(p, name)
+           if m.split(".")[0] in (*PACKAGES, "prompts")]
+    assert not bad, "\n".join(bad)
 
 
 def test_import_linter_layers_contract_holds():
@@ -95,7 +106,7 @@ def test_no_private_name_imported_across_modules():
     bad = []
     for name, path in files.items():
         for module, names in imports_of(path, name):
-            if module.split(".")[0] in (*PACKAGES, "tests", "prompts"):
+            if module.split(".")[0] in ("tuneloop", "tests"):
                 bad += [f"{path.relative_to(ROOT)}: {module}.{n}" for n in names
                         if n.startswith("_") and not n.startswith("__")]
                 if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
@@ -118,6 +129,8 @@ def test_cited_documents_exist():
                 continue  # outputs tuneloop writes, not documents it cites
             if not ((ROOT / ref).exists() or (p.parent / ref).exists()):
                 missing.add(f"{p.relative_to(ROOT)} cites {ref}")
-        if p.name != "test_architecture.py" and re.search(r"\b(the|this) (issue|brief)\b|\.\./shared", p.read_text(errors="ignore")):
+        if p.name != "test_architecture.py" and re.search(
+            r"\b(the|this) (issue|brief)\b|\.\./shared", p.read_text(errors="ignore")
+        ):
             missing.add(f"{p.relative_to(ROOT)} cites a document outside the repository")
     assert not missing, "\n".join(sorted(missing))

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.cli import main
 from tests.reference import momentum_gd_ref
+from tuneloop.evaluation.cli import main
 
 
 def run_cli(capsys, *argv):

@@ -5,8 +5,8 @@ pieces, repeats kept out, and the vocabulary's cache."""
 import numpy as np
 import pytest
 
-from agent.decoding import NumberLanguage, Sampling, Vocabulary, completing, number_language, sample
-from agent.gbnf import number_sentences
+from tuneloop.agent.decoding import NumberLanguage, Sampling, Vocabulary, completing, number_language, sample
+from tuneloop.agent.gbnf import number_sentences
 
 LR = {"type": "number", "minimum": 1e-4, "maximum": 0.1}
 MOM = {"type": "number", "minimum": 0, "maximum": 0.99}
@@ -42,7 +42,9 @@ def test_random_decodes_always_end_in_the_language():
         while not lang.done(text):
             logits = np.zeros(400)
             logits[IDS] = rng.normal(0, 3, len(IDS))
-            token = sample(logits, lang.allowed(text, IDS, PIECES), rng, Sampling(temperature=1.5, top_k=0, top_p=1, min_p=0))
+            token = sample(
+                logits, lang.allowed(text, IDS, PIECES), rng, Sampling(temperature=1.5, top_k=0, top_p=1, min_p=0)
+            )
             text += PIECES[token - 100]
         assert text[:-1] in sentences
 
@@ -91,7 +93,7 @@ class FakeLlama:
 
 def test_vocabulary_keeps_one_token_per_piece_and_string_safe_tokens(tmp_path, monkeypatch):
     v = Vocabulary.read(FakeLlama())
-    assert dict(zip(v.number_pieces, v.number_ids.tolist())) == {",": 2, "1": 3, "e-": 4, "}": 11}
+    assert dict(zip(v.number_pieces, v.number_ids.tolist(), strict=False)) == {",": 2, "1": 3, "e-": 4, "}": 11}
     assert set(v.string_ids.tolist()) == {2, 3, 4, 5, 10, 11, 1}  # no quote, newline, partial byte, special
     assert v.quote_id == 6
     again = Vocabulary.from_json(v.to_json())
@@ -100,7 +102,7 @@ def test_vocabulary_keeps_one_token_per_piece_and_string_safe_tokens(tmp_path, m
 
 
 def test_a_rationale_ends_at_its_first_sentence_not_inside_a_number():
-    from agent.decoding import SENTENCE_END
+    from tuneloop.agent.decoding import SENTENCE_END
 
     assert SENTENCE_END.findall("Trial 3 converged fastest.") and SENTENCE_END.findall("It converged. Then")
     assert not SENTENCE_END.findall("learning rate 2.5e-4 with momentum 0.981")

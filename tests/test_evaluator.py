@@ -3,8 +3,8 @@ import math
 import pytest
 import structlog
 
-from tools.scoring import DIVERGED_SCORE, score, study_label
-from tools.trials import Bounds, BudgetExhausted, Evaluator, EvaluatorConfig, InvalidProposal
+from tuneloop.tools.scoring import DIVERGED_SCORE, score, study_label
+from tuneloop.tools.trials import Bounds, BudgetExhausted, Evaluator, EvaluatorConfig, InvalidProposal
 
 
 class Capture:

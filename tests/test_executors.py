@@ -1,13 +1,13 @@
 """Where cells run: threads for remote-model cells, a local Ray, rate limits."""
 
 import csv
-import json
 import itertools
+import json
 
 import pytest
 
-from evaluation.cli import main
 from tests.fakes import FakeOpenAIServer
+from tuneloop.evaluation.cli import main
 
 KEY = "sk-fake-0123456789abcdef"
 
@@ -52,7 +52,7 @@ def test_remote_model_cells_run_concurrently_and_resume(tmp_path, monkeypatch, c
 
 
 def test_rate_limiter_spaces_requests_and_charges_tokens():
-    from agent.ratelimit import RateLimiter
+    from tuneloop.agent.ratelimit import RateLimiter
 
     now = [0.0]
     waits = []
@@ -74,7 +74,7 @@ def test_rate_limiter_spaces_requests_and_charges_tokens():
 
 
 def test_shared_limiter_is_one_per_process_and_settings():
-    from agent.ratelimit import shared_limiter
+    from tuneloop.agent.ratelimit import shared_limiter
 
     assert shared_limiter(None, None) is None
     assert shared_limiter(100, None) is shared_limiter(100, None) is not shared_limiter(200, None)
@@ -130,7 +130,7 @@ def test_storage_records_every_cell_as_an_optuna_study(tmp_path, capsys):
     events = [json.loads(x) for x in (out / "runs" / "tpe-rosenbrock-s1" / "trace.jsonl").read_text().splitlines()]
     charged = [e for e in events if e["event"] == "trial_evaluated" and e["charged"]]
     assert len(study.trials) == len(charged) == 5
-    for t, e in zip(study.trials, charged):
+    for t, e in zip(study.trials, charged, strict=False):
         assert t.value == e["score"] and t.params["momentum"] == e["momentum"]
         assert t.params["log10_learning_rate"] == pytest.approx(math.log10(e["learning_rate"]))
         assert (t.user_attrs["status"], t.user_attrs["iterations"], t.user_attrs["source"]) == \
@@ -143,8 +143,8 @@ def test_storage_records_every_cell_as_an_optuna_study(tmp_path, capsys):
 
 
 def test_ray_reserves_cpus_by_what_a_cell_waits_on(tmp_path):
-    from evaluation.arms import Arm
-    from evaluation.executors import REMOTE_CPU_SHARE, CellJob
+    from tuneloop.evaluation.arms import Arm
+    from tuneloop.evaluation.executors import REMOTE_CPU_SHARE, CellJob
 
     def job(arm, remote):
         return CellJob(None, (arm, "rosenbrock", 0), 2, None, remote, None, tmp_path)

@@ -7,8 +7,8 @@ import re
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from agent.gbnf import is_log_scale, number_sentences, object_gbnf, tool_call_schema
-from agent.local_model import to_llama_messages
+from tuneloop.agent.gbnf import is_log_scale, number_sentences, object_gbnf, tool_call_schema
+from tuneloop.agent.local_model import to_llama_messages
 
 SCHEMA = {"type": "object", "properties": {
     "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -52,8 +52,11 @@ def reference_language(lo: float, hi: float, lo_incl: bool, hi_incl: bool, log: 
     """The numbers a bounded property admits, built independently of agent/gbnf.py: every
     string of the notation's shape, kept when its value lies inside the bounds."""
     if log:  # two significant digits, a one-digit negative exponent (or 0)
-        shapes = [f"{m}e{e}" for m in [str(d) for d in range(1, 10)] + [f"{d}.{k}" for d in range(1, 10) for k in range(1, 10)]
-                  for e in range(-6, 1)]
+        shapes = [
+            f"{m}e{e}"
+            for m in [str(d) for d in range(1, 10)] + [f"{d}.{k}" for d in range(1, 10) for k in range(1, 10)]
+            for e in range(-6, 1)
+        ]
     else:  # up to three decimals, no trailing zero
         shapes = ["0", "1"] + [f"0.{k:03d}".rstrip("0") for k in range(1, 1000)]
     inside = lambda v: (v >= lo if lo_incl else v > lo) and (v <= hi if hi_incl else v < hi)  # noqa: E731
@@ -82,7 +85,7 @@ def test_gbnf_accepts_exactly_the_language(prop, lo, hi, lo_incl, hi_incl, log):
     pattern = gbnf_regex(object_gbnf({"type": "object", "properties": {"x": prop}}))
     sentences = set(number_sentences(prop))
     for s in sentences:
-        assert pattern.fullmatch('{"x": %s}' % s), s
+        assert pattern.fullmatch(f'{{"x": {s}}}'), s
     # near misses: every sentence with one character changed, added or removed, and values
     # just outside the bounds
     rng = random.Random(0)
@@ -92,7 +95,7 @@ def test_gbnf_accepts_exactly_the_language(prop, lo, hi, lo_incl, hi_incl, log):
         i = rng.randrange(len(s))
         probes |= {s[:i] + rng.choice(alphabet) + s[i + 1:], s[:i] + rng.choice(alphabet) + s[i:], s[:i] + s[i + 1:]}
     for s in probes:
-        assert bool(pattern.fullmatch('{"x": %s}' % s)) == (s in sentences), s
+        assert bool(pattern.fullmatch(f'{{"x": {s}}}')) == (s in sentences), s
 
 
 def test_learning_rates_are_written_in_scientific_notation_and_momenta_as_decimals():
@@ -131,7 +134,7 @@ def test_messages_fold_system_into_first_user_turn():
 def test_prompts_write_learning_rates_as_the_model_does():
     """fmt_lr (what prompts show) writes every sentence of the learning-rate language back
     unchanged, so the model reads what it would write."""
-    from tools.formatting import fmt_lr
+    from tuneloop.tools.formatting import fmt_lr
 
     for s in number_sentences({"type": "number", "minimum": 1e-4, "maximum": 0.1}):
         assert fmt_lr(float(s)) == s

@@ -5,17 +5,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.models import ModelSettings
-from agent.session import SessionConfig
-from evaluation.harness import EvalConfig, run_eval
-from evaluation.summary import summarize, write_summary
-from evaluation.centaur import CentaurLLM
-from evaluation.runner import run_strategy
-from evaluation.strategies import (CMAESStrategy, Centaur, GridSearch, RandomSearch, RefinedGrid, SearchSpace,
-                                   TPEStrategy, centaur_schedule, refinement_points)
 from tests.fakes import ScriptedChatModel
-from tools.formatting import fmt_lr, fmt_param
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.models import ModelSettings
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.evaluation.centaur import CentaurLLM
+from tuneloop.evaluation.harness import EvalConfig, run_eval
+from tuneloop.evaluation.runner import run_strategy
+from tuneloop.evaluation.strategies import (
+    Centaur,
+    CMAESStrategy,
+    GridSearch,
+    RandomSearch,
+    RefinedGrid,
+    SearchSpace,
+    TPEStrategy,
+    centaur_schedule,
+    refinement_points,
+)
+from tuneloop.evaluation.summary import summarize, write_summary
+from tuneloop.tools.formatting import fmt_lr, fmt_param
+from tuneloop.tools.trials import EvaluatorConfig
 
 
 def scfg(tmp_path, budget=12, method="x", **kw):
@@ -45,12 +54,14 @@ def test_every_method_searches_the_allowed_ranges():
     """One box for all: the classical methods' default space is the sessions' default
     bounds (alpha in [1e-4, 0.1] on a log scale, beta in [0, 0.99]), and refinement points
     outside a space are dropped."""
-    from tools.trials import Bounds
+    from tuneloop.tools.trials import Bounds
 
     space = SearchSpace()
     assert space == SearchSpace.from_bounds(Bounds())
     assert space.log10_alpha == (-4.0, -1.0) and space.beta == (0.0, 0.99)
-    assert SearchSpace.from_bounds(Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)) == SearchSpace((-6.0, 0.0), (0.0, 0.99))
+    assert SearchSpace.from_bounds(Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)) == SearchSpace(
+        (-6.0, 0.0), (0.0, 0.99)
+    )
     assert max(a for a, _ in refinement_points(0.1, 0.5)) == pytest.approx(0.14)  # no space: only alpha <= 1
     assert max(a for a, _ in refinement_points(0.1, 0.5, space)) == 0.1  # 1.2 and 1.4 x 0.1 fall outside
     for s in range(3):  # every strategy's proposals fall inside the bounds
@@ -134,7 +145,7 @@ def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_pa
     # the number of trials told so far and CMA-ES's own suggestion for the replaced trial
     assert model.bindings == [{"tools": ["CentaurProposal"], "tool_choice": "any"}]
     assert len(prompts) == 4
-    for k, st, text in zip(llm_idx, states, prompts):
+    for k, st, text in zip(llm_idx, states, prompts, strict=False):
         assert f"Trials so far: {k} of {budget}." in text
         assert f"sigma: {st['sigma']:.4g}" in text
         a, b = st["suggestion"]
@@ -202,14 +213,17 @@ def test_harness_resumes_and_summary_agrees_with_csv(tmp_path):
     for p, t in stamp.items():
         if p.parent != victim:
             assert p.stat().st_mtime_ns == t
-    strip = (lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs])
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]
     assert strip(rows2) == strip(rows)  # the re-run cell reproduces its result exactly
     # summary vs results.csv
     table = _csv(tmp_path / "results.csv")
     summ = summarize(cfg)
     for f in cfg.functions:
         for m in cfg.methods:
-            vals = [float(r["best_value"]) for r in table if r["function"] == f and r["method"] == m and r["best_value"]]
+            vals = [
+                float(r["best_value"]) for r in table if r["function"] == f and r["method"] == m and r["best_value"]
+            ]
             assert summ[f][m]["mean"] == pytest.approx(np.mean(vals))
             assert summ[f][m]["median"] == pytest.approx(np.median(vals))
             its = [float(r["iterations"]) for r in table if r["function"] == f and r["method"] == m]
@@ -230,16 +244,43 @@ def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, capsys):
     counter = itertools.count(1)
 
     def fake(settings):
-        return ScriptedChatModel(script=[
-            lambda m, k: ({"name": "CentaurProposal", "args": {"learning_rate": 1e-3, "momentum": 0.9}}
-                          if "CentaurProposal" in k["tools"] else
-                          {"name": "run_momentum_gd", "args": {"learning_rate": 1e-4 * next(counter), "momentum": 0.5}}),
-        ])
+        return ScriptedChatModel(
+            script=[
+                lambda m, k: (
+                    {"name": "CentaurProposal", "args": {"learning_rate": 1e-3, "momentum": 0.9}}
+                    if "CentaurProposal" in k["tools"]
+                    else {"name": "run_momentum_gd", "args": {"learning_rate": 1e-4 * next(counter), "momentum": 0.5}}
+                ),
+            ]
+        )
 
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
-    code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "llm", "centaur", "--seeds", "0", "--budget", "8", "--centaur-ratio", "0.5",
-                 "--max-iter", "300", "--workers", "1", "--out", str(tmp_path), "--no-plots"], model_factory=fake)
+    code = main(
+        [
+            "eval",
+            "--functions",
+            "rosenbrock",
+            "--methods",
+            "grid",
+            "llm",
+            "centaur",
+            "--seeds",
+            "0",
+            "--budget",
+            "8",
+            "--centaur-ratio",
+            "0.5",
+            "--max-iter",
+            "300",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-plots",
+        ],
+        model_factory=fake,
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     rows = _csv(tmp_path / "results.csv")
@@ -249,7 +290,7 @@ def test_eval_cli_with_llm_and_centaur_on_a_scripted_model(tmp_path, capsys):
 
 
 def test_eval_cli_writes_plots_and_rejects_bad_input(tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     code = main(["eval", "--functions", "rosenbrock", "--methods", "grid", "cmaes", "--seeds", "0-1", "--budget", "4",
                  "--max-iter", "300", "--workers", "1", "--out", str(tmp_path)])
@@ -266,7 +307,7 @@ def test_eval_cli_writes_plots_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_reproduce_no_llm_tables_have_the_studys_columns(tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     code = main(["reproduce", "--no-llm", "--out", str(tmp_path)])
     assert code == 0
@@ -280,8 +321,8 @@ def test_reproduce_no_llm_tables_have_the_studys_columns(tmp_path, capsys):
 
 
 def test_reproduce_llm_rows_with_a_scripted_model(tmp_path):
-    from evaluation.reproduce import reproduce, study_markdown
     from tests.fakes import call, final
+    from tuneloop.evaluation.reproduce import reproduce, study_markdown
 
     tables = reproduce(tmp_path, ["openai:gpt-4o"], model_settings=ModelSettings(),
                        model_factory=lambda s: ScriptedChatModel(script=[call(0.01, 0.9), final(0.01, 0.9)]))
@@ -292,7 +333,7 @@ def test_reproduce_llm_rows_with_a_scripted_model(tmp_path):
 
 
 def test_a_study_over_prompts_and_models_has_a_row_each_and_grows_resumably(tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     made = []
 
@@ -334,7 +375,7 @@ def test_a_study_over_prompts_and_models_has_a_row_each_and_grows_resumably(tmp_
 def test_a_centaur_cells_model_calls_are_traced_and_it_replays_from_them(tmp_path, capsys):
     import itertools
 
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     lrs = itertools.count(1)
 

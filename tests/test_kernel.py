@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.reference import momentum_gd_ref
-from tools import kernels, momentum
-from tools.objectives import OBJECTIVES
+from tuneloop.tools import kernels, momentum
+from tuneloop.tools.objectives import OBJECTIVES
 
 
 def _random_configs(n, seed):
@@ -19,7 +19,7 @@ def _random_configs(n, seed):
 def test_kernel_matches_plain_python_reference(name):
     alphas, betas = _random_configs(150, seed=1)
     seen = set()
-    for a, b in zip(alphas.tolist(), betas.tolist()):  # plain floats: no numpy warnings
+    for a, b in zip(alphas.tolist(), betas.tolist(), strict=False):  # plain floats: no numpy warnings
         st, it, fv, best = momentum_gd_ref(name, a, b, max_iter=2000)
         r = momentum.run(name, a, b, max_iter=2000)
         seen.add(st)
@@ -131,7 +131,7 @@ def test_nd_path_at_d2_equals_2d_path(name):
     alphas = np.concatenate([alphas, [0.3, 0.9, 1.0, 1e-9]])
     betas = np.concatenate([betas, [0.0, 0.99, 0.5, 0.5]])
     seen = set()
-    for a, b in zip(alphas.tolist(), betas.tolist()):
+    for a, b in zip(alphas.tolist(), betas.tolist(), strict=False):
         st, t, xf, f, best = _nd(name, momentum.DEFAULT_X0, a, b)
         r = momentum.run(name, a, b, max_iter=3000)  # d = 2: run2
         seen.add(st)

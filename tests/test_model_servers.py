@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.models import ModelSettings
-from agent.session import SessionConfig, run_session
 from tests.fakes import FakeOpenAIServer
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.models import ModelSettings
+from tuneloop.agent.session import run_session
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.tools.trials import EvaluatorConfig
 
 KEY = "sk-fake-0123456789abcdef"
 
@@ -123,7 +124,7 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("case", ["closed port", "connection dropped", "404 model", "401 key"])
 def test_server_faults_are_one_line_exit_2_and_the_trace_resumes(tmp_path, monkeypatch, capsys, case):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     item = {"connection dropped": ("drop",), "404 model": ("status", 404), "401 key": ("status", 401)}.get(case)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.reference import f_ref
-from tools.objectives import OBJECTIVES, UnknownObjectiveError, get_objective
+from tuneloop.tools.objectives import OBJECTIVES, UnknownObjectiveError, get_objective
 
 
 def _points(obj, dim, n=12, seed=0):

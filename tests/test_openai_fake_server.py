@@ -3,10 +3,11 @@
 import json
 from pathlib import Path
 
-from agent.models import ModelSettings
-from agent.session import SessionConfig, run_session
 from tests.fakes import FakeOpenAIServer
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.models import ModelSettings
+from tuneloop.agent.session import run_session
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.tools.trials import EvaluatorConfig
 
 KEY = "sk-fake-0123456789abcdef"
 
@@ -97,7 +98,7 @@ def test_persistent_5xx_gives_up_after_bounded_attempts(tmp_path, monkeypatch):
 
 
 def test_cli_run_against_fake_server(tmp_path, monkeypatch, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     script = [("ok", "run_momentum_gd", {"learning_rate": 0.001, "momentum": 0.9}),
@@ -115,7 +116,7 @@ def test_cli_run_against_fake_server(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_model_error_is_one_line(tmp_path, monkeypatch, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with FakeOpenAIServer([("status", 401)]) as srv:

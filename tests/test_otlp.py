@@ -18,15 +18,16 @@ from google.protobuf.json_format import Parse  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
-from agent.models import ModelSettings  # noqa: E402
-from agent.session import SessionConfig, run_session  # noqa: E402
-from agent.tracing import TraceWriter, read_trace  # noqa: E402
-from evaluation.otlp import otlp_request, send_otlp, span_id, trace_id, unix_nano, write_otlp  # noqa: E402
-from evaluation.runner import run_strategy  # noqa: E402
-from evaluation.strategies import RandomSearch, SearchSpace  # noqa: E402
 from tests.fakes import ScriptedChatModel, call, final  # noqa: E402
-from tools.errors import UserError  # noqa: E402
-from tools.trials import EvaluatorConfig  # noqa: E402
+from tuneloop.agent.models import ModelSettings  # noqa: E402
+from tuneloop.agent.session import run_session  # noqa: E402
+from tuneloop.agent.session_config import SessionConfig  # noqa: E402
+from tuneloop.evaluation.otlp import otlp_request, send_otlp, span_id, trace_id, unix_nano, write_otlp  # noqa: E402
+from tuneloop.evaluation.runner import run_strategy  # noqa: E402
+from tuneloop.evaluation.strategies import RandomSearch, SearchSpace  # noqa: E402
+from tuneloop.tools.errors import UserError  # noqa: E402
+from tuneloop.tools.record import TraceWriter, read_trace  # noqa: E402
+from tuneloop.tools.trials import EvaluatorConfig  # noqa: E402
 
 SECRET = "sk-test-OTLPSECRET1234567890"
 ERROR, INTERNAL, CLIENT = 2, 1, 3
@@ -101,7 +102,11 @@ def test_agent_session_layout_attributes_and_times(agent_trace):
     ra = attrs(root.attributes)
     assert ra["gen_ai.operation.name"] == "invoke_agent" and ra["gen_ai.agent.name"] == "tuneloop"
     assert ra["gen_ai.usage.input_tokens"] == 30 + 50 + 70 + 90 + 110 and ra["gen_ai.usage.output_tokens"] == 5 * 7
-    assert (ra["tuneloop.trials_charged"], ra["tuneloop.invalid_proposals"], ra["tuneloop.repeated_proposals"]) == (2, 1, 1)
+    assert (ra["tuneloop.trials_charged"], ra["tuneloop.invalid_proposals"], ra["tuneloop.repeated_proposals"]) == (
+        2,
+        1,
+        1,
+    )
     assert ra["tuneloop.method"] == "llm" and ra["tuneloop.objective"] == "rosenbrock" and ra["tuneloop.budget"] == 2
     assert ra["tuneloop.stop_reason"] == "budget_spent" and ra["tuneloop.seed"] == 0
     trial1 = t.of("trial_evaluated")[0]
@@ -136,7 +141,7 @@ def test_agent_session_layout_attributes_and_times(agent_trace):
     assert [a["tuneloop.budget_left"] for a in ta if "tuneloop.budget_left" in a] == [1, 1, 0]
     assert [a["tuneloop.learning_rate"] for a in ta] == [1e-3, 2.0, 1e-3, 1e-4]
     assert [a["tuneloop.momentum"] for a in ta] == [0.9, 0.5, 0.9, 0.5]
-    for a, ev in zip([ta[0], ta[2], ta[3]], t.of("trial_evaluated")):
+    for a, ev in zip([ta[0], ta[2], ta[3]], t.of("trial_evaluated"), strict=False):
         assert (a["tuneloop.final_value"], a["tuneloop.score"], a["tuneloop.status"]) == \
             (ev["final_value"], ev["score"], ev["status"])
         assert a["tuneloop.iterations"] == 2000 and a["tuneloop.source"] == "llm"
@@ -153,7 +158,7 @@ def test_agent_session_layout_attributes_and_times(agent_trace):
     assert root.end_time_unix_nano == unix_nano(t.finished["timestamp"])
     ends = [s.end_time_unix_nano for s in children]
     assert ends == sorted(ends)
-    for c, tool in zip(chats, tools):  # a tool ran after the reply that asked for it
+    for c, tool in zip(chats, tools, strict=False):  # a tool ran after the reply that asked for it
         assert c.end_time_unix_nano <= tool.start_time_unix_nano
 
 
@@ -167,7 +172,9 @@ def test_content_only_on_request_and_no_secret(agent_trace):
     spans = spans_of(req)
     first = attrs(spans[1].attributes)
     inp, out = json.loads(first["gen_ai.input.messages"]), json.loads(first["gen_ai.output.messages"])
-    assert inp[0]["role"] == "user" and inp[0]["parts"][0]["content"] == agent_trace.of("model_called")[0]["last_message"]
+    assert (
+        inp[0]["role"] == "user" and inp[0]["parts"][0]["content"] == agent_trace.of("model_called")[0]["last_message"]
+    )
     assert out[0]["role"] == "assistant" and out[0]["finish_reason"] == "tool_call"
     assert out[0]["parts"] == [{"type": "tool_call", "id": "call_1", "name": "run_momentum_gd",
                                 "arguments": {"learning_rate": 1e-3, "momentum": 0.9}}]
@@ -204,7 +211,7 @@ def test_classical_run_has_one_evaluate_span_per_trial(tmp_path):
     assert not any(k.startswith("gen_ai.") for k in ra) and ra["tuneloop.trials_charged"] == 3
     assert ra["tuneloop.method"] == "random" and ra["tuneloop.session_id"] == "rs0"
     evs = t.of("trial_evaluated")
-    for s, ev in zip(kids, evs):
+    for s, ev in zip(kids, evs, strict=False):
         a = attrs(s.attributes)
         assert s.parent_span_id == root.span_id
         assert (a["tuneloop.trial"], a["tuneloop.learning_rate"], a["tuneloop.momentum"], a["tuneloop.status"],
@@ -215,8 +222,10 @@ def test_classical_run_has_one_evaluate_span_per_trial(tmp_path):
     assert [attrs(s.attributes)["tuneloop.budget_left"] for s in kids] == [2, 1, 0]
     # an evaluation spans from the event before it to its own record
     seqs = [e["timestamp"] for e in t.events]
-    for s, ev in zip(kids, evs):
-        assert s.start_time_unix_nano == unix_nano(seqs[ev["seq"] - 2]) and s.end_time_unix_nano == unix_nano(ev["timestamp"])
+    for s, ev in zip(kids, evs, strict=False):
+        assert s.start_time_unix_nano == unix_nano(seqs[ev["seq"] - 2]) and s.end_time_unix_nano == unix_nano(
+            ev["timestamp"]
+        )
 
 
 def test_retries_and_fallbacks_are_events_on_the_root(tmp_path):
@@ -358,7 +367,7 @@ def test_http_error_and_rejected_spans_are_errors_without_the_password():
 
 
 def test_the_cli_writes_and_sends_otlp(agent_trace, tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     run_dir = str(agent_trace.run_dir)
     out = tmp_path / "spans.json"

@@ -19,11 +19,19 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (a
 
 def test_the_page_shows_a_session_live(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    slow = (lambda b, n: ("sleep", 0.5, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.9,
+    def slow(b, n):
+        if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]]:
+            return ("sleep", 0.5, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.9,
                                                               "rationale": "trial 3 was best"}))
-            if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]] else
-            ("sleep", 0.5, ("ok", "run_momentum_gd", {"learning_rate": [2e-4, 0.5, 6e-4, 1e-3, 1e-5, 1.2e-3, 3e-4, 0.02][n % 8],
-                                                      "momentum": 0.9})))
+        return (
+            "sleep",
+            0.5,
+            (
+                "ok",
+                "run_momentum_gd",
+                {"learning_rate": [2e-4, 0.5, 6e-4, 1e-3, 1e-5, 1.2e-3, 3e-4, 0.02][n % 8], "momentum": 0.9},
+            ),
+        )
     srv = Server(tmp_path / "runs", env={"OPENAI_API_KEY": "sk-page-test-000000"})
     try:
         with FakeOpenAIServer([slow]) as llm, sync_api.sync_playwright() as pw:

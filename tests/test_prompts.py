@@ -2,10 +2,10 @@
 
 import pytest
 
-from agent.prompt_state import prompt_values
-from agent.prompts import FINAL_INSTRUCTION, list_templates, load_template, parse_template
-from tools.errors import UserError
-from tools.trials import Evaluator, EvaluatorConfig
+from tuneloop.agent.prompt_state import prompt_values
+from tuneloop.agent.prompts import FINAL_INSTRUCTION, list_templates, load_template, parse_template
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.trials import Evaluator, EvaluatorConfig
 
 BASE = "# a template\n--- system ---\nTune $objective_name.\n--- turn ---\nBudget left: $budget_left.\n"
 

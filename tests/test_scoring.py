@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from tools import scoring
-from tools.scoring import DIVERGED_SCORE, GAP_FLOOR, best_so_far, score, score_array
-from tools.sweep import Landscape, sweep
+from tuneloop.tools import scoring
+from tuneloop.tools.scoring import DIVERGED_SCORE, GAP_FLOOR, best_so_far, score, score_array
+from tuneloop.tools.sweep import Landscape, sweep
 
 T = 5000
 
@@ -30,7 +30,7 @@ def _hard_values(f_star: float, n_random: int, seed: int) -> np.ndarray:
 
 
 def _scalar_scores(values, iters, f_star) -> np.ndarray:
-    return np.array([score(float(v), int(i), T, f_star) for v, i in zip(values, iters)])
+    return np.array([score(float(v), int(i), T, f_star) for v, i in zip(values, iters, strict=False)])
 
 
 @pytest.mark.parametrize("f_star", [0.0, -78.33233140754282, 2.5])

@@ -33,10 +33,23 @@ class Server:
     def __init__(self, runs: Path, *extra: str, env: dict | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "serve", "--port", str(self.port),
-                                      "--runs-dir", str(runs), *extra],
-                                     env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuneloop.evaluation.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--runs-dir",
+                str(runs),
+                *extra,
+            ],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -103,7 +116,7 @@ def test_a_classical_session_streams_to_its_end_and_is_a_session_like_any_other(
     assert (row["method"], row["function"], row["status"], row["budget"], row["trials_charged"]) == \
         ("cmaes", "rosenbrock", "finished", 8, 8)
     # the CLI reads it like one of its own
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     run_dir = Path(served.proc.args[served.proc.args.index("--runs-dir") + 1]) / sid
     assert main(["trace", "summary", str(run_dir), "--json"]) == 0
@@ -111,10 +124,11 @@ def test_a_classical_session_streams_to_its_end_and_is_a_session_like_any_other(
 
 
 def test_an_llm_session_cancelled_midway_resumes_to_its_end(served):
-    gd = (lambda b, n: ("sleep", 0.4, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
+    def gd(b, n):
+        if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]]:
+            return ("sleep", 0.4, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
                                                               "rationale": "best"}))
-          if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]] else
-          ("sleep", 0.4, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5})))
+        return ("sleep", 0.4, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5}))
     with FakeOpenAIServer([gd]) as llm:
         body = {"method": "llm", "function": "rosenbrock", "budget": 6, "model": "openai:m", "base_url": llm.url,
                 "max_iter": 500}
@@ -209,13 +223,13 @@ def test_the_token_rule(tmp_path):
     finally:
         srv.stop()
     # a non-loopback address without a token does not start
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     assert main(["serve", "--host", "0.0.0.0", "--runs-dir", str(tmp_path / "r")]) == 2
 
 
 def test_a_restarted_server_reports_cut_sessions_as_interrupted(tmp_path):
-    from agent.tracing import TraceWriter
+    from tuneloop.tools.record import TraceWriter
 
     runs = tmp_path / "runs"
     w = TraceWriter(runs, "20260101T000000-llm-cut000")
@@ -232,10 +246,11 @@ def test_a_restarted_server_reports_cut_sessions_as_interrupted(tmp_path):
 
 def test_load_many_clients_and_streams_lose_nothing(served):
     """100 concurrent clients on GET /api/sessions, 20 SSE clients on one running session."""
-    slow = (lambda b, n: ("sleep", 0.25, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
+    def slow(b, n):
+        if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]]:
+            return ("sleep", 0.25, ("ok", "FinalAnswer", {"learning_rate": 1e-3, "momentum": 0.5,
                                                                "rationale": "x"}))
-            if "FinalAnswer" in [t["function"]["name"] for t in b["tools"]] else
-            ("sleep", 0.25, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5})))
+        return ("sleep", 0.25, ("ok", "run_momentum_gd", {"learning_rate": 1e-4 * n, "momentum": 0.5}))
     with FakeOpenAIServer([slow]) as llm:
         sid = httpx.post(served.url + "/api/sessions", json={
             "method": "llm", "function": "rosenbrock", "budget": 12, "model": "openai:m", "base_url": llm.url,

@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.models import ModelSettings
-from agent.session import SessionConfig, run_session
 from tests.fakes import ScriptedChatModel, call, final
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.models import ModelSettings
+from tuneloop.agent.session import run_session
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.tools.trials import EvaluatorConfig
 
 
 def events(run_dir):
@@ -103,7 +104,7 @@ def test_secret_never_reaches_trace_or_manifest(tmp_path, monkeypatch):
 
 
 def test_bad_template_fails_before_any_model_call(tmp_path):
-    from tools.errors import UserError
+    from tuneloop.tools.errors import UserError
 
     bad = tmp_path / "bad.txt"
     bad.write_text("--- system ---\n$nope\n--- turn ---\nx\n")
@@ -121,7 +122,7 @@ def test_builtin_prompts_render(tmp_path, name):
 
 
 def test_interrupted_session_keeps_a_complete_trace_and_cli_exits_130(tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     def interrupt(messages, kwargs):
         raise KeyboardInterrupt
@@ -146,7 +147,9 @@ def test_a_local_model_gets_the_state_alone_and_the_configurations_to_avoid(tmp_
             return answer
         return step
 
-    model = ScriptedChatModel(script=[spy(call(1e-3, 0.9)), spy(call(1e-4, 0.5)), spy(final(1e-3, 0.9, "trial 1 was best"))])
+    model = ScriptedChatModel(
+        script=[spy(call(1e-3, 0.9)), spy(call(1e-4, 0.5)), spy(final(1e-3, 0.9, "trial 1 was best"))]
+    )
     r = run_session(cfg(tmp_path, budget=2, model=ModelSettings(model="local")), chat_model=model)
     assert r.trials_charged == 2
     assert [kinds for kinds, _ in seen] == [["SystemMessage", "HumanMessage"]] * 3

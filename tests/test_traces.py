@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.session import SessionConfig, run_session
-from agent.tracing import TraceError, read_trace
-from evaluation.replay import replay
-from evaluation.traces import (compare, evals_to_within, export_rows, state_audit,
-                               summary)
 from tests.fakes import ScriptedChatModel, call, final
-from tools.trials import EvaluatorConfig
+from tuneloop.agent.session import run_session
+from tuneloop.agent.session_config import SessionConfig
+from tuneloop.evaluation.replay import replay
+from tuneloop.evaluation.traces import compare, evals_to_within, export_rows, state_audit, summary
+from tuneloop.tools.record import TraceError, read_trace
+from tuneloop.tools.trials import EvaluatorConfig
 
 
 def write_trace(d: Path, events: list[dict], manifest: dict | None = None) -> Path:
@@ -32,18 +32,65 @@ def trial(n, lr, mom, status, fv, it, score, repeat=False, source="llm"):
 
 SYNTH = [
     {"event": "session_started", "method": "llm", "objective": "rosenbrock"},
-    {"event": "model_called", "latency_s": 1.0, "input_tokens": 100, "output_tokens": 10, "tool_calls": [], "reply": ""},
+    {
+        "event": "model_called",
+        "latency_s": 1.0,
+        "input_tokens": 100,
+        "output_tokens": 10,
+        "tool_calls": [],
+        "reply": "",
+    },
     trial(1, 0.5, 0.9, "diverged", None, 4, 400.0),
-    {"event": "model_called", "latency_s": 3.0, "input_tokens": 120, "output_tokens": 12, "tool_calls": [], "reply": ""},
-    {"event": "tool_error", "source": "llm", "error": "learning_rate=2 is outside", "learning_rate": 2, "momentum": 0.1},
-    {"event": "model_called", "latency_s": 2.0, "input_tokens": 140, "output_tokens": 14, "tool_calls": [], "reply": ""},
+    {
+        "event": "model_called",
+        "latency_s": 3.0,
+        "input_tokens": 120,
+        "output_tokens": 12,
+        "tool_calls": [],
+        "reply": "",
+    },
+    {
+        "event": "tool_error",
+        "source": "llm",
+        "error": "learning_rate=2 is outside",
+        "learning_rate": 2,
+        "momentum": 0.1,
+    },
+    {
+        "event": "model_called",
+        "latency_s": 2.0,
+        "input_tokens": 140,
+        "output_tokens": 14,
+        "tool_calls": [],
+        "reply": "",
+    },
     trial(2, 1e-3, 0.9, "converged", 1e-8, 2000, -8.0),
-    {"event": "model_called", "latency_s": 5.0, "input_tokens": 160, "output_tokens": 16, "tool_calls": [], "reply": ""},
+    {
+        "event": "model_called",
+        "latency_s": 5.0,
+        "input_tokens": 160,
+        "output_tokens": 16,
+        "tool_calls": [],
+        "reply": "",
+    },
     trial(3, 0.5, 0.9, "diverged", None, 4, 400.0, repeat=True),
-    {"event": "model_called", "latency_s": 4.0, "input_tokens": 180, "output_tokens": 18, "tool_calls": [], "reply": ""},
+    {
+        "event": "model_called",
+        "latency_s": 4.0,
+        "input_tokens": 180,
+        "output_tokens": 18,
+        "tool_calls": [],
+        "reply": "",
+    },
     trial(4, 0.48, 0.88, "diverged", None, 5, 400.0),
-    {"event": "session_finished", "stop_reason": "budget_spent", "wall_s": 20.0, "model_s": 15.0, "tool_s": 1.0,
-     "overhead_s": 4.0},
+    {
+        "event": "session_finished",
+        "stop_reason": "budget_spent",
+        "wall_s": 20.0,
+        "model_s": 15.0,
+        "tool_s": 1.0,
+        "overhead_s": 4.0,
+    },
 ]
 MANIFEST = {"method": "llm", "objective": "rosenbrock", "x0": [-1.5, 2.0], "max_iter": 5000, "tol": 1e-6,
             "budget": 3, "seed": 0}
@@ -117,7 +164,7 @@ def test_corrupt_traces(tmp_path):
 
 
 def test_cli_trace_commands_and_bad_input(tmp_path, capsys):
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     d = write_trace(tmp_path / "r", SYNTH, MANIFEST)
     assert main(["trace", "summary", str(d), "--json"]) == 0
@@ -188,7 +235,7 @@ def test_resume_after_a_crash_charges_nothing_twice(tmp_path, capsys, monkeypatc
             return call(2e-3, 0.8)
         return ScriptedChatModel(script=[first, call(1e-3, 0.9), call(5e-4, 0.6), final(1e-3, 0.9)])
 
-    from evaluation.cli import main
+    from tuneloop.evaluation.cli import main
 
     code = main(["run", "--resume", r.run_dir, "--json"], model_factory=resumed_model)
     out = capsys.readouterr()

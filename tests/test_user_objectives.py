@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.scripted import ScriptedChatModel
-from evaluation.cli import main
+from tuneloop.agent.scripted import ScriptedChatModel
+from tuneloop.evaluation.cli import main
 
 BOOTH = '''
 import numpy as np
@@ -73,7 +73,7 @@ def test_gd_on_a_file_matches_an_independent_numpy_run(booth, capsys, alpha, bet
 
 
 def test_batch_sweep_agrees_with_single_runs(booth, tmp_path, capsys):
-    from tools.momentum import run, run_batch
+    from tuneloop.tools.momentum import run, run_batch
 
     a, b = np.array([0.01, 0.001, 0.3, 1e-4]), np.array([0.5, 0.9, 0.9, 0.0])
     batch = run_batch(str(booth), a, b)
@@ -113,8 +113,8 @@ def test_eval_runs_a_file_like_a_built_in(booth, tmp_path, capsys):
 
 
 def test_without_a_minimum_the_score_ranks_by_the_final_value(tmp_path):
-    from tools.scoring import DIVERGED_SCORE, score
-    from tools.trials import Evaluator, EvaluatorConfig
+    from tuneloop.tools.scoring import DIVERGED_SCORE, score
+    from tuneloop.tools.trials import Evaluator, EvaluatorConfig
 
     p = tmp_path / "shifted.py"
     p.write_text(BOOTH.replace("MINIMUM = 0.0", "").replace("MINIMISERS = [(1.0, 3.0)]", "")

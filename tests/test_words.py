@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from evaluation.cli import app, main
+from tuneloop.evaluation.cli import app, main
 
 
 def commands(group, path=("tuneloop",)):
@@ -22,7 +22,9 @@ def commands(group, path=("tuneloop",)):
 CLICK_APP = typer.main.get_command(app)
 
 
-@pytest.mark.parametrize("path,cmd", list(commands(CLICK_APP)), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(
+    "path,cmd", list(commands(CLICK_APP)), ids=lambda v: " ".join(v) if isinstance(v, tuple) else ""
+)
 def test_every_option_has_help(path, cmd):
     missing = [p.opts[0] for p in cmd.params if getattr(p, "opts", None) and p.opts[0].startswith("--")
                and not (getattr(p, "help", None) or "").strip()]
@@ -37,12 +39,18 @@ def test_command_lists_are_not_cut_short(argv, capsys):
     assert "..." not in listing, listing
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["eval", "--seeds", "5-2"], "error: --seeds range 5-2 is reversed: write 2-5"),
-    (["gd", "--function", "beale", "--dim", "5"], "error: --dim 5: beale is defined for dimension 2 only, not 5"),
-    (["gd", "--function", "beale", "--x0", "1", "2", "3"], "error: --x0 has 3 value(s): beale is defined for dimension 2 only"),
-    (["run", "--price-in", "1"], "error: --price-in and --price-out go together"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "--seeds", "5-2"], "error: --seeds range 5-2 is reversed: write 2-5"),
+        (["gd", "--function", "beale", "--dim", "5"], "error: --dim 5: beale is defined for dimension 2 only, not 5"),
+        (
+            ["gd", "--function", "beale", "--x0", "1", "2", "3"],
+            "error: --x0 has 3 value(s): beale is defined for dimension 2 only",
+        ),
+        (["run", "--price-in", "1"], "error: --price-in and --price-out go together"),
+    ],
+)
 def test_mistakes_name_what_the_user_wrote(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -60,7 +68,7 @@ def test_prompts_list_gives_a_complete_line_per_template(capsys):
 
 
 def scripted(*items):
-    from agent.scripted import ScriptedChatModel
+    from tuneloop.agent.scripted import ScriptedChatModel
 
     return lambda settings: ScriptedChatModel(script=list(items))
 
@@ -73,7 +81,10 @@ FINAL = {"name": "FinalAnswer", "args": {"learning_rate": 1e-3, "momentum": 0.9,
 
 
 def test_a_session_where_every_trial_diverged_says_so_and_what_to_try(tmp_path, capsys):
-    code = main(["run", "--budget", "2", "--runs-dir", str(tmp_path)], model_factory=scripted(gd(0.05, 0.9), gd(0.09, 0.5), FINAL))
+    code = main(
+        ["run", "--budget", "2", "--runs-dir", str(tmp_path)],
+        model_factory=scripted(gd(0.05, 0.9), gd(0.09, 0.5), FINAL),
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "note   every trial diverged: the learning rates tried are too large for rosenbrock" in out
@@ -143,7 +154,9 @@ def test_a_junk_rationale_and_a_diverged_recommendation_are_not_reported_as_they
 
 
 def test_a_good_answer_is_reported_as_it_came(tmp_path, capsys):
-    code = main(["run", "--budget", "1", "--runs-dir", str(tmp_path), "--json"], model_factory=scripted(gd(1e-3, 0.9), FINAL))
+    code = main(
+        ["run", "--budget", "1", "--runs-dir", str(tmp_path), "--json"], model_factory=scripted(gd(1e-3, 0.9), FINAL)
+    )
     rec = json.loads(capsys.readouterr().out)["recommendation"]
     assert code == 0 and rec == {"learning_rate": 1e-3, "momentum": 0.9, "rationale": "the best trial"}
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tools import kernels, momentum
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, SWEEP_LR, SWEEP_MOMENTUM
-from tools.objectives import get_objective
+from tuneloop.tools import kernels, momentum
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, SWEEP_LR, SWEEP_MOMENTUM
+from tuneloop.tools.objectives import get_objective
 
 
 def _numpy_fg(name: str, x: np.ndarray, y: np.ndarray):

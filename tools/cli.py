@@ -9,26 +9,36 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from tools.cli_common import JsonOpt, check_lr, check_momentum, console, new_app, parse_numbers
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
-from tools.errors import UserError
-from tools.formatting import finite_or_none
+from tuneloop.tools.cli_common import JsonOpt, check_lr, check_momentum, console, new_app, parse_numbers
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.formatting import finite_or_none
 
 app = new_app("Objectives and the momentum-GD kernel.")
 
-FunctionOpt = Annotated[str, typer.Option("--function", "-f", help="objective name (see `tuneloop functions`) or a Python file defining f(x) and grad(x)")]
-X0Opt = Annotated[Optional[str], typer.Option("--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | numbers, e.g. --x0 -1.5 2")]
+FunctionOpt = Annotated[
+    str,
+    typer.Option(
+        "--function", "-f", help="objective name (see `tuneloop functions`) or a Python file defining f(x) and grad(x)"
+    ),
+]
+X0Opt = Annotated[
+    str | None,
+    typer.Option(
+        "--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | numbers, e.g. --x0 -1.5 2"
+    ),
+]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
 
 
 def objective_or_exit(name: str):
     """The objective called `name`, or a UserError listing the known ones."""
-    from tools.objectives import UnknownObjectiveError, get_objective
+    from tuneloop.tools.objectives import UnknownObjectiveError, get_objective
 
     try:
         return get_objective(name)
@@ -40,7 +50,7 @@ def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) ->
     """--x0 -> (how it was chosen, the start point): "paper" (the default: the study's
     point, its pattern repeated to `dim`), "random" (drawn from `seed`) or numbers;
     checked against the objective's dimensions."""
-    from tools.momentum import start_point
+    from tuneloop.tools.momentum import start_point
 
     if x0 is None or x0 in START_SPECS:
         label = x0 or "paper"
@@ -61,7 +71,7 @@ def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) ->
 
 def warn_about_gradient(obj, start) -> None:
     """An objective from a file: say so on stderr when grad disagrees with f at the start."""
-    from tools.objectives import USER_FID
+    from tuneloop.tools.objectives import USER_FID
 
     if obj.fid == USER_FID:
         warning = obj.gradient_warning(start)
@@ -71,7 +81,7 @@ def warn_about_gradient(obj, start) -> None:
 
 def function_rows() -> list[dict]:
     """The built-in objectives as `tuneloop functions --json` (and the service) show them."""
-    from tools.objectives import OBJECTIVES
+    from tuneloop.tools.objectives import OBJECTIVES
 
     return [
         dict(name=o.name, dims="any" if o.any_dim else "2", minimum_2d=o.minimum(2),
@@ -118,7 +128,7 @@ def gd(
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     x0: X0Opt = None,
-    dim: Annotated[Optional[int], typer.Option("--dim", min=2, help="dimension (N-D objectives)")] = None,
+    dim: Annotated[int | None, typer.Option("--dim", min=2, help="dimension (N-D objectives)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run gradient descent with momentum once and print the result."""
@@ -128,7 +138,7 @@ def gd(
     if not math.isfinite(tol):
         raise UserError(f"--tol must be finite, got {tol}")
     _, start = start_or_exit(obj, x0, dim)
-    from tools.momentum import run
+    from tuneloop.tools.momentum import run
 
     r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol)
     run_fields = run_json(r)
@@ -153,7 +163,7 @@ def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_j
     times the local model's decoding, lives on the agent floor)."""
     from rich.console import Console
 
-    from tools import bench as b
+    from tuneloop.tools import bench as b
 
     status = Console(stderr=True).status("measuring single runs")
     status.start()

@@ -7,13 +7,12 @@ Kept free of heavy imports: `tuneloop gd` loads this, typer and the kernel, noth
 from __future__ import annotations
 
 import math
-
 import sys
 from typing import Annotated
 
 import typer
 
-from tools.errors import UserError
+from tuneloop.tools.errors import UserError
 
 EXIT_USAGE = 2  # a user's mistake: bad flag, file, template, key...
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -79,7 +78,9 @@ def check_momentum(beta: float) -> float:
     return beta
 
 
-def check_range(values: tuple[float, float], name: str, low: float, high: float, log: bool = False) -> tuple[float, float]:
+def check_range(
+    values: tuple[float, float], name: str, low: float, high: float, log: bool = False
+) -> tuple[float, float]:
     a, b = values
     if not (math.isfinite(a) and math.isfinite(b) and a < b and a >= low and b <= high and (not log or a > 0)):
         lo = f"({low:g}" if log else f"[{low:g}"

@@ -50,7 +50,7 @@ import math
 import numba as nb
 import numpy as np
 
-from tools.objectives import BEALE, HIMMELBLAU, QUADRATIC, ROSENBROCK, SPHERE, STYBLINSKI_TANG, fg2, fg_nd
+from tuneloop.tools.objectives import BEALE, HIMMELBLAU, QUADRATIC, ROSENBROCK, SPHERE, STYBLINSKI_TANG, fg2, fg_nd
 
 RUNNING, CONVERGED, DIVERGED, MAX_ITER = 0, 1, 2, 3
 STATUS_NAMES = {CONVERGED: "converged", DIVERGED: "diverged", MAX_ITER: "max_iter"}
@@ -132,22 +132,24 @@ def _sweep(fid, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, ma
     = 0 and stay put. No select on stores, so the loop vectorises across lanes."""
     n_stop = 0
     while n_stop == 0:
-        for l in range(LANES):
-            t = lt[l] + 1
-            x, y, vx, vy, f, gx, gy = _step2(fid, lx[l], ly[l], lvx[l], lvy[l], lgx[l], lgy[l], la[l], lb[l])
+        for lane in range(LANES):
+            t = lt[lane] + 1
+            x, y, vx, vy, f, gx, gy = _step2(
+                fid, lx[lane], ly[lane], lvx[lane], lvy[lane], lgx[lane], lgy[lane], la[lane], lb[lane]
+            )
             st = _classify(x, y, f, vx, vy, t, max_iter, tol)
-            lbest[l] = f if (st != DIVERGED and f < lbest[l]) else lbest[l]
-            lx[l] = x
-            ly[l] = y
-            lvx[l] = vx
-            lvy[l] = vy
-            lgx[l] = gx
-            lgy[l] = gy
-            lf[l] = f
-            lt[l] = t
-            lst[l] = st
-        for l in range(LANES):
-            n_stop += (lst[l] != RUNNING) & (lidx[l] >= 0)
+            lbest[lane] = f if (st != DIVERGED and f < lbest[lane]) else lbest[lane]
+            lx[lane] = x
+            ly[lane] = y
+            lvx[lane] = vx
+            lvy[lane] = vy
+            lgx[lane] = gx
+            lgy[lane] = gy
+            lf[lane] = f
+            lt[lane] = t
+            lst[lane] = st
+        for lane in range(LANES):
+            n_stop += (lst[lane] != RUNNING) & (lidx[lane] >= 0)
 
 
 @nb.njit(cache=True)
@@ -176,30 +178,30 @@ def _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
     active = 0
     while True:
         # (re)fill every stopped lane: write its result out, load the next config
-        for l in range(LANES):
-            if lst[l] == RUNNING and lidx[l] >= 0:
+        for lane in range(LANES):
+            if lst[lane] == RUNNING and lidx[lane] >= 0:
                 continue
-            i = lidx[l]
+            i = lidx[lane]
             if i >= 0:
-                o_status[i] = lst[l]
-                o_iter[i] = lt[l]
-                o_x[i] = lx[l]
-                o_y[i] = ly[l]
-                o_f[i] = lf[l]
-                o_best[i] = lbest[l]
-                lidx[l] = -1
+                o_status[i] = lst[lane]
+                o_iter[i] = lt[lane]
+                o_x[i] = lx[lane]
+                o_y[i] = ly[lane]
+                o_f[i] = lf[lane]
+                o_best[i] = lbest[lane]
+                lidx[lane] = -1
                 active -= 1
             # park the lane: zero step sizes keep it still (no denormals, no NaN)
-            lx[l] = x0
-            ly[l] = y0
-            lvx[l] = 0.0
-            lvy[l] = 0.0
-            lgx[l] = gx0
-            lgy[l] = gy0
-            lbest[l] = best0
-            la[l] = 0.0
-            lb[l] = 0.0
-            lt[l] = 0
+            lx[lane] = x0
+            ly[lane] = y0
+            lvx[lane] = 0.0
+            lvy[lane] = 0.0
+            lgx[lane] = gx0
+            lgy[lane] = gy0
+            lbest[lane] = best0
+            la[lane] = 0.0
+            lb[lane] = 0.0
+            lt[lane] = 0
             while nxt < n:
                 i = nxt
                 nxt += step
@@ -211,19 +213,19 @@ def _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
                     o_f[i] = f0
                     o_best[i] = best0
                     continue
-                lidx[l] = i
-                lx[l] = x0
-                ly[l] = y0
-                lvx[l] = 0.0
-                lvy[l] = 0.0
-                lgx[l] = gx0
-                lgy[l] = gy0
-                lf[l] = f0
-                lbest[l] = best0
-                la[l] = alphas[i]
-                lb[l] = betas[i]
-                lt[l] = 0
-                lst[l] = RUNNING
+                lidx[lane] = i
+                lx[lane] = x0
+                ly[lane] = y0
+                lvx[lane] = 0.0
+                lvy[lane] = 0.0
+                lgx[lane] = gx0
+                lgy[lane] = gy0
+                lf[lane] = f0
+                lbest[lane] = best0
+                la[lane] = alphas[i]
+                lb[lane] = betas[i]
+                lt[lane] = 0
+                lst[lane] = RUNNING
                 active += 1
                 break
         if active == 0:

@@ -3,7 +3,7 @@ the numba kernels of tools/kernels.py (which states the update and the stop rule
 
 Example:
 
-    >>> from tools.momentum import run
+    >>> from tuneloop.tools.momentum import run
     >>> r = run("rosenbrock", alpha=1e-3, beta=0.9)
     >>> r.status, r.iterations
     ('converged', 2020)
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, START_SPECS
-from tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_fn, batch_nd, run2, run_fn, run_nd
-from tools.objectives import USER_FID, Objective, get_objective
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, START_SPECS
+from tuneloop.tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_fn, batch_nd, run2, run_fn, run_nd
+from tuneloop.tools.objectives import USER_FID, Objective, get_objective
 
 __all__ = ["DEFAULT_MAX_ITER", "DEFAULT_TOL", "DEFAULT_X0", "BatchResult", "GDResult", "default_start",
            "random_start", "run", "run_batch", "start_point"]
@@ -185,7 +185,9 @@ def run_batch(
             batch_fn(obj.f, obj.grad, start, a, b, int(max_iter), float(tol), n_workers, status, iters, xf, f, best)
         elif d == 2:
             xs, ys = np.empty(n), np.empty(n)
-            batch2(obj.fid, start[0], start[1], a, b, int(max_iter), float(tol), n_workers, status, iters, xs, ys, f, best)
+            batch2(
+                obj.fid, start[0], start[1], a, b, int(max_iter), float(tol), n_workers, status, iters, xs, ys, f, best
+            )
             xf[:, 0], xf[:, 1] = xs, ys
         else:
             batch_nd(obj.fid, start, a, b, int(max_iter), float(tol), n_workers, status, iters, xf, f, best)

@@ -23,6 +23,8 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from tuneloop.tools.errors import TuneloopError
+
 TWO_PI = 2.0 * math.pi
 # Styblinski-Tang's per-coordinate minimiser: the smallest root of 4x^3 - 32x + 5 = 0.
 ST_XSTAR = -2.903534027771178
@@ -211,7 +213,8 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             "rastrigin", RASTRIGIN,
-            "f(x, y) = 20 + (x^2 - 10 cos(2 pi x)) + (y^2 - 10 cos(2 pi y)); N-D: 10 N + sum_i (x_i^2 - 10 cos(2 pi x_i))",
+            "f(x, y) = 20 + (x^2 - 10 cos(2 pi x)) + (y^2 - 10 cos(2 pi y)); "
+            "N-D: 10 N + sum_i (x_i^2 - 10 cos(2 pi x_i))",
             r"f(x,y) = 20 + (x^2 - 10\cos 2\pi x) + (y^2 - 10\cos 2\pi y)",
             (-5.12, 5.12), True,
             "many regularly spaced local minima; global minimum 0 at the origin",
@@ -262,7 +265,7 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-class UnknownObjectiveError(ValueError):
+class UnknownObjectiveError(TuneloopError, ValueError):
     pass
 
 
@@ -282,9 +285,9 @@ def get_objective(name: str) -> Objective:
 
 # ------------------------------------------------------------ objectives from a file
 # Objectives from a user's Python file: `--function path/to/booth.py`.
-# 
+#
 # The file defines, with NumPy on a 1-D float array x,
-# 
+#
 #     def f(x):    return a float           (required)
 #     def grad(x): return an array          (required, the gradient of f)
 #     NAME = "booth"                        (optional; else the file's stem)
@@ -292,7 +295,7 @@ def get_objective(name: str) -> Objective:
 #     MINIMISERS = [(1.0, 3.0)]             (optional: where it is reached)
 #     DOMAIN = (-10.0, 10.0)                (optional: a box per coordinate, for plots)
 #     FORMULA = "f(x, y) = ..."             (optional: text for prompts)
-# 
+#
 # tuneloop compiles f and grad with numba and runs them through the function-argument
 # kernels (tools/kernels.run_fn, batch_fn), which share the built-ins' update and stop
 # rule. Without MINIMUM the score ranks runs by the final value itself (tools/scoring).

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools import momentum
-from tools.defaults import SWEEP_LR, SWEEP_MOMENTUM
-from tools.objectives import get_objective
-from tools.scoring import score_array
+from tuneloop.tools import momentum
+from tuneloop.tools.defaults import SWEEP_LR, SWEEP_MOMENTUM
+from tuneloop.tools.objectives import get_objective
+from tuneloop.tools.scoring import score_array
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Landscape:
         )
 
     @classmethod
-    def from_npz(cls, path) -> "Landscape":
+    def from_npz(cls, path) -> Landscape:
         with np.load(path, allow_pickle=False) as z:
             return cls(
                 str(z["objective"]), tuple(z["x0"].tolist()), int(z["max_iter"]),

@@ -7,7 +7,7 @@ keeps the incumbent and emits one `trial_evaluated` event per answered proposal 
 
 Example:
 
-    >>> from tools.trials import Evaluator, EvaluatorConfig
+    >>> from tuneloop.tools.trials import Evaluator, EvaluatorConfig
     >>> ev = Evaluator(EvaluatorConfig(objective="rosenbrock", budget=2))
     >>> ev.evaluate(1e-3, 0.9, source="manual").status
     'converged'
@@ -22,15 +22,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tools import momentum
-from tools.formatting import finite_or_none, fmt_lr
-from tools.objectives import get_objective
-from tools.scoring import score as score_run
+from tuneloop.tools import momentum
+from tuneloop.tools.errors import TuneloopError
+from tuneloop.tools.formatting import finite_or_none, fmt_lr
+from tuneloop.tools.objectives import get_objective
+from tuneloop.tools.scoring import score as score_run
 
 CURVE_POINTS = 48  # recorded points per run for the loss-curve summary
 
 
-class TrialError(Exception):
+class TrialError(TuneloopError):
     """A proposal the Evaluator refused; the message is written for the proposer."""
 
 
@@ -57,7 +58,7 @@ class Bounds(BaseModel):
     beta_max: float = 0.99
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Bounds":
+    def _ordered(self) -> Bounds:
         if not (0.0 <= self.alpha_min < self.alpha_max <= 1.0):
             raise ValueError("need 0 <= alpha_min < alpha_max <= 1")
         if not (0.0 <= self.beta_min < self.beta_max <= 1.0):
@@ -125,7 +126,7 @@ class EvaluatorConfig(BaseModel):
         return get_objective(v).name
 
     @model_validator(mode="after")
-    def _dims(self) -> "EvaluatorConfig":
+    def _dims(self) -> EvaluatorConfig:
         get_objective(self.objective).check_dim(len(self.x0))
         if not all(math.isfinite(v) for v in self.x0):
             raise ValueError("x0 must be finite")
@@ -160,7 +161,7 @@ class TrialResult(BaseModel):
 def _curve(traj, status: str) -> CurveSummary:
     fs = [float(r[-1]) for r in traj]
     picks = sorted({0, len(fs) // 4, len(fs) // 2, (3 * len(fs)) // 4, len(fs) - 1})
-    increases = sum(1 for a, b in zip(fs, fs[1:]) if b > a)
+    increases = sum(1 for a, b in zip(fs, fs[1:], strict=False) if b > a)
     return CurveSummary(
         checkpoints=[(int(traj[i][0]), finite_or_none(fs[i])) for i in picks],
         increases=increases,

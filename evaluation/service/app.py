@@ -23,8 +23,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from evaluation.service.schemas import (Accepted, EvaluateRequest, SessionDetail, SessionList, SessionRequest)
-from evaluation.service.sessions import QueueFull, SessionManager
+from tuneloop.evaluation.service.schemas import Accepted, EvaluateRequest, SessionDetail, SessionList, SessionRequest
+from tuneloop.evaluation.service.sessions import QueueFull, SessionManager
 
 MAX_BODY = 64 * 1024  # bytes: a session request is a few hundred
 POLL_S = 0.2  # how often an event stream looks for new lines
@@ -71,8 +71,8 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
 
     @app.get("/api/sessions/{session_id}", response_model=SessionDetail)
     def session(session_id: str) -> SessionDetail:
-        from agent.tracing import TraceError, read_trace
-        from evaluation.traces import summary
+        from tuneloop.evaluation.traces import summary
+        from tuneloop.tools.record import TraceError, read_trace
 
         d = run_dir_or_404(session_id)
         try:
@@ -97,7 +97,7 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
 
     @app.post("/api/sessions/{session_id}/resume", status_code=202, response_model=Accepted)
     def resume(session_id: str) -> Accepted:
-        from agent.tracing import read_trace
+        from tuneloop.tools.record import read_trace
 
         d = run_dir_or_404(session_id)
         t = read_trace(d)
@@ -112,10 +112,10 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
 
     @app.post("/api/evaluate")
     def evaluate(req: EvaluateRequest) -> dict:
-        from tools.cli import run_json
-        from tools.momentum import run, start_point
-        from tools.objectives import get_objective
-        from tools.scoring import score
+        from tuneloop.tools.cli import run_json
+        from tuneloop.tools.momentum import run, start_point
+        from tuneloop.tools.objectives import get_objective
+        from tuneloop.tools.scoring import score
 
         obj = get_objective(req.function)
         x0 = tuple(req.x0) if isinstance(req.x0, list) else start_point(req.x0)
@@ -130,8 +130,8 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
     def landscape(session_id: str, resolution: int = 32) -> dict:
         """The (log10 alpha, beta) landscape the session's proposals sit on: log10 of the
         final value's gap over the search box, null where a run diverged."""
-        from agent.tracing import read_trace
-        from evaluation.report import search_landscape
+        from tuneloop.evaluation.report import search_landscape
+        from tuneloop.tools.record import read_trace
 
         m = read_trace(run_dir_or_404(session_id)).manifest or {}
         if not m.get("objective") or not m.get("x0"):
@@ -145,20 +145,20 @@ def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
 
     @app.get("/api/prompts")
     def prompts() -> list[dict]:
-        from agent.prompts import list_templates, load_template
+        from tuneloop.agent.prompts import list_templates, load_template
 
         templates = [load_template(n) for n in list_templates()]
         return [{"name": t.name, "description": t.description, "sha256": t.sha256} for t in templates]
 
     @app.get("/api/functions")
     def functions() -> list[dict]:
-        from tools.cli import function_rows
+        from tuneloop.tools.cli import function_rows
 
         return function_rows()
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return (resources.files("evaluation.service") / "static" / "index.html").read_text(encoding="utf-8")
+        return (resources.files("tuneloop.evaluation.service") / "static" / "index.html").read_text(encoding="utf-8")
 
     return app
 

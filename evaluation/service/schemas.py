@@ -7,15 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evaluation.strategies import METHODS
-from tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.evaluation.strategies import METHODS
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # built-in names only: a path would read the server's files
 
 
 def builtin_objective(name: str) -> str:
-    from tools.objectives import UnknownObjectiveError, get_objective
+    from tuneloop.tools.objectives import UnknownObjectiveError, get_objective
 
     try:
         return get_objective(name).name

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent.models import ModelFactory, is_local, make_chat_model
-from evaluation.service.schemas import SessionRequest, SessionRow
+from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
+from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow
+from tuneloop.tools.errors import TuneloopError
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -28,7 +29,7 @@ FAILED_STOPS = ("model_error",)
 INTERRUPTED_STOPS = ("interrupted",)
 
 
-class QueueFull(RuntimeError):
+class QueueFull(TuneloopError, RuntimeError):
     pass
 
 
@@ -59,7 +60,7 @@ class SessionManager:
 
     # ------------------------------------------------------------------ running
     def start(self, req: SessionRequest) -> tuple[str, str]:
-        from agent.tracing import new_session_id
+        from tuneloop.tools.record import new_session_id
 
         sid = new_session_id(req.method)
         return sid, self._submit(sid, lambda cancel: self._run_new(sid, req, cancel), req.model)
@@ -97,42 +98,27 @@ class SessionManager:
         return "queued"
 
     def _settings(self, req: SessionRequest):
-        from agent.models import ModelSettings
+        from tuneloop.agent.models import ModelSettings
 
         kw = {k: v for k, v in dict(temperature=req.temperature, base_url=req.base_url,
                                     api_key_env=req.api_key_env).items() if v is not None}
         return ModelSettings(model=req.model, seed=req.seed, **kw)
 
     def _run_new(self, sid: str, req: SessionRequest, cancel: threading.Event) -> None:
-        from agent.session import SessionConfig, run_session
-        from evaluation.runner import run_strategy
-        from evaluation.strategies import AGENT_METHOD, STRATEGIES, SearchSpace, StrategyContext, make_strategy
-        from tools.momentum import start_point
-        from tools.trials import EvaluatorConfig
+        from tuneloop.evaluation.methods import MethodSpec, run_method
+        from tuneloop.evaluation.strategies import AGENT_METHOD
 
-        x0 = tuple(req.x0) if isinstance(req.x0, list) else start_point(req.x0, req.seed)
-        uses_llm = req.method == AGENT_METHOD or STRATEGIES[req.method].uses_llm
-        cfg = SessionConfig(
-            evaluator=EvaluatorConfig(objective=req.function, x0=x0, max_iter=req.max_iter, budget=req.budget),
-            model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else "centaur",
-            seed=req.seed, x0_spec=req.x0 if isinstance(req.x0, str) else "explicit", method=req.method,
-            runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
-        with self._model_slot(cfg.model.model if uses_llm else None):
-            if req.method == AGENT_METHOD:
-                run_session(cfg, model_factory=self.factory, session_id=sid, should_stop=cancel.is_set)
-                return
-            proposer = None
-            if STRATEGIES[req.method].uses_llm:
-                from evaluation.centaur import CentaurLLM
-
-                proposer = CentaurLLM(self.factory(cfg.model), cfg.prompt)
-            strategy = make_strategy(req.method, StrategyContext(budget=req.budget, seed=req.seed, space=SearchSpace(),
-                                                                 propose_llm=proposer))
-            run_strategy(strategy, cfg, sid, should_stop=cancel.is_set)
+        spec = MethodSpec(method=req.method, function=req.function, budget=req.budget, seed=req.seed,
+                          x0=tuple(req.x0) if isinstance(req.x0, list) else req.x0, max_iter=req.max_iter,
+                          model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else None,
+                          runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
+        with self._model_slot(spec.model.model if spec.uses_llm else None):
+            run_method(spec, session_id=sid, model_factory=self.factory, should_stop=cancel.is_set)
 
     def _run_resumed(self, sid: str, cancel: threading.Event) -> None:
-        from agent.session import config_from_manifest, run_session
-        from agent.tracing import read_trace
+        from tuneloop.agent.session import run_session
+        from tuneloop.agent.session_config import config_from_manifest
+        from tuneloop.tools.record import read_trace
 
         t = read_trace(self.runs_dir / sid)
         cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": self.runs_dir})
@@ -194,7 +180,7 @@ class SessionManager:
         return entry["status"] if entry is not None else from_files
 
     def _row(self, d: Path) -> SessionRow | None:
-        from agent.tracing import TraceError, read_trace
+        from tuneloop.tools.record import TraceError, read_trace
 
         stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
                       for p in (d / "trace.jsonl", d / "manifest.json"))

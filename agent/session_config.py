@@ -1,0 +1,79 @@
+"""What an agent or hybrid session is run with (SessionConfig), its manifest and the way
+back from a manifest. No LangChain here: classical runs and the service use it too."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tuneloop.agent.models import ModelSettings
+from tuneloop.tools.objectives import USER_FID, get_objective
+from tuneloop.tools.record import package_versions
+from tuneloop.tools.trials import Bounds, EvaluatorConfig
+
+# The model-call cap (MODEL_CALLS_PER_TRIAL x budget + MODEL_CALLS_EXTRA) and the tool-call
+# cap (TOOL_CALLS_PER_TRIAL x budget) make sure a model that only talks, or only repeats
+# itself, still ends.
+MODEL_CALLS_PER_TRIAL = 3
+MODEL_CALLS_EXTRA = 3
+TOOL_CALLS_PER_TRIAL = 3
+
+
+class SessionConfig(BaseModel):
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    model: ModelSettings = ModelSettings()
+    prompt: str = "default"
+    seed: int = 0
+    prompt_text: str | None = None  # a recorded template's text (replay, resume) instead of a name
+    x0_spec: str = "paper"  # how the start point was chosen: paper | random | explicit
+    method: str = "llm"
+    runs_dir: Path = Path("runs")
+    manifest_extra: dict[str, Any] = {}  # recorded in the manifest as well (e.g. where a cell ran)
+
+
+
+def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None, template_sha: str | None,
+                 template_text: str | None, extra: dict[str, Any] | None = None,
+                 with_model: bool = True) -> dict[str, Any]:
+    """The manifest of any session, LLM or not (`with_model=False` for classical methods)."""
+    ev = cfg.evaluator
+    model = cfg.model.model_dump() if with_model else None
+    obj = get_objective(ev.objective)
+    # an objective from a file: which file, and exactly which content
+    source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}} if obj.fid == USER_FID else {}
+    return (extra or {}) | source | {
+        "format": 1,
+        "session_id": session_id,
+        "method": cfg.method,
+        "objective": ev.objective,
+        "x0": list(ev.x0),
+        "x0_spec": cfg.x0_spec,
+        "max_iter": ev.max_iter,
+        "tol": ev.tol,
+        "budget": ev.budget,
+        "bounds": ev.bounds.model_dump(),
+        "seed": cfg.seed,
+        "model": model,
+        "prompt": {"name": template_name, "sha256": template_sha, "text": template_text} if template_name else None,
+        "limits": {"model_calls": MODEL_CALLS_PER_TRIAL * ev.budget + MODEL_CALLS_EXTRA,
+                   "tool_calls": TOOL_CALLS_PER_TRIAL * ev.budget},
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
+    """The SessionConfig a manifest describes (the prompt by its recorded text)."""
+    ev = EvaluatorConfig(objective=m["objective"], x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
+                         budget=m["budget"], bounds=Bounds(**(m.get("bounds") or {})))
+    model = ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})
+    prompt = m.get("prompt") or {}
+    return SessionConfig(evaluator=ev, model=model, prompt=prompt.get("name") or "default",
+                         prompt_text=prompt.get("text"), seed=m.get("seed", 0), x0_spec=m.get("x0_spec", "explicit"),
+                         method=m.get("method", "llm"))
+
+
+

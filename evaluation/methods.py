@@ -1,0 +1,122 @@
+"""One way to run a method: what to run (`MethodSpec`) and the one function that runs it
+(`run_method`). The harness, the service and replay all come through here, so a method
+gets the same search box, the same Centaur settings and the same manifest wherever it runs.
+
+    >>> from tuneloop.evaluation.methods import MethodSpec, run_method
+    >>> r = run_method(MethodSpec(method="grid", function="rastrigin", budget=3, runs_dir=tmp))
+    >>> [t.learning_rate for t in r.trials], r.stop_reason
+    ([0.0001, 0.01, 0.1], 'budget_spent')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
+from tuneloop.agent.session_config import SessionConfig, config_from_manifest
+from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.strategies import (
+    AGENT_METHOD,
+    METHODS,
+    STRATEGIES,
+    SearchSpace,
+    StrategyContext,
+    make_strategy,
+)
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.tools.momentum import start_point
+from tuneloop.tools.record import new_session_id
+from tuneloop.tools.run_result import SessionResult
+from tuneloop.tools.trials import Bounds, EvaluatorConfig
+
+
+class MethodSpec(BaseModel):
+    """One method on one objective: everything that decides its trials."""
+
+    model_config = ConfigDict(frozen=True)
+    method: str
+    function: str = "rosenbrock"
+    budget: int = Field(default=EvaluatorConfig.model_fields["budget"].default, ge=1)
+    seed: int = 0
+    x0: str | tuple[float, ...] = "paper"  # "paper", "random" (drawn from the seed) or a point
+    max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
+    tol: float = Field(default=DEFAULT_TOL, ge=0.0)
+    bounds: Bounds = Bounds()
+    model: ModelSettings = ModelSettings()  # LLM methods only
+    prompt: str | None = None  # None: the method's own default template
+    prompt_text: str | None = None  # a recorded template's text (replay) instead of the named one
+    centaur_ratio: float = Field(default=D.CENTAUR_RATIO, ge=0.0, le=1.0)
+    centaur_warmup: int | None = Field(default=None, ge=0)
+    runs_dir: Path = Path("runs")
+    manifest_extra: dict[str, Any] = {}
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; known: {', '.join(METHODS)}")
+        return v
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.method == AGENT_METHOD or STRATEGIES[self.method].uses_llm
+
+    def session_config(self) -> SessionConfig:
+        x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed)
+        default_prompt = D.PROMPT if self.method == AGENT_METHOD else D.CENTAUR_PROMPT
+        return SessionConfig(
+            evaluator=EvaluatorConfig(objective=self.function, x0=x0, max_iter=self.max_iter, tol=self.tol,
+                                      budget=self.budget, bounds=self.bounds),
+            model=self.model, prompt=self.prompt or default_prompt, prompt_text=self.prompt_text, seed=self.seed,
+            x0_spec=self.x0 if isinstance(self.x0, str) else "explicit", method=self.method,
+            runs_dir=self.runs_dir, manifest_extra=self.manifest_extra)
+
+    @classmethod
+    def from_manifest(cls, m: dict[str, Any], **update: Any) -> MethodSpec:
+        """The spec a run's manifest records (its prompt by the recorded text)."""
+        cfg = config_from_manifest(m)
+        ev = cfg.evaluator
+        settings = m.get(cfg.method) or {}  # a hybrid's own settings (Centaur: ratio, warm-up)
+        fields: dict[str, Any] = dict(
+            method=cfg.method, function=ev.objective, budget=ev.budget, seed=cfg.seed, x0=tuple(ev.x0),
+            max_iter=ev.max_iter, tol=ev.tol, bounds=ev.bounds, model=cfg.model, prompt=cfg.prompt,
+            prompt_text=cfg.prompt_text, centaur_ratio=settings.get("ratio", D.CENTAUR_RATIO),
+            centaur_warmup=settings.get("warmup"))
+        return cls(**(fields | update))
+
+
+def run_method(spec: MethodSpec, *, session_id: str | None = None, chat_model: Any = None,
+               model_factory: ModelFactory = make_chat_model, should_stop: Callable[[], bool] | None = None,
+               on_trial: Callable[[dict], None] | None = None) -> SessionResult:
+    """Run `spec` to its end in `spec.runs_dir / session_id` (a fresh id when None) and
+    return its result. An LLM method talks to `chat_model` when given (a LangChain chat
+    model: a scripted one replays recorded replies), else to `model_factory(spec.model)`.
+    Once `should_stop()` is True the run ends before its next proposal, as interrupted."""
+    cfg = spec.session_config()
+    sid = session_id or new_session_id(spec.method)
+    if spec.method == AGENT_METHOD:
+        from tuneloop.agent.session import run_session
+
+        return run_session(cfg, chat_model=chat_model, model_factory=model_factory, session_id=sid,
+                           should_stop=should_stop, on_trial=on_trial)
+    from tuneloop.evaluation.runner import run_strategy
+
+    proposer = None
+    if spec.uses_llm:
+        from tuneloop.agent.prompts import template_for
+        from tuneloop.evaluation.centaur import CentaurLLM
+
+        model = chat_model if chat_model is not None else model_factory(cfg.model)
+        proposer = CentaurLLM(model, template_for(cfg.prompt, cfg.prompt_text))
+    space = SearchSpace.from_bounds(spec.bounds)
+    strategy = make_strategy(spec.method, StrategyContext(budget=spec.budget, seed=spec.seed, space=space,
+                                                          propose_llm=proposer, centaur_ratio=spec.centaur_ratio,
+                                                          centaur_warmup=spec.centaur_warmup))
+    extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
+    if strategy.manifest():
+        extra[spec.method] = strategy.manifest()
+    return run_strategy(strategy, cfg, sid, extra_manifest=extra, should_stop=should_stop, on_trial=on_trial)
