@@ -8,17 +8,23 @@ measured in the same process on the same inputs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tuneloop.tools import kernels, momentum
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, SWEEP_LR, SWEEP_MOMENTUM
 from tuneloop.tools.objectives import get_objective
 
+_T = TypeVar("_T")
+F64 = npt.NDArray[np.float64]
 
-def _numpy_fg(name: str, x: np.ndarray, y: np.ndarray):
+
+def _numpy_fg(name: str, x: F64, y: F64) -> tuple[F64, F64, F64]:
     if name == "rosenbrock":
         u = 1.0 - x
         w = y - x * x
@@ -30,7 +36,10 @@ def _numpy_fg(name: str, x: np.ndarray, y: np.ndarray):
     raise ValueError(f"the NumPy reference covers rosenbrock and rastrigin, not {name}")
 
 
-def numpy_batch(name, alphas, betas, x0=DEFAULT_X0, max_iter=DEFAULT_MAX_ITER, tol=DEFAULT_TOL):
+def numpy_batch(
+    name: str, alphas: F64, betas: F64, x0: Sequence[float] = DEFAULT_X0, max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.int_], F64]:
     """Vectorised NumPy momentum GD; returns (status codes, iterations, final values)."""
     n = alphas.size
     status = np.full(n, kernels.MAX_ITER)
@@ -84,7 +93,8 @@ class BenchRow:
         return self.configs / self.seconds
 
 
-def _best_of(repeats: int, fn):
+def _best_of(repeats: int, fn: Callable[[], _T]) -> tuple[float, _T | None]:
+    """The fastest of `repeats` calls and the last call's result (None when repeats < 1)."""
     best, out = np.inf, None
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -100,12 +110,13 @@ def single_ns_per_iter(name: str, iters: int = 2_000_000, repeats: int = 3, dim:
     x0 = np.array(momentum.default_start(dim))
     momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=10, tol=0.0)  # compile / load cache
     secs, res = _best_of(repeats, lambda: momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=iters, tol=0.0))
+    assert res is not None, "repeats must be at least 1"
     if res.status != "max_iter":
         raise RuntimeError(f"benchmark run stopped early ({res.status}); pick a smaller alpha")
     return secs / iters / dim * 1e9
 
 
-def random_workload(n: int, seed: int = 0):
+def random_workload(n: int, seed: int = 0) -> tuple[F64, F64]:
     """The benchmark's workload: alpha log-uniform and beta uniform over the sweep's
     default box (alpha in [1e-5, 1e-1], beta in [0, 0.99])."""
     rng = np.random.default_rng(seed)
@@ -113,11 +124,13 @@ def random_workload(n: int, seed: int = 0):
     return 10.0 ** rng.uniform(lo, hi, n), rng.uniform(*SWEEP_MOMENTUM, n)
 
 
-def batch_rows(name: str, n: int, max_iter: int = DEFAULT_MAX_ITER, repeats: int = 3, numpy_ref: bool = True):
+def batch_rows(name: str, n: int, max_iter: int = DEFAULT_MAX_ITER, repeats: int = 3,
+               numpy_ref: bool = True) -> tuple[list[BenchRow], bool, int]:
     """Throughput of the batch paths on the random workload, plus a sorted-grid check."""
     a, b = random_workload(n)
     momentum.run_batch(name, a[:64], b[:64], max_iter=10)  # compile / load cache
     secs, par = _best_of(repeats, lambda: momentum.run_batch(name, a, b, max_iter=max_iter))
+    assert par is not None, "repeats must be at least 1"
     updates = int(par.iterations.sum())
     rows = [BenchRow("numba parallel (lockstep lanes)", secs, updates, n)]
     threads = nb.get_num_threads()
@@ -126,13 +139,16 @@ def batch_rows(name: str, n: int, max_iter: int = DEFAULT_MAX_ITER, repeats: int
         secs1, ser = _best_of(repeats, lambda: momentum.run_batch(name, a, b, max_iter=max_iter))
     finally:
         nb.set_num_threads(threads)
+    assert ser is not None
     rows.append(BenchRow("numba serial (1 thread)", secs1, updates, n))
     order = np.argsort(a, kind="stable")
     secs_s, _ = _best_of(repeats, lambda: momentum.run_batch(name, a[order], b[order], max_iter=max_iter))
     rows.append(BenchRow("numba parallel, input sorted by alpha", secs_s, updates, n))
     same = bool(np.array_equal(par.iterations, ser.iterations))
     if numpy_ref:
-        secs_np, (st, it, fv) = _best_of(1, lambda: numpy_batch(name, a, b, max_iter=max_iter))
+        secs_np, reference = _best_of(1, lambda: numpy_batch(name, a, b, max_iter=max_iter))
+        assert reference is not None  # one repeat: always a result
+        st, it, fv = reference
         rows.append(BenchRow("NumPy vectorised reference", secs_np, int(it.sum()), n))
         same = same and bool(np.array_equal(it, par.iterations) and np.array_equal(st, par.status_code))
     return rows, same, threads

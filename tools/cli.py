@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,10 @@ from tuneloop.tools.cli_common import JsonOpt, check_lr, check_momentum, console
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.formatting import finite_or_none
+
+if TYPE_CHECKING:
+    from tuneloop.tools.momentum import GDResult
+    from tuneloop.tools.objectives import Objective
 
 app = new_app("Objectives and the momentum-GD kernel.")
 
@@ -36,7 +40,7 @@ MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration ca
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
 
 
-def objective_or_exit(name: str):
+def objective_or_exit(name: str) -> Objective:
     """The objective called `name`, or a UserError listing the known ones."""
     from tuneloop.tools.objectives import UnknownObjectiveError, get_objective
 
@@ -46,7 +50,9 @@ def objective_or_exit(name: str):
         raise UserError(str(e)) from None
 
 
-def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) -> tuple[str, tuple[float, ...]]:
+def start_or_exit(
+    obj: Objective, x0: str | None, dim: int | None = None, seed: int = 0
+) -> tuple[str, tuple[float, ...]]:
     """--x0 -> (how it was chosen, the start point): "paper" (the default: the study's
     point, its pattern repeated to `dim`), "random" (drawn from `seed`) or numbers;
     checked against the objective's dimensions."""
@@ -69,17 +75,18 @@ def start_or_exit(obj, x0: str | None, dim: int | None = None, seed: int = 0) ->
     return label, start
 
 
-def warn_about_gradient(obj, start) -> None:
+def warn_about_gradient(obj: Objective, start: tuple[float, ...]) -> None:
     """An objective from a file: say so on stderr when grad disagrees with f at the start."""
-    from tuneloop.tools.objectives import USER_FID
+    from tuneloop.tools.objectives import USER_FID, UserObjective
 
     if obj.fid == USER_FID:
+        assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
         warning = obj.gradient_warning(start)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
 
 
-def function_rows() -> list[dict]:
+def function_rows() -> list[dict[str, Any]]:
     """The built-in objectives as `tuneloop functions --json` (and the service) show them."""
     from tuneloop.tools.objectives import OBJECTIVES
 
@@ -91,7 +98,7 @@ def function_rows() -> list[dict]:
     ]
 
 
-def run_json(r) -> dict:
+def run_json(r: GDResult) -> dict[str, Any]:
     """One momentum-GD run (a GDResult) as JSON shows it: non-finite numbers as null."""
     return dict(
         function=r.objective, learning_rate=r.alpha, momentum=r.beta, x0=list(r.x0), status=r.status,
@@ -157,7 +164,7 @@ def gd(
     print(f"  x_final    ({xs})   distance to optimum {dist}")
 
 
-def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_json: bool) -> dict:
+def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_json: bool) -> dict[str, Any]:
     """Measure the kernel: ns per iteration and batch throughput, with ratios. Prints the
     tables unless `as_json`; returns the figures (the `tuneloop bench` command, which also
     times the local model's decoding, lives on the agent floor)."""

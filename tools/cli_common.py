@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tuneloop.tools.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_USAGE = 2  # a user's mistake: bad flag, file, template, key...
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -121,20 +124,20 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
-def console():
+def console() -> Console:
     """A rich console that does not squeeze wide tables into 80 columns when piped."""
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=220)
 
 
-def new_app(help: str, **kw) -> typer.Typer:
+def new_app(help: str, **kw: Any) -> typer.Typer:
     """A Typer app with the project's settings (no completion, plain help, no pretty tracebacks)."""
     return typer.Typer(help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        rich_markup_mode=None, **kw)
 
 
-def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "tuneloop", obj=None) -> int:
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "tuneloop", obj: Any = None) -> int:
     """Run a Typer app; user mistakes end in one line on stderr and exit code 2. `obj`
     becomes the commands' `ctx.obj`."""
     args = join_multi_value_options(list(sys.argv[1:] if argv is None else argv))

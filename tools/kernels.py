@@ -46,20 +46,30 @@ the 2-D formula in the last bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tuneloop.tools.objectives import BEALE, HIMMELBLAU, QUADRATIC, ROSENBROCK, SPHERE, STYBLINSKI_TANG, fg2, fg_nd
 
 RUNNING, CONVERGED, DIVERGED, MAX_ITER = 0, 1, 2, 3
-STATUS_NAMES = {CONVERGED: "converged", DIVERGED: "diverged", MAX_ITER: "max_iter"}
+Status = Literal["converged", "max_iter", "diverged"]
+STATUS_NAMES: dict[int, Status] = {CONVERGED: "converged", DIVERGED: "diverged", MAX_ITER: "max_iter"}
 LANES = 32  # configs each batch worker steps in lockstep (vectorised across lanes)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Fn = Callable[[F64], float]  # a user objective's jitted f(x)
+GradFn = Callable[[F64], F64]  # and its grad(x)
 
 
 # ----------------------------------------------------------------------- kernels
 @nb.njit(cache=True, inline="always")
-def _step2(fid, x, y, vx, vy, gx, gy, a, b):
+def _step2(fid: int, x: float, y: float, vx: float, vy: float, gx: float, gy: float, a: float,
+           b: float) -> tuple[float, float, float, float, float, float, float]:
     """One momentum update from (x, v) with gradient g at x; returns the new state."""
     vx = b * vx - a * gx
     vy = b * vy - a * gy
@@ -70,7 +80,7 @@ def _step2(fid, x, y, vx, vy, gx, gy, a, b):
 
 
 @nb.njit(cache=True, inline="always")
-def _status(finite, vnorm2, t, max_iter, tol):
+def _status(finite: bool, vnorm2: float, t: int, max_iter: int, tol: float) -> int:
     """The stop rule, after update t with ||v_{t+1}||^2 = vnorm2 and `finite` telling
     whether x_{t+1} and f(x_{t+1}) are all finite: diverged beats converged beats
     max_iter. Written as selects (no branches) so the batch kernel's lane loop
@@ -82,14 +92,15 @@ def _status(finite, vnorm2, t, max_iter, tol):
 
 
 @nb.njit(cache=True, inline="always")
-def _classify(x, y, f, vx, vy, t, max_iter, tol):
+def _classify(x: float, y: float, f: float, vx: float, vy: float, t: int, max_iter: int, tol: float) -> int:
     """Status of a 2-D run after update t (the rule is `_status`)."""
     finite = math.isfinite(x) and math.isfinite(y) and math.isfinite(f)
     return _status(finite, vx * vx + vy * vy, t, max_iter, tol)
 
 
 @nb.njit(cache=True)
-def run2(fid, x, y, a, b, max_iter, tol, every, rec):
+def run2(fid: int, x: float, y: float, a: float, b: float, max_iter: int, tol: float, every: int,
+         rec: F64) -> tuple[int, int, float, float, float, float, int]:
     """One 2-D run. Records (t, x, y, f) every `every` updates into rec when every > 0
     (rec needs max_iter // every + 2 rows). Returns (status, t, x, y, f, best, n_rec)."""
     vx = 0.0
@@ -123,7 +134,8 @@ def run2(fid, x, y, a, b, max_iter, tol, every, rec):
 
 
 @nb.njit(cache=True, inline="always")
-def _sweep(fid, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, max_iter, tol):
+def _sweep(fid: int, lx: F64, ly: F64, lvx: F64, lvy: F64, lgx: F64, lgy: F64, lf: F64, lbest: F64, la: F64,
+           lb: F64, lt: I64, lst: I64, lidx: I64, max_iter: int, tol: float) -> None:
     """Step every lane until at least one loaded lane stops.
 
     State is stored unconditionally: the sweep in which a lane stops is the last one
@@ -153,8 +165,8 @@ def _sweep(fid, lx, ly, lvx, lvy, lgx, lgy, lf, lbest, la, lb, lt, lst, lidx, ma
 
 
 @nb.njit(cache=True)
-def _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
-                 o_status, o_iter, o_x, o_y, o_f, o_best):
+def _lane_worker(w: int, n_workers: int, fid: int, x0: float, y0: float, alphas: F64, betas: F64, max_iter: int,
+                 tol: float, o_status: I64, o_iter: I64, o_x: F64, o_y: F64, o_f: F64, o_best: F64) -> None:
     """Worker w of batch2: configs w, w + n_workers, ..., LANES at a time in lockstep."""
     n = alphas.size
     f0, gx0, gy0 = fg2(fid, x0, y0)
@@ -250,7 +262,8 @@ def _lane_worker(w, n_workers, fid, x0, y0, alphas, betas, max_iter, tol,
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)  # nogil: other threads work meanwhile
-def batch2(fid, x0, y0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_y, o_f, o_best):
+def batch2(fid: int, x0: float, y0: float, alphas: F64, betas: F64, max_iter: int, tol: float, n_workers: int,
+           o_status: I64, o_iter: I64, o_x: F64, o_y: F64, o_f: F64, o_best: F64) -> None:
     """Many 2-D runs in parallel, written into the o_* arrays (length n).
 
     Work is split into n_workers strided streams (worker w takes configs w, w + W, ...) so a grid
@@ -264,7 +277,8 @@ def batch2(fid, x0, y0, alphas, betas, max_iter, tol, n_workers, o_status, o_ite
 
 # reassoc, and only it: see the module docstring for what it may reorder here
 @nb.njit(cache=True, fastmath={"reassoc"})
-def run_nd(fid, x0, a, b, max_iter, tol, every, rec):
+def run_nd(fid: int, x0: F64, a: float, b: float, max_iter: int, tol: float, every: int,
+           rec: F64) -> tuple[int, int, F64, float, float, int]:
     """One N-D run (d = x0.size). Same rule as run2 (`_status`); rec rows are
     (t, x_1..x_d, f). Returns (status, t, x, f, best, n_rec)."""
     d = x0.size
@@ -309,7 +323,8 @@ def run_nd(fid, x0, a, b, max_iter, tol, every, rec):
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)  # nogil: other threads work meanwhile
-def batch_nd(fid, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_f, o_best):
+def batch_nd(fid: int, x0: F64, alphas: F64, betas: F64, max_iter: int, tol: float, n_workers: int,
+             o_status: I64, o_iter: I64, o_x: F64, o_f: F64, o_best: F64) -> None:
     """Many N-D runs in parallel (one config per task, strided for balance)."""
     n = alphas.size
     empty = np.empty((0, x0.size + 2))
@@ -328,8 +343,9 @@ def batch_nd(fid, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter,
 # numba compiles these kernels once per pair of functions (first-class function
 # arguments cannot go to the on-disk cache, hence no cache=True), with the same update
 # and the same stop rule (`_status`) as the built-in kernels.
-@nb.njit
-def run_fn(f, grad, x0, a, b, max_iter, tol, every, rec):
+@nb.njit()  # called: numba's stubs type a bare @nb.njit as the decorator factory, not a Dispatcher
+def run_fn(f: Fn, grad: GradFn, x0: F64, a: float, b: float, max_iter: int, tol: float, every: int,
+           rec: F64) -> tuple[int, int, F64, float, float, int]:
     """One N-D run of a user objective. Same rules as run_nd; returns (status, t, x, f,
     best, n_rec)."""
     d = x0.size
@@ -376,7 +392,8 @@ def run_fn(f, grad, x0, a, b, max_iter, tol, every, rec):
 
 
 @nb.njit(parallel=True, nogil=True)
-def batch_fn(f, grad, x0, alphas, betas, max_iter, tol, n_workers, o_status, o_iter, o_x, o_f, o_best):
+def batch_fn(f: Fn, grad: GradFn, x0: F64, alphas: F64, betas: F64, max_iter: int, tol: float, n_workers: int,
+             o_status: I64, o_iter: I64, o_x: F64, o_f: F64, o_best: F64) -> None:
     """Many runs of a user objective in parallel (one config per task, strided)."""
     n = alphas.size
     empty = np.empty((0, x0.size + 2))

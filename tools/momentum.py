@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, DEFAULT_X0, START_SPECS
-from tuneloop.tools.kernels import DIVERGED, STATUS_NAMES, batch2, batch_fn, batch_nd, run2, run_fn, run_nd
-from tuneloop.tools.objectives import USER_FID, Objective, get_objective
+from tuneloop.tools.kernels import DIVERGED, STATUS_NAMES, Status, batch2, batch_fn, batch_nd, run2, run_fn, run_nd
+from tuneloop.tools.objectives import USER_FID, Objective, UserObjective, get_objective
 
 __all__ = ["DEFAULT_MAX_ITER", "DEFAULT_TOL", "DEFAULT_X0", "BatchResult", "GDResult", "default_start",
            "random_start", "run", "run_batch", "start_point"]
@@ -68,7 +69,7 @@ class GDResult:
     alpha: float
     beta: float
     x0: tuple[float, ...]
-    status: str  # converged | max_iter | diverged
+    status: Status  # converged | max_iter | diverged
     iterations: int
     final_value: float
     x_final: tuple[float, ...]
@@ -97,7 +98,7 @@ class BatchResult:
         return [STATUS_NAMES[int(c)] for c in self.status_code]
 
 
-def _resolve(objective: Objective | str, x0) -> tuple[Objective, np.ndarray]:
+def _resolve(objective: Objective | str, x0: npt.ArrayLike | None) -> tuple[Objective, np.ndarray]:
     obj = get_objective(objective) if isinstance(objective, str) else objective
     start = np.array(DEFAULT_X0 if x0 is None else x0, dtype=np.float64).ravel()
     obj.check_dim(start.size)
@@ -118,7 +119,7 @@ def run(
     objective: Objective | str,
     alpha: float,
     beta: float,
-    x0=None,
+    x0: npt.ArrayLike | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
     record_every: int = 0,
@@ -130,6 +131,7 @@ def run(
     rows = max_iter // every + 2 if every > 0 else 0
     rec = np.empty((rows, d + 2))
     if obj.fid == USER_FID:
+        assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
         st, t, xf, f, best, n_rec = run_fn(obj.f, obj.grad, start, float(alpha), float(beta), int(max_iter),
                                            float(tol), every, rec)
     elif d == 2:
@@ -159,9 +161,9 @@ def run(
 
 def run_batch(
     objective: Objective | str,
-    alphas,
-    betas,
-    x0=None,
+    alphas: npt.ArrayLike,
+    betas: npt.ArrayLike,
+    x0: npt.ArrayLike | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
 ) -> BatchResult:
@@ -182,6 +184,7 @@ def run_batch(
     n_workers = max(1, min(n, 4 * nb.get_num_threads()))
     if n:
         if obj.fid == USER_FID:
+            assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
             batch_fn(obj.f, obj.grad, start, a, b, int(max_iter), float(tol), n_workers, status, iters, xf, f, best)
         elif d == 2:
             xs, ys = np.empty(n), np.empty(n)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from tuneloop.tools.errors import TuneloopError
 
@@ -341,13 +344,13 @@ class UserObjective(Objective):
         if dim < 1:
             raise ValueError(f"{self.name} needs at least one coordinate")
 
-    def value(self, x) -> float:
+    def value(self, x: npt.ArrayLike) -> float:
         return float(self.f(np.ascontiguousarray(x, dtype=np.float64)))
 
-    def gradient(self, x) -> np.ndarray:
+    def gradient(self, x: npt.ArrayLike) -> np.ndarray:
         return np.asarray(self.grad(np.ascontiguousarray(x, dtype=np.float64)), dtype=np.float64)
 
-    def gradient_warning(self, x0) -> str | None:
+    def gradient_warning(self, x0: npt.ArrayLike) -> str | None:
         """A sentence when grad disagrees with central finite differences of f at x0."""
         x = np.asarray(x0, dtype=np.float64)
         g = self.gradient(x)
@@ -388,7 +391,8 @@ def load_objective_file(path_text: str) -> UserObjective:
     label = str(getattr(module, "NAME", path.stem))
     obj = UserObjective(
         name=str(path.resolve()), fid=USER_FID, formula=str(getattr(module, "FORMULA", f"{label} (from {path.name})")),
-        latex="", domain=tuple(float(v) for v in getattr(module, "DOMAIN", (-2.0, 2.0))), any_dim=True,
+        latex="", domain=cast(tuple[float, float], tuple(float(v) for v in getattr(module, "DOMAIN", (-2.0, 2.0)))),
+        any_dim=True,
         description=label, path=str(path.resolve()), sha256=digest, f=f, grad=grad,
         known_minimum=None if minimum is None else float(minimum),
         known_minimisers=tuple(tuple(float(v) for v in p) for p in getattr(module, "MINIMISERS", ())),
@@ -397,11 +401,12 @@ def load_objective_file(path_text: str) -> UserObjective:
     return obj
 
 
-def _run_file(path: Path, shown: str):
+def _run_file(path: Path, shown: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"tuneloop_objective_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    # spec is None for a path without a .py suffix: an AttributeError here, not an ObjectiveFileError
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     try:
-        spec.loader.exec_module(module)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
     except SyntaxError as e:
         raise ObjectiveFileError(f"{shown} does not compile: line {e.lineno}: {e.msg}") from None
     except Exception as e:  # noqa: BLE001 - whatever the file raised, the user needs one line
@@ -409,7 +414,7 @@ def _run_file(path: Path, shown: str):
     return module
 
 
-def _compile(fn, name: str, shown: str):
+def _compile(fn: Callable[..., Any], name: str, shown: str) -> Any:
     import numba as nb
 
     try:
@@ -418,7 +423,7 @@ def _compile(fn, name: str, shown: str):
         raise ObjectiveFileError(f"numba cannot compile {name} in {shown}: {str(e).splitlines()[0]}") from None
 
 
-def _probe(f, grad, shown: str) -> None:
+def _probe(f: Callable[..., Any], grad: Callable[..., Any], shown: str) -> None:
     """Compile both functions now, on a 2-D point, so a problem shows before any run."""
     x = np.full(2, 0.5)
     for name, fn in (("f", f), ("grad", grad)):

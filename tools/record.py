@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
@@ -76,7 +78,7 @@ class Redactor:
             return [self.scrub(v) for v in value]
         return value
 
-    def __call__(self, _logger, _name, event_dict: dict) -> dict:
+    def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> dict[str, Any]:
         return {k: self.scrub(v, k) for k, v in event_dict.items()}
 
 
@@ -86,7 +88,7 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def dumps(obj: Any, **kw) -> str:
+def dumps(obj: Any, **kw: Any) -> str:
     """JSON as the trace and the manifest write it: nan/inf (not JSON) become null."""
     return json.dumps(json_safe(obj), default=_json_default, **kw)
 
@@ -131,7 +133,7 @@ class TraceWriter:
         except (json.JSONDecodeError, AttributeError, ValueError):
             return data.count(b"\n")
 
-    def _head(self, _logger, _name, event_dict: dict) -> dict:
+    def _head(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> dict[str, Any]:
         """The keys every event starts with, in this order (the timestamp is structlog's)."""
         self._seq += 1
         head = {
@@ -141,7 +143,7 @@ class TraceWriter:
             "seq": self._seq,
             "format": TRACE_FORMAT,
         }
-        return head | event_dict
+        return {**head, **event_dict}
 
     def write_manifest(self, manifest: dict[str, Any]) -> Path:
         # atomic: never a half-written manifest
@@ -207,12 +209,14 @@ def read_trace(path: Path | str) -> Trace:
     ends_clean = raw.endswith(b"\n")
     if ends_clean:
         lines = lines[:-1]
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
     warnings: list[str] = []
+    loads: Callable[[bytes], Any]
+    decode_errors: tuple[type[Exception], ...]
     try:  # orjson (a langsmith dependency) parses 3-4x faster; json is the fallback
         from orjson import JSONDecodeError as _OrjsonError
         from orjson import loads
-        decode_errors: tuple = (_OrjsonError, json.JSONDecodeError, UnicodeDecodeError)
+        decode_errors = (_OrjsonError, json.JSONDecodeError, UnicodeDecodeError)
     except ImportError:  # pragma: no cover
         loads = json.loads
         decode_errors = (json.JSONDecodeError, UnicodeDecodeError)

@@ -87,7 +87,7 @@ def finish_session(*, writer: TraceWriter, ev: Evaluator, method: str, model: st
 class EventSink:
     """The Evaluator's logger: every event to the trace, trials also to a callback."""
 
-    def __init__(self, writer: TraceWriter, on_trial: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, writer: TraceWriter, on_trial: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.writer = writer
         self.on_trial = on_trial
 

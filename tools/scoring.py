@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from itertools import accumulate
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
+import numpy.typing as npt
 
 SCORE_TOL_DECADES = 0.01
 GAP_FLOOR = 1e-12
@@ -39,14 +40,23 @@ EDGE_BINS = 1e-6
 class _Ops(NamedTuple):
     """The non-arithmetic operations of the rule, for floats or for arrays."""
 
-    maximum: Callable
-    log10: Callable
-    floor: Callable
-    sign: Callable
-    abs: Callable
+    maximum: Callable[..., Any]
+    log10: Callable[..., Any]
+    floor: Callable[..., Any]
+    sign: Callable[..., Any]
+    abs: Callable[..., Any]
 
 
-def _finite_score(final_value, iterations, max_iter: int, f_star: float | None, ops: _Ops):
+@overload
+def _finite_score(final_value: float, iterations: int, max_iter: int, f_star: float | None, ops: _Ops) -> float: ...
+
+
+@overload
+def _finite_score(final_value: npt.NDArray[np.float64], iterations: npt.NDArray[Any], max_iter: int,
+                  f_star: float | None, ops: _Ops) -> npt.NDArray[np.float64]: ...
+
+
+def _finite_score(final_value: Any, iterations: Any, max_iter: int, f_star: float | None, ops: _Ops) -> Any:
     """The score of a finite run: the rule, written once for floats and arrays alike.
     With no known minimum (an objective from a file without MINIMUM) the level is the
     final value itself, compressed as sign(f) log10(1 + |f|): increasing in f, and below
@@ -72,7 +82,7 @@ def _log10_like_math(x: np.ndarray) -> np.ndarray:
     reaches the score only through floor(level / SCORE_TOL_DECADES), so a last-bit
     difference matters only next to a bin edge: those few values are recomputed with
     math.log10, which makes score_array equal score bit for bit on any machine."""
-    level = vector_log10(x)
+    level: np.ndarray = vector_log10(x)
     q = level / SCORE_TOL_DECADES
     near = np.abs(q - np.rint(q)) < EDGE_BINS
     if near.any():

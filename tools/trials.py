@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneloop.tools import momentum
@@ -158,7 +159,7 @@ class TrialResult(BaseModel):
     curve: CurveSummary
 
 
-def _curve(traj, status: str) -> CurveSummary:
+def _curve(traj: np.ndarray, status: str) -> CurveSummary:
     fs = [float(r[-1]) for r in traj]
     picks = sorted({0, len(fs) // 4, len(fs) // 2, (3 * len(fs)) // 4, len(fs) - 1})
     increases = sum(1 for a, b in zip(fs, fs[1:], strict=False) if b > a)
@@ -267,6 +268,7 @@ class Evaluator:
         r = momentum.run(self.objective, p.learning_rate, p.momentum, x0=c.x0,
                          max_iter=c.max_iter, tol=c.tol, record_every=self._every)
         final = finite_or_none(r.final_value)
+        assert r.trajectory is not None  # recorded: record_every = self._every >= 1
         return TrialResult(
             trial=len(self.trials) + 1, source=source,
             learning_rate=p.learning_rate, momentum=p.momentum,

@@ -3,10 +3,15 @@ trace callback (agent sessions) or by Centaur's proposer, read by whoever ends t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from pydantic import BaseModel
 
+_Num = TypeVar("_Num", int, float)
 
-def known_sum(values):
+
+def known_sum(values: Iterable[_Num | None]) -> _Num | None:
     """The sum of the figures that are known; None when none is (a server that reports no
     usage, a model without a price): unknown, not zero.
 
