@@ -1,8 +1,14 @@
 """Traces as OpenTelemetry: a session's trace.jsonl rendered as OTLP/JSON spans that follow
-the GenAI semantic conventions, written to a file or POSTed to an OTLP/HTTP collector.
+the GenAI semantic conventions, written to a file or sent to an OTLP/HTTP collector
+(protobuf, the OTLP/HTTP default, or JSON).
 
-One OTLP trace per session; ids are hashes of the session id and event seq, so exporting
-twice gives the same ids and the same file.
+One OTLP trace per run, its ids hashed from the session id and the run's start: the first
+event's timestamp in integer microseconds (written once, when the run starts; a resumed
+session keeps it). Session ids alone repeat across studies (an eval names a session after
+its cell); runs do not. Exporting the same run twice gives the same ids and the same file.
+
+    trace id  the first 16 bytes of sha256(session id, NUL, start)
+    span id   the first 8 bytes of sha256(session id, NUL, start, NUL, key), key an event's seq or "root"
 
     root      "invoke_agent tuneloop" (agent sessions) or the method ("cmaes", "centaur", ...)
     chat      "chat <model>": one per model_called, child of the root
@@ -12,10 +18,18 @@ twice gives the same ids and the same file.
               (classical and hybrid runs), child of the root
     retry, tool_choice_fallback, rate_limited, session_resumed: events of the root span
 
-    >>> trace_id("20250101T000000-llm-abc123")
-    'ba4b4f0ae346a755e6815111968696d2'
+    >>> start = unix_nano("2025-01-01T00:00:00.000001+00:00") // 1000  # as run_start_us reads it
+    >>> start, trace_id("20250101T000000-llm-abc123", start), span_id("20250101T000000-llm-abc123", start, "root")
+    (1735689600000001, 'e3294b3b2d6bb3809d98100225521cff', '3b9819ca16c988b3')
     >>> unix_nano("1970-01-01T00:00:01.000002+00:00")
     1000002000
+
+Sending, as OpenTelemetry's exporters read their settings (a flag beats its variable): the
+endpoint is --otlp-endpoint (a URL without a path gets /v1/traces), else
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is), else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; the
+protocol --otlp-protocol, else OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else ..._PROTOCOL, else
+http/protobuf; headers OTEL_EXPORTER_OTLP_TRACES_HEADERS, else ..._HEADERS ("k1=v1,k2=v2",
+URL-encoded), their values never shown (they may hold tokens).
 
 Usage: `send_otlp(otlp_request([read_trace(d) for d in dirs]), "http://localhost:4318/v1/traces")`.
 """
@@ -32,6 +46,8 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,14 +71,19 @@ ROOT_EVENTS = ("retry", "tool_choice_fallback", "rate_limited", "session_resumed
 _DOUBLE = re.compile(r"(learning_rate|momentum|value|score|_s|usd|tol|x0)$")
 
 
-def trace_id(session_id: str) -> str:
-    """32 hex chars: the first 16 bytes of sha256(session id)."""
-    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
+def trace_id(session_id: str, start_us: int) -> str:
+    """32 hex chars from the session id and the run's start (see the module's docstring)."""
+    return hashlib.sha256(f"{session_id}\x00{start_us}".encode()).hexdigest()[:32]
 
 
-def span_id(session_id: str, key: str | int) -> str:
-    """16 hex chars from the session id and `key` (an event's seq, or "root")."""
-    return hashlib.sha256(f"{session_id}\x00{key}".encode()).hexdigest()[:16]
+def span_id(session_id: str, start_us: int, key: str | int) -> str:
+    """16 hex chars from the session id, the run's start and `key` (an event's seq, or "root")."""
+    return hashlib.sha256(f"{session_id}\x00{start_us}\x00{key}".encode()).hexdigest()[:16]
+
+
+def run_start_us(t: Trace) -> int:
+    """The run's identity beside its session id: its first event's time in microseconds."""
+    return unix_nano(t.events[0]["timestamp"]) // 1000
 
 
 def unix_nano(timestamp: str) -> int:
@@ -126,7 +147,8 @@ def _trial_attrs(e: dict[str, Any]) -> dict[str, Any]:
 
 def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[dict[str, Any]]:
     sid, man, evs = t.session_id, t.manifest or {}, t.events
-    tid, root = trace_id(sid), span_id(sid, "root")
+    start_us = run_start_us(t)
+    tid, root = trace_id(sid, start_us), span_id(sid, start_us, "root")
     ns = [unix_nano(e["timestamp"]) for e in evs]
     prev = [ns[max(i - 1, 0)] for i in range(len(evs))]  # an event without a latency began after its predecessor
     spans: list[dict[str, Any]] = []
@@ -136,8 +158,8 @@ def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[di
 
     def evaluate(i: int, parent: str) -> None:
         error = redact.scrub(evs[i].get("error")) if evs[i]["event"] == "tool_error" else None
-        spans.append(_span(tid, span_id(sid, evs[i]["seq"]), parent, "evaluate", KIND_INTERNAL, prev[i], ns[i],
-                           _attrs(_trial_attrs(evs[i]), redact), error))
+        spans.append(_span(tid, span_id(sid, start_us, evs[i]["seq"]), parent, "evaluate", KIND_INTERNAL, prev[i],
+                           ns[i], _attrs(_trial_attrs(evs[i]), redact), error))
 
     def flush() -> None:  # Evaluator events no tool call claimed (classical runs): children of the root
         for i in pending:
@@ -164,7 +186,7 @@ def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[di
             if len(pending) == 1:  # the usual case: one proposal, one Evaluator record
                 a |= _trial_attrs(evs[pending[0]])
                 error = evs[pending[0]].get("error") if evs[pending[0]]["event"] == "tool_error" else error
-            me = span_id(sid, e["seq"])
+            me = span_id(sid, start_us, e["seq"])
             for j in pending if len(pending) > 1 else ():
                 evaluate(j, me)
             pending.clear()
@@ -189,7 +211,7 @@ def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[di
                     a["gen_ai.input.messages"] = json.dumps([user])
                     a["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": parts,
                                                                "finish_reason": "tool_call" if calls else "stop"}])
-                spans.append(_span(tid, span_id(sid, e["seq"]), root, f"chat {model}", KIND_CLIENT,
+                spans.append(_span(tid, span_id(sid, start_us, e["seq"]), root, f"chat {model}", KIND_CLIENT,
                                    ns[i] - round(float(e.get("latency_s") or 0) * 1e9), ns[i], _attrs(a, redact)))
             elif name in ROOT_EVENTS:
                 fields = {f"tuneloop.{k}": v for k, v in e.items() if k not in ("event", "timestamp", "session_id",
@@ -258,42 +280,158 @@ def write_otlp(request: dict[str, Any], path: Path | str) -> Path:
     return atomic_write_text(path, json.dumps(request, separators=(",", ":")) + "\n")
 
 
-def send_otlp(request: dict[str, Any], endpoint: str, timeout: float = 10.0,
-              headers: dict[str, str] | None = None) -> None:
-    """POST the request to an OTLP/HTTP collector (JSON encoding). An endpoint without a
-    path gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does. Headers default to
-    OTEL_EXPORTER_OTLP_HEADERS; they never appear in an error message, nor does a
-    password in the URL."""
-    url = urllib.parse.urlsplit(endpoint)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise UserError(f"OTLP endpoint {endpoint!r} is not an http(s) URL (e.g. http://localhost:4318/v1/traces)")
-    where = url._replace(netloc=url.netloc.rpartition("@")[2],  # without user:password
-                         path=url.path if url.path not in ("", "/") else "/v1/traces").geturl()
-    if headers is None:  # as every OTLP exporter: "k1=v1,k2=v2", values URL-encoded
-        raw = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
-        headers = {k.strip(): urllib.parse.unquote(v.strip()) for k, _, v in (p.partition("=") for p in raw.split(","))
-                   if v}
-    sent = {"Content-Type": "application/json", "User-Agent": "tuneloop", **headers}
+PROTOCOLS = {"http/protobuf": "application/x-protobuf", "http/json": "application/json"}
+ENV = "OTEL_EXPORTER_OTLP_"
+_IDS = ("traceId", "spanId", "parentSpanId")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_HEADER_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")  # what http.client refuses to send
+
+
+def _pb() -> Any:
+    """opentelemetry-proto's trace service messages, imported only to send protobuf."""
+    try:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+    except ImportError:
+        raise UserError("sending OTLP as protobuf (http/protobuf, the default) needs the opentelemetry-proto package: "
+                        "pip install opentelemetry-proto (or send JSON: --otlp-protocol http/json)") from None
+    return pb
+
+
+def otlp_protobuf(request: dict[str, Any]) -> bytes:
+    """The OTLP/JSON request as a protobuf ExportTraceServiceRequest, the same spans. OTLP/JSON
+    writes ids as hex where proto3's JSON mapping of bytes is base64: they are converted."""
+    message = _pb().ExportTraceServiceRequest
+    from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped]
+
+    def b64(span: dict[str, Any]) -> dict[str, Any]:
+        return {k: base64.b64encode(bytes.fromhex(v)).decode() if k in _IDS else v for k, v in span.items()}
+
+    req = {"resourceSpans": [rs | {"scopeSpans": [ss | {"spans": [b64(sp) for sp in ss["spans"]]}
+                                                  for ss in rs["scopeSpans"]]} for rs in request["resourceSpans"]]}
+    return ParseDict(req, message()).SerializeToString(deterministic=True)
+
+
+@dataclass(frozen=True)
+class OtlpTarget:
+    """Where and how spans are sent. `shown` is the URL without a password, for messages;
+    `source` says where the endpoint came from; `headers` are never shown (tokens)."""
+
+    url: str
+    shown: str
+    protocol: str
+    source: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def _parse_headers(raw: str, source: str) -> dict[str, str]:
+    """"k1=v1,k2=v2" with URL-encoded values, as every OTLP exporter reads it; entries without
+    "=" are left out. A value http cannot carry is an error that names its key, not its value."""
+    out = {}
+    for k, _, v in (p.partition("=") for p in raw.split(",")):
+        k, v = urllib.parse.unquote(k).strip(), urllib.parse.unquote(v).strip()
+        if not k or not v:
+            continue
+        if not _HEADER_NAME.fullmatch(k) or _BAD_HEADER_VALUE.search(v):
+            raise UserError(f"{source}: header {k!r} has a name or value that HTTP cannot carry (value not shown)")
+        out[k] = v
+    return out
+
+
+def otlp_target(endpoint: str | None = None, protocol: str | None = None, headers: dict[str, str] | None = None,
+                env: Mapping[str, str] | None = None) -> OtlpTarget | None:
+    """Where, how and with which headers to send (a flag beats its variable; see the module's
+    docstring); None when no endpoint is given nor set. Checks the URL and the protocol."""
+    env = os.environ if env is None else env
+    first = [k for k in (ENV + "TRACES_ENDPOINT", ENV + "ENDPOINT") if env.get(k, "").strip()]
+    if endpoint is not None:  # a URL without a path gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does
+        source, u = "--otlp-endpoint", urllib.parse.urlsplit(endpoint.strip())
+        url = (u._replace(path="/v1/traces") if u.path in ("", "/") else u).geturl()
+    elif first:
+        source, url = first[0], env[first[0]].strip()
+        url = url if source.endswith("TRACES_ENDPOINT") else url.rstrip("/") + "/v1/traces"
+    else:
+        return None
+    via = "" if endpoint is not None else f" (from {source})"
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        bare = re.sub(r"^([^@/]*//)?[^@/]*@", r"\1", url)  # without user:password
+        raise UserError(f"OTLP endpoint {bare!r}{via} is not an http(s) URL (e.g. http://localhost:4318/v1/traces)")
+    pkey = next((k for k in (ENV + "TRACES_PROTOCOL", ENV + "PROTOCOL") if env.get(k, "").strip()), None)
+    proto = protocol if protocol is not None else env[pkey].strip() if pkey else "http/protobuf"
+    if proto not in PROTOCOLS:
+        given = "" if protocol is not None or not pkey else f" (from {pkey})"
+        raise UserError(f"OTLP protocol {proto!r}{given} is not supported: use http/protobuf or http/json"
+                        + (" (tuneloop sends OTLP over HTTP, not gRPC)" if proto == "grpc" else ""))
+    if proto == "http/protobuf":
+        _pb()  # a missing package is said before any work
+    if headers is None:
+        hkey = next((k for k in (ENV + "TRACES_HEADERS", ENV + "HEADERS") if env.get(k, "").strip()), None)
+        headers = _parse_headers(env[hkey], hkey) if hkey else {}
+    shown = u._replace(netloc=u.netloc.rpartition("@")[2]).geturl()  # without user:password
+    return OtlpTarget(url, shown, proto, source, dict(headers))
+
+
+def send_otlp(request: dict[str, Any], endpoint: str | OtlpTarget | None = None, timeout: float = 10.0,
+              headers: dict[str, str] | None = None, protocol: str | None = None) -> OtlpTarget:
+    """POST the request to an OTLP/HTTP collector, as protobuf (or JSON: protocol "http/json").
+    The endpoint, protocol and headers default to OpenTelemetry's variables (see the module's
+    docstring). Neither the headers nor a password in the URL appear in an error message.
+    Returns where it sent."""
+    t = endpoint if isinstance(endpoint, OtlpTarget) else otlp_target(endpoint, protocol, headers)
+    if t is None:
+        raise UserError(f"no OTLP endpoint: give --otlp-endpoint URL or set {ENV}ENDPOINT")
+    url, where = urllib.parse.urlsplit(t.url), t.shown
+    hide = Redactor(list(t.headers.values()))
+    sent = {"Content-Type": PROTOCOLS[t.protocol], "User-Agent": "tuneloop", **t.headers}
     if url.username is not None:  # urllib cannot take user:password in the URL: HTTP basic auth, as curl does
         pair = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
         sent.setdefault("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
-    body = json.dumps(request, separators=(",", ":")).encode()
+    body = json.dumps(request, separators=(",", ":")).encode() if t.protocol == "http/json" else otlp_protobuf(request)
     req = urllib.request.Request(where, data=body, method="POST", headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            answer = resp.read()
+            answer, kind = resp.read(), resp.headers.get_content_type()
     except urllib.error.HTTPError as e:
-        detail = e.read()[:200].decode("utf-8", "replace").strip() or "(no body)"
-        raise UserError(f"the OTLP collector at {where} answered HTTP {e.code} {e.reason}: {detail}") from None
+        try:
+            raw = e.read(65536)
+        except OSError:
+            raw = b""
+        detail = _detail(raw, e.headers.get_content_type() if e.headers else "", hide)
+        other = "http/json" if t.protocol == "http/protobuf" else "http/protobuf"
+        hint = f" (it does not take {t.protocol}: try --otlp-protocol {other})" if e.code == 415 else ""
+        raise UserError(f"the OTLP collector at {where} answered HTTP {e.code} {e.reason}: {detail}{hint}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # also: a bad port, a server not HTTP
         reason = getattr(e, "reason", e)
         why = (reason.strerror or str(reason)).lower() if isinstance(reason, OSError) else str(reason)
         raise UserError(f"could not send traces to the OTLP collector at {where}: {why or 'timed out'} "
                         f"(is it running and listening for OTLP/HTTP, normally on port 4318?)") from None
-    try:  # a 2xx may still reject spans (partial success); a body that is not JSON is an acceptance
-        partial = (json.loads(answer or b"{}") or {}).get("partialSuccess") or {}
-    except (json.JSONDecodeError, AttributeError):
-        return
-    if int(partial.get("rejectedSpans") or 0):
-        raise UserError(f"the OTLP collector at {where} rejected {partial['rejectedSpans']} spans: "
-                        f"{partial.get('errorMessage') or 'no reason given'}")
+    rejected, why = _partial_success(answer, kind)
+    if rejected:  # a 2xx may still reject spans
+        raise UserError(f"the OTLP collector at {where} rejected {rejected} spans: "
+                        f"{' '.join(hide.scrub(why).split()) or 'no reason given'}")
+    return t
+
+
+def _partial_success(answer: bytes, kind: str) -> tuple[int, str]:
+    """(spans rejected, why) from a 2xx answer, JSON or protobuf; any other body is an acceptance."""
+    try:
+        if "protobuf" in kind:
+            p = _pb().ExportTraceServiceResponse.FromString(answer).partial_success
+            return int(p.rejected_spans), p.error_message
+        p = (json.loads(answer or b"{}") or {}).get("partialSuccess") or {}
+        return int(p.get("rejectedSpans") or 0), str(p.get("errorMessage") or "")
+    except Exception:  # not JSON, not protobuf, not an object
+        return 0, ""
+
+
+def _detail(body: bytes, kind: str, hide: Redactor) -> str:
+    """A collector's error answer as one short line, header values hidden. A protobuf answer is
+    a google.rpc.Status {int32 code = 1; string message = 2; ...}; ExportTracePartialSuccess has
+    the same two first fields (an integer, a string), so it reads the message without google.rpc."""
+    text = body.decode("utf-8", "replace")
+    if "protobuf" in kind:
+        try:
+            text = _pb().ExportTracePartialSuccess.FromString(body).error_message
+        except Exception:  # not a Status, or no opentelemetry-proto
+            text = ""
+    return " ".join(hide.scrub(text).split())[:200] or "(no body)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,8 +14,41 @@ from tuneloop.tools.defaults import DEFAULT_MAX_ITER
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_sci
 
+if TYPE_CHECKING:
+    from tuneloop.tools.record import Trace
+
 trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
+
+
+def load_run(run_dir: Path) -> Trace:
+    """A run's trace, for every trace command. A folder of runs (a runs dir, or an eval's out
+    folder with runs/ inside) is an error that points to the runs in it."""
+    if run_dir.is_dir() and not (run_dir / "trace.jsonl").exists():
+        for where in (run_dir, run_dir / "runs"):
+            try:
+                runs = sorted(d.name for d in where.iterdir() if (d / "trace.jsonl").is_file())
+            except OSError:  # no runs/ inside, or not readable
+                runs = []
+            if runs:
+                n = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
+                raise UserError(f"{run_dir} is a folder of runs: give one of them, e.g. {where / runs[0]} ({n})")
+    return read_trace_warning(run_dir)
+
+
+def check_out(out: Path | None, suffix: str | None = None) -> Path | None:
+    """An --out file, checked before any work: its folder exists, it is not a folder itself, and
+    it ends in `suffix` (when given). `tuneloop sweep --out` makes the same check (evaluation/cli.py)."""
+    if out is None:
+        return None
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise UserError(f"--out must name a {suffix} file, got {out}")
+    if out.is_dir():
+        raise UserError(f"--out is a folder, not a file: {out}")
+    if not out.parent.is_dir():
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise UserError(f"--out's folder {what}: {out.parent}")
+    return out
 
 
 @trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")
@@ -23,7 +56,7 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
     from tuneloop.evaluation.traces import summary
 
-    s = summary(read_trace_warning(run_dir))
+    s = summary(load_run(run_dir))
     if as_json:
         print(json.dumps(s, default=str))
         return
@@ -79,7 +112,7 @@ def trace_compare(
     """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
     from tuneloop.evaluation.traces import compare
 
-    rows = compare([read_trace_warning(d) for d in run_dirs])
+    rows = compare([load_run(d) for d in run_dirs])
     if as_json:
         print(json.dumps(rows))
         return
@@ -117,7 +150,7 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     from tuneloop.evaluation.traces import FAILED_BOX, state_audit
     from tuneloop.tools.scoring import GOOD_GAP
 
-    a = state_audit(read_trace_warning(run_dir))
+    a = state_audit(load_run(run_dir))
     if as_json:
         print(json.dumps(a, default=str))
         return
@@ -160,13 +193,12 @@ def trace_plot(
     """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
     from tuneloop.evaluation.traces import trial_rows
 
-    t = read_trace_warning(run_dir)
+    check_out(out, ".png")
+    t = load_run(run_dir)
     m = t.manifest or {}
     if not m.get("objective") or not m.get("x0"):
         raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
     target = out or (t.run_dir / "proposals.png")
-    if target.suffix.lower() != ".png":
-        raise UserError(f"--out must name a .png file, got {target}")
     from tuneloop.evaluation.report import plot_trace
 
     plot_trace(m["objective"], m["x0"], int(m.get("max_iter", DEFAULT_MAX_ITER)), trial_rows(t), target,
@@ -186,7 +218,18 @@ def trace_export(
     otlp_endpoint: Annotated[
         str | None,
         typer.Option(
-            "--otlp-endpoint", help="also send the spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318"
+            "--otlp-endpoint",
+            help="otlp: send the spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (default: "
+            "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; with "
+            "an endpoint, a file only with --out)",
+        ),
+    ] = None,
+    otlp_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-protocol",
+            help="otlp: http/protobuf or http/json (default: $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else "
+            "$OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf); headers from $OTEL_EXPORTER_OTLP_HEADERS",
         ),
     ] = None,
     include_content: Annotated[
@@ -195,7 +238,7 @@ def trace_export(
 ) -> None:
     """One row per trial across runs, for pandas or a spreadsheet (csv, jsonl); or each
     session as an OpenTelemetry trace following the GenAI conventions (otlp), for Phoenix,
-    Langfuse, Jaeger or any OTLP collector."""
+    Langfuse, Jaeger or any OTLP collector: a file of OTLP/JSON, or sent over OTLP/HTTP."""
     import csv
 
     from tuneloop.evaluation.traces import EXPORT_FIELDS, export_rows
@@ -203,24 +246,34 @@ def trace_export(
 
     if fmt not in ("csv", "jsonl", "otlp"):
         raise UserError(f"--format must be csv, jsonl or otlp, got {fmt!r}")
-    if otlp_endpoint is not None and fmt != "otlp":
-        raise UserError("--otlp-endpoint needs --format otlp")
-    traces = [read_trace_warning(d) for d in run_dirs]
+    for flag, v in (("--otlp-endpoint", otlp_endpoint), ("--otlp-protocol", otlp_protocol)):
+        if v is not None and fmt != "otlp":
+            raise UserError(f"{flag} needs --format otlp")
+    check_out(out)
+    target = None
+    if fmt == "otlp":  # where to send is checked before any work, as --out is
+        from tuneloop.evaluation.otlp import otlp_target
+
+        target = otlp_target(otlp_endpoint, otlp_protocol)
+        if target is None and otlp_protocol is not None:
+            raise UserError("--otlp-protocol needs an endpoint: --otlp-endpoint URL or $OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces = [load_run(d) for d in run_dirs]
     if fmt == "otlp":
         from tuneloop.evaluation.otlp import otlp_request, send_otlp, write_otlp
 
         request = otlp_request(traces, include_content=include_content)
         spans = sum(len(ss["spans"]) for rs in request["resourceSpans"] for ss in rs["scopeSpans"])
-        if out is not None or otlp_endpoint is None:
-            target = out or Path("traces.json")
+        if out is not None or target is None:
+            path = out or Path("traces.json")
             try:
-                write_otlp(request, target)
+                write_otlp(request, path)
             except OSError as e:
-                raise UserError(f"cannot write {target}: {e.strerror}") from None
-            print(f"wrote {spans} spans of {len(traces)} session(s) to {target}")
-        if otlp_endpoint is not None:
-            send_otlp(request, otlp_endpoint)
-            print(f"sent {spans} spans of {len(traces)} session(s) to {otlp_endpoint}")
+                raise UserError(f"cannot write {path}: {e.strerror}") from None
+            print(f"wrote {spans} spans of {len(traces)} session(s) to {path}")
+        if target is not None:
+            send_otlp(request, target)
+            via = "" if target.source == "--otlp-endpoint" else f", from {target.source}"
+            print(f"sent {spans} spans of {len(traces)} session(s) to {target.shown} ({target.protocol}{via})")
         return
     out = out or Path(f"trials.{fmt}")
     rows = export_rows(traces)
@@ -246,7 +299,7 @@ def trace_replay(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
 
     from tuneloop.evaluation.replay import replay
 
-    t = read_trace_warning(run_dir)
+    t = load_run(run_dir)
     with tempfile.TemporaryDirectory(prefix="tuneloop-replay-") as tmp:
         rep = replay(t, Path(tmp))
     if as_json:

@@ -1,28 +1,41 @@
 """OTLP export of traces: sessions run the real way, exported, parsed back with the
-OpenTelemetry protobuf definitions, and sent to an OTLP/HTTP receiver on 127.0.0.1."""
+OpenTelemetry protobuf definitions, and sent to OTLP/HTTP receivers on 127.0.0.1 (protobuf
+only, as Arize Phoenix, or JSON only)."""
 
 import base64
-import copy
 import hashlib
 import json
+import os
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("opentelemetry.proto")
 
-from google.protobuf.json_format import Parse  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
 
 from tests.fakes import ScriptedChatModel, call, final  # noqa: E402
+from tests.otlp_receiver import JSON, PROTOBUF, Receiver, attrs, json_spans, proto, spans_of  # noqa: E402
 from tuneloop.agent.models import ModelSettings  # noqa: E402
 from tuneloop.agent.session import run_session  # noqa: E402
 from tuneloop.agent.session_config import SessionConfig  # noqa: E402
-from tuneloop.evaluation.otlp import otlp_request, send_otlp, span_id, trace_id, unix_nano, write_otlp  # noqa: E402
+from tuneloop.evaluation.cli import main  # noqa: E402
+from tuneloop.evaluation.otlp import (  # noqa: E402
+    otlp_request,
+    otlp_target,
+    run_start_us,
+    send_otlp,
+    span_id,
+    trace_id,
+    unix_nano,
+    write_otlp,
+)
 from tuneloop.evaluation.runner import run_strategy  # noqa: E402
 from tuneloop.evaluation.strategies import RandomSearch, SearchSpace  # noqa: E402
 from tuneloop.tools.errors import UserError  # noqa: E402
@@ -30,36 +43,8 @@ from tuneloop.tools.record import TraceWriter, read_trace  # noqa: E402
 from tuneloop.tools.trials import EvaluatorConfig  # noqa: E402
 
 SECRET = "sk-test-OTLPSECRET1234567890"
+TOKEN = "tok-HEADERSECRET-4242"  # a collector token in OTEL_EXPORTER_OTLP_HEADERS: never printed
 ERROR, INTERNAL, CLIENT = 2, 1, 3
-
-
-def proto(req: dict) -> ExportTraceServiceRequest:
-    """Parse OTLP/JSON with the protobuf classes. OTLP/JSON writes ids as hex where proto3's
-    JSON mapping expects base64, so the ids are re-encoded first (as collectors do)."""
-    req = copy.deepcopy(req)
-    for rs in req["resourceSpans"]:
-        for s in rs["scopeSpans"][0]["spans"]:
-            for k in ("traceId", "spanId", "parentSpanId"):
-                if k in s:
-                    s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
-    return Parse(json.dumps(req), ExportTraceServiceRequest())
-
-
-def value(v):
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [value(x) for x in v.array_value.values]
-    return {"string_value": v.string_value, "int_value": v.int_value, "double_value": v.double_value,
-            "bool_value": v.bool_value}[kind]
-
-
-def attrs(kvs) -> dict:
-    return {kv.key: value(kv.value) for kv in kvs}
-
-
-def spans_of(req: dict) -> list:
-    (rs,) = proto(req).resource_spans
-    return list(rs.scope_spans[0].spans)
 
 
 def cfg(tmp_path, budget=2, method="llm", **kw):
@@ -87,26 +72,25 @@ def test_agent_session_layout_attributes_and_times(agent_trace):
     req = otlp_request([t])
     spans = spans_of(req)
     root, children = spans[0], spans[1:]
-    sid = t.session_id
+    sid, start = t.session_id, run_start_us(t)
     assert proto(req).resource_spans[0].scope_spans[0].scope.name == "tuneloop"
     res = attrs(proto(req).resource_spans[0].resource.attributes)
     assert res == {"service.name": "tuneloop", "service.version": t.manifest["versions"]["tuneloop"]}
     # 1 root + 5 chat + 4 execute_tool, all in one trace, the children under the root
     assert root.name == "invoke_agent tuneloop" and root.parent_span_id == b"" and root.kind == INTERNAL
     assert [s.name for s in children] == ["chat gpt-4o-mini", "execute_tool run_momentum_gd"] * 4 + ["chat gpt-4o-mini"]
-    assert {s.trace_id.hex() for s in spans} == {trace_id(sid)} and len(trace_id(sid)) == 32
-    assert trace_id(sid) == hashlib.sha256(sid.encode()).hexdigest()[:32]
+    assert {s.trace_id.hex() for s in spans} == {trace_id(sid, start)} and len(trace_id(sid, start)) == 32
+    # the run's identity: the session id and its first event's time in microseconds
+    assert start == unix_nano(t.events[0]["timestamp"]) // 1000
+    assert trace_id(sid, start) == hashlib.sha256(f"{sid}\x00{start}".encode()).hexdigest()[:32]
     assert all(s.parent_span_id == root.span_id for s in children)
     assert len({s.span_id for s in spans}) == 10 and all(len(s.span_id) == 8 for s in spans)
 
     ra = attrs(root.attributes)
     assert ra["gen_ai.operation.name"] == "invoke_agent" and ra["gen_ai.agent.name"] == "tuneloop"
     assert ra["gen_ai.usage.input_tokens"] == 30 + 50 + 70 + 90 + 110 and ra["gen_ai.usage.output_tokens"] == 5 * 7
-    assert (ra["tuneloop.trials_charged"], ra["tuneloop.invalid_proposals"], ra["tuneloop.repeated_proposals"]) == (
-        2,
-        1,
-        1,
-    )
+    assert (ra["tuneloop.trials_charged"], ra["tuneloop.invalid_proposals"], ra["tuneloop.repeated_proposals"]) \
+        == (2, 1, 1)
     assert ra["tuneloop.method"] == "llm" and ra["tuneloop.objective"] == "rosenbrock" and ra["tuneloop.budget"] == 2
     assert ra["tuneloop.stop_reason"] == "budget_spent" and ra["tuneloop.seed"] == 0
     trial1 = t.of("trial_evaluated")[0]
@@ -195,7 +179,8 @@ def test_export_is_deterministic_and_writes_a_file(agent_trace, tmp_path):
     a, b = otlp_request([agent_trace]), otlp_request([read_trace(agent_trace.run_dir)])
     assert a == b
     root = a["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    assert root["spanId"] == span_id(agent_trace.session_id, "root") and len(root["traceId"]) == 32
+    assert root["spanId"] == span_id(agent_trace.session_id, run_start_us(agent_trace), "root")
+    assert len(root["traceId"]) == 32
     assert root["startTimeUnixNano"].isdigit()  # int64 as a decimal string, as OTLP/JSON wants
     out = write_otlp(a, tmp_path / "t.json")
     assert json.loads(Path(out).read_text()) == a
@@ -223,9 +208,8 @@ def test_classical_run_has_one_evaluate_span_per_trial(tmp_path):
     # an evaluation spans from the event before it to its own record
     seqs = [e["timestamp"] for e in t.events]
     for s, ev in zip(kids, evs, strict=False):
-        assert s.start_time_unix_nano == unix_nano(seqs[ev["seq"] - 2]) and s.end_time_unix_nano == unix_nano(
-            ev["timestamp"]
-        )
+        assert (s.start_time_unix_nano, s.end_time_unix_nano) == (unix_nano(seqs[ev["seq"] - 2]),
+                                                                   unix_nano(ev["timestamp"]))
 
 
 def test_retries_and_fallbacks_are_events_on_the_root(tmp_path):
@@ -287,58 +271,131 @@ def test_a_tool_that_raised_and_a_call_with_two_records(tmp_path):
     assert root.status.code == ERROR and root.status.message == "the model failed"
 
 
-class Receiver:
-    """An OTLP/HTTP receiver: POST /v1/traces, JSON decoded with the protobuf classes."""
-
-    def __init__(self, status: int = 200, answer: bytes = b"{}") -> None:
-        self.requests: list[dict] = []
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                rec.requests.append({"path": self.path, "type": self.headers["Content-Type"], "body": body,
-                                     "auth": self.headers.get("Authorization"), "key": self.headers.get("x-api-key"),
-                                     "decoded": proto(body)})
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
+def _clean_env(monkeypatch):
+    """No proxy and no OpenTelemetry settings from the machine that runs the tests."""
+    for k in [k for k in os.environ if k.lower().endswith("_proxy") or k.startswith("OTEL_")]:
+        monkeypatch.delenv(k)
 
 
-def test_send_to_an_otlp_http_receiver(agent_trace, tmp_path, monkeypatch):
+@pytest.fixture
+def studies(tmp_path):
+    """Two eval folders (<study>/runs/<cell>) whose cells share a name, with different budgets."""
+    cfgs = [cfg(tmp_path / study / "runs", budget=b, method="random") for study, b in (("a", 2), ("b", 3))]
+    return [Path(run_strategy(RandomSearch(SearchSpace(), seed=0), c, "random-rosenbrock-s0").run_dir) for c in cfgs]
+
+
+def test_send_json_to_an_otlp_http_receiver(agent_trace, tmp_path, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector%20key")
     classical = run_strategy(RandomSearch(SearchSpace(), seed=1), cfg(tmp_path / "c", budget=2, method="random"), "r")
     req = otlp_request([agent_trace, read_trace(classical.run_dir)])
-    with Receiver() as rec:
-        send_otlp(req, rec.url + "/v1/traces")
-        send_otlp(req, rec.url)  # a base URL gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does
-    assert len(rec.requests) == 2
+    with Receiver(accept=(JSON,), answer=b"{}", answer_type=JSON) as rec:
+        send_otlp(req, rec.url + "/v1/traces", protocol="http/json")
+        send_otlp(req, rec.url, protocol="http/json")  # a base URL gets /v1/traces, as OTEL_EXPORTER_OTLP_ENDPOINT does
     for got in rec.requests:
-        assert got["path"] == "/v1/traces" and got["type"] == "application/json" and got["body"] == req
+        assert got["path"] == "/v1/traces" and got["type"] == JSON and got["body"] == req
         assert [len(rs.scope_spans[0].spans) for rs in got["decoded"].resource_spans] == [10, 3]
-        assert got["key"] == "collector key"
+    assert [got["key"] for got in rec.requests] == ["collector key"] * 2
+
+
+def test_a_protobuf_only_receiver_takes_the_export_of_several_runs(agent_trace, studies, tmp_path, capsys, monkeypatch):
+    """As Arize Phoenix: application/x-protobuf only. What it decodes is the JSON export: the
+    same ids, names and attributes; the two studies' same-named cells stay two traces."""
+    monkeypatch.chdir(tmp_path)
+    dirs = [str(agent_trace.run_dir), *map(str, studies)]
+    with Receiver() as rec:
+        assert main(["trace", "export", *dirs, "--format", "otlp", "--otlp-endpoint", rec.url]) == 0
+        assert main(["trace", "export", *dirs, "--format", "otlp", "--otlp-endpoint", rec.url,
+                     "--otlp-protocol", "http/json"]) == 2
+    out, err = capsys.readouterr()
+    assert f"sent 17 spans of 3 session(s) to {rec.url}/v1/traces (http/protobuf)" in out
+    assert not (tmp_path / "traces.json").exists()  # an endpoint and no --out: no file
+    got, want = rec.requests[0], otlp_request([read_trace(d) for d in dirs])
+    assert got["path"] == "/v1/traces" and got["type"] == PROTOBUF and got["decoded"] == proto(want)
+    sent = spans_of(got["decoded"])
+    assert [(s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, len(s.attributes)) for s in sent] \
+        == [(j["traceId"], j["spanId"], j.get("parentSpanId", ""), j["name"], len(j["attributes"]))
+            for j in json_spans(want)]
+    assert len({s.trace_id for s in sent}) == 3 and len({s.span_id for s in sent}) == len(sent) == 17
+    (line,) = err.splitlines()  # JSON to it: 415, one line that names the endpoint and what to try
+    assert line.startswith(f"error: the OTLP collector at {rec.url}/v1/traces answered HTTP 415")
+    assert line.endswith("try --otlp-protocol http/protobuf)")
+
+
+def test_ids_are_unique_per_run_and_the_same_when_exported_twice(studies):
+    a, b = (read_trace(d) for d in studies)
+    assert a.session_id == b.session_id  # the same cell in two studies
+    ja, jb = json_spans(otlp_request([a])), json_spans(otlp_request([b]))
+    assert {s["traceId"] for s in ja}.isdisjoint(s["traceId"] for s in jb)
+    assert {s["spanId"] for s in ja}.isdisjoint(s["spanId"] for s in jb)
+    assert otlp_request([read_trace(studies[0])]) == otlp_request([a])
+    w = TraceWriter(studies[0].parent, a.session_id, append=True)  # resumed: appended, the first event kept
+    w.emit("session_resumed", trials_restored=2)
+    w.close()
+    again = json_spans(otlp_request([read_trace(studies[0])]))
+    assert [(s["traceId"], s["spanId"]) for s in again] == [(s["traceId"], s["spanId"]) for s in ja]
+
+
+def test_environment_variables_and_header_values_never_shown(agent_trace, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    export = ["trace", "export", str(agent_trace.run_dir), "--format", "otlp"]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer%20{TOKEN},x-api-key=a%3Db")
+    with Receiver() as rec:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rec.url + "/base/")  # a base URL: + v1/traces
+        assert main(export) == 0
+    (got,) = rec.requests
+    assert got["path"] == "/base/v1/traces" and got["type"] == PROTOBUF and len(spans_of(got["decoded"])) == 10
+    assert got["auth"] == f"Bearer {TOKEN}" and got["key"] == "a=b"
+    with Receiver(accept=(JSON,), answer_type=JSON) as rec:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rec.url + "/custom")  # as is, before the base
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")  # before the general one
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-api-key=traces")  # instead of the general ones
+        assert main(export) == 0
+        assert main([*export, "--otlp-protocol", "http/protobuf"]) == 2  # a flag beats its variable: 415 here
+    assert [r["path"] for r in rec.requests] == ["/custom"] * 2 and rec.requests[1]["type"] == PROTOBUF
+    assert rec.requests[0]["body"] == otlp_request([agent_trace]) and not (tmp_path / "traces.json").exists()
+    assert rec.requests[0]["key"] == "traces" and rec.requests[0]["auth"] is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization={TOKEN}")
+    with Receiver((JSON,), status=401, answer=f"unknown token {TOKEN}".encode(), answer_type="text/plain") as rec:
+        assert main([*export, "--otlp-endpoint", rec.url]) == 2  # the flag beats the endpoint variables
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    assert main(export) == 2
+    assert otlp_target(env={"OTEL_EXPORTER_OTLP_HEADERS": f"k={TOKEN}"}) is None  # no endpoint: nothing to send
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    assert "(http/protobuf, from OTEL_EXPORTER_OTLP_ENDPOINT)" in out
+    assert "(http/json, from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)" in out
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "HTTP 415" in lines[0] and f"{rec.url}/v1/traces answered HTTP 401 Unauthorized: unknown token ***" \
+        in lines[1]
+    assert "'grpc' (from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) is not supported" in lines[2]
+
+
+def test_without_opentelemetry_proto_one_line_says_what_to_install(agent_trace, tmp_path, capsys, monkeypatch):
+    for m in ("opentelemetry.proto.collector.trace.v1", "opentelemetry.proto.collector.trace.v1.trace_service_pb2"):
+        monkeypatch.setitem(sys.modules, m, None)  # as if not installed
+    export = ["trace", "export", str(agent_trace.run_dir), "--format", "otlp"]
+    with Receiver(accept=(JSON,), answer_type=JSON) as rec:
+        assert main([*export, "--otlp-endpoint", rec.url]) == 2
+        assert main([*export, "--otlp-endpoint", rec.url, "--otlp-protocol", "http/json"]) == 0
+    assert main([*export, "--out", str(tmp_path / "t.json")]) == 0  # the file is OTLP/JSON: no package needed
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "pip install opentelemetry-proto" in line and len(rec.requests) == 1
+
+
+def test_out_in_a_missing_folder_and_a_folder_of_runs_are_one_line(studies, tmp_path, capsys):
+    run, runs, missing = studies[0], studies[0].parent, tmp_path / "missing" / "dir"
+    for out in ("p.png", "t.csv", "t.json"):
+        fmt = {"png": [], "csv": ["--format", "csv"], "json": ["--format", "otlp"]}[out.split(".")[1]]
+        assert main(["trace", "plot" if not fmt else "export", str(run), "--out", str(missing / out), *fmt]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --out's folder does not exist: {missing}"] * 3
+    for folder in (runs, runs.parent):  # a runs dir, and an eval's out folder with runs/ inside
+        for cmd in ("summary", "compare", "state", "plot", "export", "replay"):
+            assert main(["trace", cmd, str(folder)]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {folder} is a folder of runs: give one of them, e.g. {run} (1 run)"] * 6
 
 
 def test_nothing_listening_is_one_clear_error():
@@ -351,15 +408,24 @@ def test_nothing_listening_is_one_clear_error():
 
 
 def test_http_error_and_rejected_spans_are_errors_without_the_password():
-    with Receiver(status=500, answer=b'{"message": "boom"}') as rec:
+    with Receiver(status=500, answer=b'{"message": "boom"}', answer_type=JSON) as rec:
         url = rec.url.replace("http://", "http://user:hunter2@") + "/v1/traces"
-        with pytest.raises(UserError, match="HTTP 500") as e:
+        with pytest.raises(UserError, match="HTTP 500.*boom") as e:
             send_otlp({"resourceSpans": []}, url)
     assert "hunter2" not in str(e.value) and rec.url in str(e.value)
     assert rec.requests[0]["auth"] == "Basic " + base64.b64encode(b"user:hunter2").decode()
-    with Receiver(answer=b'{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "bad ids"}}') as rec:
+    msg = b"proto: cannot parse"  # a google.rpc.Status {code 3, message}, as collectors answer protobuf
+    with Receiver(status=400, answer=bytes([8, 3, 18, len(msg)]) + msg) as rec:
+        with pytest.raises(UserError, match="HTTP 400 Bad Request: proto: cannot parse$"):
+            send_otlp({"resourceSpans": []}, rec.url)
+    with Receiver(answer=b'{"partialSuccess": {"rejectedSpans": "2", "errorMessage": "bad ids"}}',
+                  answer_type=JSON) as rec:
         with pytest.raises(UserError, match="rejected 2 spans: bad ids"):
             send_otlp({"resourceSpans": []}, rec.url + "/v1/traces")
+    partial = ExportTracePartialSuccess(rejected_spans=3, error_message="too old")
+    with Receiver(answer=ExportTraceServiceResponse(partial_success=partial).SerializeToString()) as rec:
+        with pytest.raises(UserError, match="rejected 3 spans: too old"):
+            send_otlp({"resourceSpans": []}, rec.url)
     with pytest.raises(UserError, match="not an http"):
         send_otlp({"resourceSpans": []}, "localhost:4318")
     with pytest.raises(UserError, match="port"):
@@ -367,16 +433,14 @@ def test_http_error_and_rejected_spans_are_errors_without_the_password():
 
 
 def test_the_cli_writes_and_sends_otlp(agent_trace, tmp_path, capsys):
-    from tuneloop.evaluation.cli import main
-
-    run_dir = str(agent_trace.run_dir)
-    out = tmp_path / "spans.json"
+    run_dir, out = str(agent_trace.run_dir), tmp_path / "spans.json"
     with Receiver() as rec:
         assert main(["trace", "export", run_dir, "--format", "otlp", "--out", str(out),
                      "--otlp-endpoint", rec.url]) == 0
     printed = capsys.readouterr().out
     assert f"wrote 10 spans of 1 session(s) to {out}" in printed and "sent 10 spans" in printed
-    assert json.loads(out.read_text()) == rec.requests[0]["body"] == otlp_request([agent_trace])
+    assert json.loads(out.read_text()) == otlp_request([agent_trace])  # the file: OTLP/JSON, as before
+    assert rec.requests[0]["decoded"] == proto(otlp_request([agent_trace]))
     # --otlp-endpoint with another format, and nothing listening: one line each, exit 2
     assert main(["trace", "export", run_dir, "--format", "csv", "--otlp-endpoint", "http://127.0.0.1:9"]) == 2
     assert main(["trace", "export", run_dir, "--format", "otlp", "--otlp-endpoint", "http://127.0.0.1:9"]) == 2
