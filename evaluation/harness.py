@@ -177,10 +177,12 @@ def cell_dir(cfg: EvalConfig, cell: tuple) -> Path:
 
 
 def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None,
-             model_factory: ModelFactory = make_chat_model) -> list[dict]:
+             model_factory: ModelFactory = make_chat_model,
+             on_recorded: Callable[[Any], None] | None = None) -> list[dict]:
     """Run every missing cell on the configured backend, then collect all rows (in a
     fixed order). With more than one worker process or on Ray, `model_factory` must be
-    picklable (a module-level function)."""
+    picklable (a module-level function). With `cfg.storage`, every cell, finished now or
+    before, is recorded there; `on_recorded` then gets the StorageReport (its `line()`)."""
     from tuneloop.evaluation.executors import CellJob, LocalExecutor, RayExecutor
 
     cells = cfg.cells()
@@ -205,22 +207,32 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     executor = (RayExecutor(cfg.ray_address) if cfg.backend == "ray"
                 else LocalExecutor(workers, cfg.concurrency))
 
-    storage = None
+    recorder, earlier = None, []  # earlier: cells finished before this run, not yet recorded
     if cfg.storage:
-        from tuneloop.evaluation.optuna_storage import record_cell, storage_or_error
+        from tuneloop.evaluation.optuna_storage import StudyRecorder
 
-        storage = storage_or_error(cfg.storage)
+        recorder = StudyRecorder(cfg.storage)
+        running = {cell_id(*c) for c in todo}
+        earlier = [c for c in cells if cell_id(*c) not in running]
 
     def finished(cell: tuple) -> None:
         nonlocal done
-        if storage is not None:
-            record_cell(storage, cell_id(*cell), cell_dir(cfg, cell))
+        if recorder is not None:
+            recorder.record(cell_id(*cell), cell_dir(cfg, cell))
+            if earlier:  # one earlier cell per finished one, while the pool works
+                c = earlier.pop(0)
+                recorder.record(cell_id(*c), cell_dir(cfg, c))
         done += 1
         if progress:
             progress(done, len(cells), cell_id(*cell))
 
     if jobs:
         executor.run(jobs, finished)
+    if recorder is not None:
+        for c in earlier:
+            recorder.record(cell_id(*c), cell_dir(cfg, c))
+        if on_recorded:
+            on_recorded(recorder.report)
     rows = [json.loads((cell_dir(cfg, c) / "result.json").read_text())["row"] for c in cells]
     write_csv(rows, cfg.out / "results.csv")
     return rows
