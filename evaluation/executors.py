@@ -4,9 +4,12 @@
                    pool, one per core by default, each llama.cpp with its share of the
                    cores; cells that wait on a remote model in threads of this process,
                    up to `concurrency` at once, whatever the core count.
-    RayExecutor    every cell a Ray task, on a local Ray (started and stopped here) or
-                   an existing cluster: embedded-model cells reserve the CPUs their
-                   llama.cpp threads use, remote-model cells a quarter of one.
+    RayExecutor    every cell a Ray task, on a Ray of its own (started and stopped here,
+                   whatever cluster RAY_ADDRESS or `ray start` left on the machine) or,
+                   given an address, on that cluster (token auth from Ray's RAY_AUTH_*
+                   variables, see RayAuth; check_ray_address words every way the
+                   connection fails as one line): embedded-model cells reserve the CPUs
+                   their llama.cpp threads use, remote-model cells a quarter of one.
 
 Both call `on_done(cell)` as cells finish, in the caller's thread, and leave each
 finished cell's directory (manifest, trace, result.json) under the study's runs dir, so
@@ -15,13 +18,17 @@ the harness, resuming and every `trace` command see the same files from either.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +112,136 @@ class LocalExecutor:
                     ex.shutdown(wait=False, cancel_futures=True)
 
 
+RAY_PROBE_TIMEOUT_S = 30.0  # a GCS that does not answer in this long is reported, not waited on
+TOKEN_HELP = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node prints it), "
+              "or RAY_AUTH_TOKEN_PATH to a file that holds it")
+
+
+@dataclass(frozen=True)
+class RayAuth:
+    """How to authenticate to a Ray cluster, from the variables Ray itself reads:
+    RAY_AUTH_MODE, then the token from RAY_AUTH_TOKEN, else the file named by
+    RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's own order). Ray 2.52+ turns token
+    mode on by itself for `ray start --head` and for a local cluster it finds, but not for
+    an explicit address: tuneloop turns it on there too whenever a token is at hand (a
+    cluster without auth ignores the token), so the cluster recipe works with no extra
+    variable on the head node. An explicit RAY_AUTH_MODE is left as it is."""
+
+    mode: str | None  # RAY_AUTH_MODE to connect with; None: leave it unset
+    source: str | None  # where the token comes from, for messages (never the token itself)
+    secrets: tuple[str, ...] = field(repr=False)  # the token, to keep out of every message
+
+
+def ray_auth(local: bool = False) -> RayAuth:
+    """The auth settings to connect with (`local`: to start a Ray of our own, which Ray
+    sets up itself, a token included). What Ray would abort the process on (a
+    RAY_AUTH_TOKEN_PATH that cannot be read; token mode and no token to connect with) is a
+    UserError here."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+    source: str | None = None
+    secret = ""
+    if token:
+        source, secret = "RAY_AUTH_TOKEN", token
+    elif path:
+        secret = _read_token(Path(path))
+        if not secret:
+            raise UserError(f"RAY_AUTH_TOKEN_PATH is {path}, which cannot be read or is empty: point it at a file "
+                            "that holds the Ray cluster's token, or unset it")
+        source = f"RAY_AUTH_TOKEN_PATH ({path})"
+    else:
+        default = Path.home() / ".ray" / "auth_token"
+        secret = _read_token(default)
+        if secret:
+            source = str(default)
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if local:
+        mode = None
+    elif mode is None:
+        mode = "token" if source else None
+    elif mode.lower() == "token" and source is None:
+        raise UserError(f"RAY_AUTH_MODE is {mode} but no Ray auth token is set: {TOKEN_HELP}")
+    return RayAuth(mode, source, tuple(s for s in {secret, secret.strip()} if s))
+
+
+def _read_token(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _scrub(text: str, auth: RayAuth) -> str:
+    """One line, without the token."""
+    for s in auth.secrets:
+        text = text.replace(s, "***")
+    return " ".join(text.split())
+
+
+def _hostport(address: str) -> str:
+    return address.split("://", 1)[-1].rsplit("/", 1)[0]
+
+
+@contextlib.contextmanager
+def _auth_env(auth: RayAuth):
+    """RAY_AUTH_MODE as `auth` says while Ray connects from this process; as before after.
+    Ray caches the mode and the token once read, so both are read again here."""
+    before = os.environ.get("RAY_AUTH_MODE")
+    if auth.mode is not None:
+        os.environ["RAY_AUTH_MODE"] = auth.mode
+    _reload_ray_auth()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)  # ray.init of a local Ray sets it too
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
+
+
+def _reload_ray_auth() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray before token auth (2.52)
+        return
+    Config.initialize("")  # what ray._private.authentication.authentication_token_setup does on a change
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _probe_gcs(hostport: str) -> None:
+    """Run in a child process by check_ray_address: reach the cluster's GCS as `ray.init`
+    does (token included), read the versions it records; print one JSON line."""
+    try:
+        from ray._raylet import GcsClient
+
+        client = GcsClient(address=hostport)
+    except Exception as e:  # noqa: BLE001 -- reported to the parent, which words it
+        print(json.dumps({"ok": False, "error": type(e).__name__, "message": str(e)}), flush=True)
+        return
+    meta: dict = {}
+    try:
+        try:
+            from ray._common.usage.usage_lib import get_cluster_metadata
+        except ImportError:
+            from ray._private.usage.usage_lib import get_cluster_metadata
+        meta = get_cluster_metadata(client) or {}
+    except Exception:  # noqa: BLE001, S110 -- no versions recorded: ray.init checks them anyway
+        pass
+    print(json.dumps({"ok": True, "ray": meta.get("ray_version"), "python": meta.get("python_version")}), flush=True)
+
+
+_checked: set[tuple] = set()  # (address, RayAuth) pairs that passed check_ray_address
+
+
 def check_ray_address(address: str) -> None:
-    """Fail fast, before anything starts, when a Ray address cannot be reached."""
-    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    """Fail fast, before anything starts, when the Ray cluster at `address` cannot be used
+    from here: nothing listening, not a Ray head, an auth token missing or refused, other
+    Ray or Python versions. Each is one UserError line that says what to check."""
+    hostport = _hostport(address)
     host, _, port = hostport.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
@@ -115,6 +249,68 @@ def check_ray_address(address: str) -> None:
     except (OSError, ValueError) as e:
         raise UserError(f"cannot reach the Ray cluster at {address!r} ({e}): start it with `ray start --head` "
                         "or check --ray-address") from None
+    auth = ray_auth()
+    if address.startswith("ray://"):
+        return  # Ray Client: ray.init reports its own failures (RayExecutor words them)
+    key = (address, auth)
+    if key in _checked:
+        return
+    env = dict(os.environ)
+    if auth.mode is not None:
+        env["RAY_AUTH_MODE"] = auth.mode
+    cmd = [sys.executable, "-c", "import sys; from tuneloop.evaluation.executors import _probe_gcs; "
+           "_probe_gcs(sys.argv[1])", hostport]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RAY_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"no Ray cluster answered at {address!r} within {RAY_PROBE_TIMEOUT_S:g} s: check that "
+                        "--ray-address is the head node's address and the --port of its `ray start --head`") \
+            from None
+    lines = proc.stdout.strip().splitlines()
+    try:
+        got = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        last = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise UserError(f"cannot connect to the Ray cluster at {address!r} (the Ray client stopped: "
+                        f"{_scrub(last[0], auth)[:300]}): check --ray-address and the RAY_AUTH_* variables") \
+            from None
+    if not got["ok"]:
+        raise UserError(_connect_error(address, auth, got["error"], got["message"]))
+    _check_versions(address, got.get("ray"), got.get("python"))
+    _checked.add(key)
+
+
+def _connect_error(address: str, auth: RayAuth, kind: str, message: str) -> str:
+    """One line for a failed connection: what went wrong and what to check."""
+    text = _scrub(message, auth)
+    if kind == "AuthenticationError" or "InvalidAuthToken" in text or "Unauthenticated" in text:
+        if auth.mode is None or auth.mode.lower() != "token":
+            mode = os.environ.get("RAY_AUTH_MODE")
+            why = f"RAY_AUTH_MODE is {mode}, so no token was sent" if mode else "no auth token is set here"
+            return f"the Ray cluster at {address!r} wants an auth token and {why}: {TOKEN_HELP}"
+        return (f"the Ray cluster at {address!r} refused the auth token from {auth.source}: {TOKEN_HELP}")
+    if "Timed out" in text or "TimedOut" in text:
+        return (f"no Ray cluster answered at {address!r} ({text[:200]}): check that --ray-address is the head "
+                "node's address and the --port of its `ray start --head`")
+    return (f"cannot connect to the Ray cluster at {address!r} ({kind}: {text[:300]}): check --ray-address, "
+            "that the cluster runs, and the RAY_AUTH_* variables")
+
+
+def _check_versions(address: str, ray_version: str | None, python_version: str | None) -> None:
+    """Ray's rule (ray._private.utils.check_version_info): the same Ray, and the same Python
+    to the patch level (to the minor one with RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor)."""
+    import platform
+
+    import ray
+
+    if not ray_version or not python_version:
+        return
+    mine = platform.python_version()
+    level = 2 if os.environ.get("RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL", "patch") == "minor" else 3
+    if ray_version != ray.__version__ or python_version.split(".")[:level] != mine.split(".")[:level]:
+        raise UserError(f"the Ray cluster at {address!r} runs Ray {ray_version} on Python {python_version}, this "
+                        f"machine Ray {ray.__version__} on Python {mine}: use the same Ray and Python versions as "
+                        "the cluster")
 
 
 def _ray_cell(job: CellJob) -> tuple[tuple, dict[str, bytes], dict]:
@@ -142,13 +338,39 @@ class RayExecutor:
     def run(self, jobs: list[CellJob], on_done: Callable[[tuple], None]) -> None:
         import ray
 
-        started = not ray.is_initialized()
-        if started:
+        with contextlib.ExitStack() as stack:
+            if not ray.is_initialized():
+                self._start(stack)
+            self._run(jobs, on_done)
+
+    def _start(self, stack: contextlib.ExitStack) -> None:
+        """Connect to the cluster at the address, or start a Ray of our own (address
+        "local": never the cluster that RAY_ADDRESS or a running `ray start` would give
+        `ray.init()`); shut it down when `stack` closes. Any failure is one UserError line."""
+        import ray
+
+        if self.address:
+            check_ray_address(self.address)  # checked already by the CLI: remembered, not redone
+        auth = ray_auth(local=not self.address)
+        stack.enter_context(_auth_env(auth))
+        try:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
+        except Exception as e:  # noqa: BLE001 -- every way Ray fails to start or connect: one line
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # whatever half of it came up
+            if self.address:
+                raise UserError(_connect_error(self.address, auth, type(e).__name__, str(e))) from None
+            raise UserError(f"cannot start a local Ray ({type(e).__name__}: {_scrub(str(e), auth)[:300]})") \
+                from None
+        stack.callback(ray.shutdown)
+
+    def _run(self, jobs: list[CellJob], on_done: Callable[[tuple], None]) -> None:
+        import ray
+
         pending: dict = {}
         try:
             task = ray.remote(_ray_cell)
@@ -168,7 +390,4 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        finally:
-            if started:
-                ray.shutdown()
 

@@ -1,8 +1,11 @@
-"""Where cells run: threads for remote-model cells, a local Ray, rate limits."""
+"""Where cells run: threads for remote-model cells, a local Ray, a real Ray cluster (with
+and without token auth), rate limits."""
 
 import csv
 import itertools
 import json
+import os
+import socket
 
 import pytest
 
@@ -85,7 +88,9 @@ def ray_available():
     return pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 
 
+@pytest.mark.slow
 def test_ray_backend_gives_the_same_rows_and_resumes(tmp_path, capsys, ray_available):
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     base = ["eval", "--functions", "rosenbrock", "--methods", "grid", "cmaes", "tpe", "--seeds", "0-1",
             "--budget", "5", "--max-iter", "300", "--no-plots"]
     assert main([*base, "--out", str(tmp_path / "local")]) == 0
@@ -104,6 +109,7 @@ def test_ray_backend_gives_the_same_rows_and_resumes(tmp_path, capsys, ray_avail
     assert victim.exists()
     assert (tmp_path / "ray" / "runs" / "grid-rosenbrock-s0" / "result.json").stat().st_mtime_ns == stamp
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+    assert os.environ.get("RAY_AUTH_MODE") == auth_mode  # Ray's ray.init sets it; the executor puts it back
 
 
 def test_an_unreachable_ray_address_is_one_line_and_starts_nothing(tmp_path, capsys):
@@ -153,3 +159,231 @@ def test_ray_reserves_cpus_by_what_a_cell_waits_on(tmp_path):
     assert job(Arm("centaur", None, "local"), False).ray_cpus == 2
     assert job(Arm("llm", "default", "openai:m"), True).ray_cpus == REMOTE_CPU_SHARE
     assert job(Arm("cmaes"), False).ray_cpus == 1
+
+
+# ---- a real Ray cluster: `ray start --head` in a session of its own (tests/ray_cluster.py) ----
+
+TINY = ["eval", "--functions", "rosenbrock", "--methods", "grid", "random", "--seeds", "0-1", "--budget", "3",
+        "--max-iter", "300", "--no-plots"]
+
+
+def one_error_line(proc, *secrets):
+    """The run failed as the CLI fails on bad input: exit 2, one `error:` line on stderr,
+    no traceback, no token."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    for s in secrets:
+        assert s not in proc.stderr and s not in proc.stdout
+    return proc.stderr
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "study"
+    assert main([*TINY, "--out", str(out)]) == 0
+    return rows(out)
+
+
+@pytest.fixture(scope="module")
+def token_head(ray_available):
+    """A head node with token auth, on by Ray's default: its HOME holds ~/.ray/auth_token."""
+    import secrets
+
+    from tests.ray_cluster import start_head
+
+    head = start_head(token=secrets.token_hex(16))
+    yield head
+    head.stop()
+
+
+@pytest.fixture
+def empty_home(tmp_path):
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+@pytest.mark.slow
+def test_a_token_cluster_runs_the_study_with_the_token_where_ray_reads_it(token_head, local_rows, empty_home,
+                                                                          tmp_path):
+    from tests.ray_cluster import clean_env, run_cli
+
+    # the README recipe on the head node: `ray start --head`, then tuneloop, no variable
+    # set: the token is Ray's default file, ~/.ray/auth_token
+    out = tmp_path / "file"
+    proc = run_cli([*TINY, "--backend", "ray", "--ray-address", token_head.address, "--out", str(out)],
+                   clean_env(token_head.home))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rows(out) == local_rows
+    man = json.loads((out / "runs" / "random-rosenbrock-s1" / "manifest.json").read_text())
+    assert man["executor"]["backend"] == "ray"
+    assert man["executor"]["node"] in token_head.info(clean_env(token_head.home))["nodes"]
+    # from another machine: the token in RAY_AUTH_TOKEN, no file
+    out = tmp_path / "env"
+    proc = run_cli([*TINY, "--backend", "ray", "--ray-address", token_head.address, "--out", str(out)],
+                   clean_env(empty_home, RAY_AUTH_TOKEN=token_head.token))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rows(out) == local_rows
+    assert token_head.token not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_wrong_or_missing_ray_token_is_one_line_and_starts_nothing(token_head, empty_home, tmp_path):
+    from tests.ray_cluster import clean_env, run_cli
+
+    out = tmp_path / "never"
+    args = [*TINY, "--backend", "ray", "--ray-address", token_head.address, "--out", str(out)]
+    wrong = "wrong-" + token_head.token[::-1]
+    err = one_error_line(run_cli(args, clean_env(empty_home, RAY_AUTH_TOKEN=wrong)), wrong, token_head.token)
+    assert "refused the auth token from RAY_AUTH_TOKEN" in err and "ray get-auth-token" in err
+    (tmp_path / "tok").write_text(wrong + "\n")
+    err = one_error_line(run_cli(args, clean_env(empty_home, RAY_AUTH_TOKEN_PATH=str(tmp_path / "tok"))), wrong,
+                         token_head.token)
+    assert f"refused the auth token from RAY_AUTH_TOKEN_PATH ({tmp_path / 'tok'})" in err
+    err = one_error_line(run_cli(args, clean_env(empty_home)), token_head.token)
+    assert "wants an auth token and no auth token is set here" in err and "RAY_AUTH_TOKEN" in err
+    # a token at hand, but RAY_AUTH_MODE says not to send it: Ray's setting wins, and says so
+    err = one_error_line(run_cli(args, clean_env(token_head.home, RAY_AUTH_MODE="disabled")), token_head.token)
+    assert "RAY_AUTH_MODE is disabled, so no token was sent" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_without_an_address_ray_is_a_private_instance_beside_a_running_cluster(token_head, local_rows, tmp_path):
+    from tests.ray_cluster import clean_env, run_cli
+
+    # RAY_ADDRESS names the cluster, with its token at hand: a plain ray.init() would join it
+    env = clean_env(token_head.home, RAY_ADDRESS=token_head.address)
+    before = token_head.info(env)
+    out = tmp_path / "own"
+    proc = run_cli([*TINY, "--backend", "ray", "--out", str(out)], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rows(out) == local_rows
+    man = json.loads((out / "runs" / "grid-rosenbrock-s0" / "manifest.json").read_text())
+    after = token_head.info(env)
+    assert man["executor"]["node"] not in after["nodes"]  # the cells ran elsewhere...
+    assert after == before  # ...and no driver joined the cluster
+    assert token_head.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_a_cluster_without_auth_takes_the_token_at_hand(ray_available, local_rows, tmp_path):
+    """Ray without a token starts a cluster without auth; tuneloop sends the token it has
+    anyway (token mode on whenever a token is at hand), which such a cluster ignores."""
+    from tests.ray_cluster import clean_env, run_cli, start_head
+
+    head = start_head(token=None)
+    try:
+        (tmp_path / "home" / ".ray").mkdir(parents=True)
+        (tmp_path / "home" / ".ray" / "auth_token").write_text("a-token-this-cluster-does-not-want")
+        out = tmp_path / "noauth"
+        proc = run_cli([*TINY, "--backend", "ray", "--ray-address", head.address, "--out", str(out)],
+                       clean_env(tmp_path / "home"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert rows(out) == local_rows
+    finally:
+        head.stop()
+
+
+@pytest.mark.slow
+def test_other_ray_or_python_versions_than_the_cluster_are_one_line(token_head, tmp_path, monkeypatch, capsys):
+    import ray
+
+    from tuneloop.evaluation import executors
+
+    real = ray.__version__
+    monkeypatch.setattr(executors, "_checked", set())
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token_head.token)
+    monkeypatch.setattr(ray, "__version__", "0.0.1")
+    out = tmp_path / "never"
+    assert main([*TINY, "--backend", "ray", "--ray-address", token_head.address, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"runs Ray {real} on Python" in err, err
+    assert "this machine Ray 0.0.1" in err and token_head.token not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_port_where_no_ray_answers_is_one_line(ray_available, tmp_path, monkeypatch, capsys):
+    from tuneloop.evaluation import executors
+
+    monkeypatch.setattr(executors, "RAY_PROBE_TIMEOUT_S", 4.0)
+    with socket.socket() as srv:  # listens, never speaks gRPC
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        addr = f"127.0.0.1:{srv.getsockname()[1]}"
+        out = tmp_path / "never"
+        assert main([*TINY, "--backend", "ray", "--ray-address", addr, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no Ray cluster answered at {addr!r}" in err, err
+    assert not out.exists()
+
+
+def test_ray_token_settings_ray_would_abort_on_are_one_line(tmp_path, monkeypatch, capsys):
+    """A RAY_AUTH_TOKEN_PATH that cannot be read, or token mode with no token, makes Ray's
+    C++ client abort the process: tuneloop says so first, before Ray is touched."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "never"
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        argv = [*TINY, "--backend", "ray", "--ray-address", f"127.0.0.1:{srv.getsockname()[1]}", "--out", str(out)]
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "absent"))
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"RAY_AUTH_TOKEN_PATH is {tmp_path / 'absent'}, which cannot be read" in err
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "RAY_AUTH_MODE is token but no Ray auth token is set" in err, err
+    assert not out.exists()
+
+
+def test_ray_auth_reads_the_token_where_ray_does(tmp_path, monkeypatch):
+    from tuneloop.evaluation.executors import ray_auth
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    assert (ray_auth().mode, ray_auth().source) == (None, None)  # no token: no auth, as Ray
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-the-default-file\n")
+    auth = ray_auth()
+    assert (auth.mode, auth.source) == ("token", str(tmp_path / ".ray" / "auth_token"))
+    assert "from-the-default-file" in auth.secrets and "from-the-default-file" not in repr(auth)
+    (tmp_path / "t").write_text("from-the-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t"))
+    assert ray_auth().secrets == ("from-the-path",)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-variable")
+    assert (ray_auth().source, ray_auth().secrets) == ("RAY_AUTH_TOKEN", ("from-the-variable",))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # an explicit mode is Ray's to keep
+    assert ray_auth().mode == "disabled"
+    assert ray_auth(local=True).mode is None  # a Ray of our own: Ray sets its auth up itself
+
+
+def test_a_failed_ray_init_is_one_line_without_the_token(tmp_path, monkeypatch):
+    """Whatever ray.init raises after the checks passed (a cluster gone meanwhile) is a
+    UserError without the token, and RAY_AUTH_MODE is as it was."""
+    ray = pytest.importorskip("ray")
+    from tuneloop.evaluation import executors
+    from tuneloop.tools.errors import UserError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "tok-0123456789")
+    monkeypatch.setattr(executors, "check_ray_address", lambda address: None)
+
+    def init(**kw):
+        assert os.environ["RAY_AUTH_MODE"] == "token"  # a token at hand: Ray is told to send it
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379\nwith tok-0123456789")
+
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(UserError) as e:
+        executors.RayExecutor("10.0.0.1:6379").run([], lambda cell: None)
+    msg = str(e.value)
+    assert "\n" not in msg and "tok-0123456789" not in msg and "cannot connect to the Ray cluster" in msg, msg
+    assert "RAY_AUTH_MODE" not in os.environ
