@@ -105,11 +105,19 @@ class RetryMiddleware(AgentMiddleware):
     """Retries transient model faults (timeouts, dropped connections, 429, 5xx) with
     exponential backoff and jitter, bounded in attempts and in total time; a 429's
     Retry-After is honoured. Each retry is a `retry` trace event and its wait is counted
-    apart (Usage.retry_wait_s). Permanent faults raise ModelError at once."""
+    apart (Usage.retry_wait_s). Permanent faults raise ModelError at once.
+
+    `sleep` waits between attempts: `time.sleep` unless given, or unless the class attribute
+    is replaced (tests record the waits instead of sleeping them)."""
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(self, emit: Callable[..., None], usage: Usage | None = None, attempts: int = 5,
-                 total_s: float = 120.0, initial_s: float = 1.0, max_wait_s: float = 20.0) -> None:
+                 total_s: float = 120.0, initial_s: float = 1.0, max_wait_s: float = 20.0,
+                 sleep: Callable[[float], None] | None = None) -> None:
         super().__init__()
+        if sleep is not None:
+            self.sleep = sleep
         self.emit = emit
         self.usage = usage
         self.attempts = attempts
@@ -138,7 +146,7 @@ class RetryMiddleware(AgentMiddleware):
             wait=wait,
             before_sleep=before_sleep,
             reraise=True,
-            sleep=time.sleep,
+            sleep=self.sleep,
         )
         try:
             return retrying(handler, request)

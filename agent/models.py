@@ -55,7 +55,25 @@ def api_key_for(settings: ModelSettings) -> str | None:
     return os.environ.get(settings.api_key_env) or None
 
 
+def check_model(settings: ModelSettings) -> None:
+    """What `make_chat_model` would refuse, found without building the model (no load, no
+    network): an unknown spec, a GGUF file that is not there, a missing API key. A
+    UserError says what is wrong."""
+    spec = settings.model.strip()
+    if is_local(spec):
+        local_model_path(spec)
+        return
+    if spec.startswith("openai:") and len(spec) > len("openai:"):
+        if api_key_for(settings) is None and (settings.base_url is None or settings.api_key_env != "OPENAI_API_KEY"):
+            raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
+                            + ("" if settings.base_url else " (or pass --base-url for a local server)"))
+        return
+    raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file) or 'openai:<model>' "
+                    "(e.g. openai:gpt-4o-mini)")
+
+
 def make_chat_model(settings: ModelSettings) -> BaseChatModel:
+    check_model(settings)
     spec = settings.model.strip()
     if is_local(spec):
         path = local_model_path(spec)
@@ -66,12 +84,8 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
                               model_name=spec if path else EMBEDDED_NAME)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
-        key = api_key_for(settings)
-        if key is None:
-            if settings.base_url is None or settings.api_key_env != "OPENAI_API_KEY":
-                raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
-                                + ("" if settings.base_url else " (or pass --base-url for a local server)"))
-            key = "not-needed"  # many local OpenAI-compatible servers take no key
+        # check_model let a missing key through only for a local server: many take no key
+        key = api_key_for(settings) or "not-needed"
         from tuneloop.agent.openai_compat import CompatChatOpenAI
 
         kwargs: dict[str, Any] = dict(model=name, api_key=key, temperature=settings.temperature,
@@ -80,8 +94,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         if settings.base_url:
             kwargs["base_url"] = settings.base_url
         return CompatChatOpenAI(**kwargs)
-    raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file) or 'openai:<model>' "
-                    "(e.g. openai:gpt-4o-mini)")
+    raise AssertionError(f"check_model accepted {spec!r}")  # unreachable: every other spec was refused
 
 
 def local_model_path(spec: str) -> str | None:

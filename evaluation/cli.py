@@ -240,7 +240,8 @@ def eval_cmd(
         def progress(done: int, total: int, last: str) -> None:
             bar.update(task, completed=done, total=total, last=last)
 
-        rows = run_eval(cfg, progress, model_factory=factory)
+        storage_lines: list[str] = []
+        rows = run_eval(cfg, progress, model_factory=factory, on_recorded=lambda r: storage_lines.append(r.line()))
     secs = _time.perf_counter() - t0
     plots: dict = {}
     if not no_plots:
@@ -251,6 +252,8 @@ def eval_cmd(
     failed = [r for r in rows if r["error"]]
     print(f"{len(rows)} cells in {secs:.1f} s ({len(failed)} with errors); wrote {out / 'results.csv'}, {path}"
           + (f" and {sum(len(v) for v in plots.values())} plots in {out / 'plots'}" if plots else ""))
+    for line in storage_lines:
+        print(line)
 
 
 @app.command(short_help="Study 1's protocol: its tables and figures.")
@@ -312,6 +315,12 @@ def serve(
         str | None,
         typer.Option("--token-env", help="environment variable holding the bearer token every /api request must carry"),
     ] = None,
+    max_budget: Annotated[
+        int, typer.Option("--max-budget", min=1, help="the most charged evaluations one session may ask for")
+    ] = D.SERVE_MAX_BUDGET,
+    max_iter_cap: Annotated[
+        int, typer.Option("--max-iter-cap", min=1, help="the most iterations one run may ask for (max_iter)")
+    ] = D.SERVE_MAX_ITER,
 ) -> None:
     """Serve the sessions of a runs dir: the JSON API (/docs), Server-Sent Events, the page at /."""
     import os
@@ -325,16 +334,34 @@ def serve(
         raise UserError(f"--host {host} is not a loopback address: set a token with --token-env NAME first")
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UserError(f"--runs-dir is a file, not a folder: {runs_dir}")
+    import socket
+
     import uvicorn
 
     from tuneloop.evaluation.service.app import create_app
+    from tuneloop.evaluation.service.schemas import Limits
     from tuneloop.evaluation.service.sessions import SessionManager
 
+    # listen first: a port in use is one line, before any banner (uvicorn takes this socket)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server there? pick --port)") \
+            from None
+    new_dir = not runs_dir.exists()
     manager = SessionManager(runs_dir, max_running=max_running, max_queued=max_queued,
                              model_factory=model_factory_of(ctx))
-    print(f"tuneloop serve: http://{host}:{port}/ (API docs at /docs), runs dir {runs_dir}", flush=True)
+    where = f"runs dir {runs_dir}" + (" (new: it did not exist, so it was created)" if new_dir else "")
+    print(f"tuneloop serve: http://{host}:{port}/ (API docs at /docs), {where}", flush=True)
+    if manager.requeued:
+        print(f"tuneloop serve: {manager.requeued} session(s) queued before the last stop are queued again", flush=True)
     try:
-        uvicorn.run(create_app(manager, token), host=host, port=port, log_level="warning")
+        config = uvicorn.Config(create_app(manager, token, Limits(max_budget=max_budget, max_iter=max_iter_cap)),
+                                log_level="warning")
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         manager.shutdown()
 

@@ -123,7 +123,8 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("case", ["closed port", "connection dropped", "404 model", "401 key"])
-def test_server_faults_are_one_line_exit_2_and_the_trace_resumes(tmp_path, monkeypatch, capsys, case):
+def test_server_faults_are_one_line_exit_2_and_the_trace_resumes(tmp_path, monkeypatch, capsys, case,
+                                                                  instant_retries):
     from tuneloop.evaluation.cli import main
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -144,6 +145,9 @@ def test_server_faults_are_one_line_exit_2_and_the_trace_resumes(tmp_path, monke
     hint = {"closed port": "is the server running", "connection dropped": "is the server running",
             "404 model": "check --model and --base-url", "401 key": "key"}[case]
     assert hint in lines[0] and KEY not in err
+    # a transient fault was retried with the default backoff (1 s doubling, with jitter) first
+    assert len(instant_retries) == (4 if case in ("closed port", "connection dropped") else 0)
+    assert all(w <= 20.0 for w in instant_retries)
     run_dir = next(tmp_path.iterdir())
     last = json.loads((run_dir / "trace.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "session_finished" and last["stop_reason"] == "model_error"

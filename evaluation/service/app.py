@@ -1,5 +1,5 @@
-"""The FastAPI app: the JSON API over the session manager and the runs dir, Server-Sent
-Events that follow a trace as it is written, and the page.
+"""The FastAPI app: the routers (api_sessions.py: sessions and their Server-Sent Events;
+api_tools.py: the tool itself), the guard in front of them, the OpenAPI contract and the page.
 
 Security: every /api request needs `Authorization: Bearer <token>` when the app has a
 token (compared in constant time; `?token=` works too, for EventSource, which cannot set
@@ -10,157 +10,92 @@ and they never hold a key.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import secrets
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.routing import Match
 
-from tuneloop.evaluation.service.schemas import Accepted, EvaluateRequest, SessionDetail, SessionList, SessionRequest
-from tuneloop.evaluation.service.sessions import QueueFull, SessionManager
+from tuneloop.evaluation.service.api_sessions import sessions_router
+from tuneloop.evaluation.service.api_tools import tools_router
+from tuneloop.evaluation.service.schemas import Limits, Problem
+from tuneloop.evaluation.service.sessions import SessionManager
 
 MAX_BODY = 64 * 1024  # bytes: a session request is a few hundred
-POLL_S = 0.2  # how often an event stream looks for new lines
-# a trace nobody here runs, without session_finished, silent this long: a process that
-# died (or another one that is slow); the stream ends, the page can reconnect
-ABANDONED_S = 30.0
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def create_app(manager: SessionManager, token: str | None = None) -> FastAPI:
+def create_app(manager: SessionManager, token: str | None = None, limits: Limits | None = None) -> FastAPI:
+    """The app over `manager`; with a `token`, every /api request must carry it; `limits`
+    caps what one request may cost (the defaults of `tuneloop serve`)."""
+    limits = limits or Limits()
     app = FastAPI(title="tuneloop", version="1", summary="LLM agents tuning momentum gradient descent: "
                   "sessions, traces, the tool itself.")
+    app.state.manager = manager
 
     @app.exception_handler(RequestValidationError)
-    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # each error names the field and the reason; the input is left out (it may be NaN,
         # which JSON cannot carry, or long)
-        errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": e["msg"]}
-                  for e in exc.errors()]
+        errors = [{"field": field_of(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
     app.add_middleware(Guard, token=token)
+    app.add_middleware(AllowHeader)
+    app.include_router(sessions_router(limits))
+    app.include_router(tools_router(limits))
 
-    def run_dir_or_404(session_id: str) -> Path:
-        d = manager.run_dir(session_id)
-        if d is None:
-            raise HTTPException(404, f"no session {session_id!r}")
-        return d
-
-    @app.get("/api/health")
-    def health() -> dict:
-        return {"ok": True}
-
-    @app.post("/api/sessions", status_code=202, response_model=Accepted)
-    def start(req: SessionRequest) -> Accepted:
-        try:
-            sid, status = manager.start(req)
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-        return Accepted(id=sid, status=status)
-
-    @app.get("/api/sessions", response_model=SessionList)
-    async def sessions() -> Response:  # async: a stat per session, no thread hop
-        return Response(manager.listing_json(), media_type="application/json")
-
-    @app.get("/api/sessions/{session_id}", response_model=SessionDetail)
-    def session(session_id: str) -> SessionDetail:
-        from tuneloop.evaluation.traces import summary
-        from tuneloop.tools.record import TraceError, read_trace
-
-        d = run_dir_or_404(session_id)
-        try:
-            t = read_trace(d)
-        except TraceError:  # queued: nothing written yet
-            return SessionDetail(id=session_id, status=manager.status_of(session_id), manifest=None, summary=None)
-        return SessionDetail(id=session_id, status=manager.status_of(session_id, t), manifest=t.manifest,
-                             summary=json.loads(json.dumps(summary(t), default=str)))
-
-    @app.get("/api/sessions/{session_id}/events")
-    async def events(session_id: str, request: Request) -> StreamingResponse:
-        d = run_dir_or_404(session_id)
-        return StreamingResponse(_follow(d / "trace.jsonl", session_id, manager, request),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-    @app.post("/api/sessions/{session_id}/cancel", status_code=202)
-    def cancel(session_id: str) -> dict:
-        run_dir_or_404(session_id)
-        if not manager.cancel(session_id):
-            raise HTTPException(409, f"session {session_id} is not running")
-        return {"id": session_id, "status": "cancelling"}
-
-    @app.post("/api/sessions/{session_id}/resume", status_code=202, response_model=Accepted)
-    def resume(session_id: str) -> Accepted:
-        from tuneloop.tools.record import read_trace
-
-        d = run_dir_or_404(session_id)
-        t = read_trace(d)
-        if manager.status_of(session_id, t) != "interrupted":
-            raise HTTPException(409, f"session {session_id} is {manager.status_of(session_id, t)}, not interrupted")
-        if t.method != "llm" or not t.manifest:
-            raise HTTPException(409, f"session {session_id} is a {t.method} run; only agent sessions resume")
-        try:
-            return Accepted(id=session_id, status=manager.resume(session_id))
-        except QueueFull as e:
-            raise HTTPException(429, str(e)) from None
-
-    @app.post("/api/evaluate")
-    def evaluate(req: EvaluateRequest) -> dict:
-        from tuneloop.tools.cli import run_json
-        from tuneloop.tools.momentum import run, start_point
-        from tuneloop.tools.objectives import get_objective
-        from tuneloop.tools.scoring import score
-
-        obj = get_objective(req.function)
-        x0 = tuple(req.x0) if isinstance(req.x0, list) else start_point(req.x0)
-        try:
-            obj.check_dim(len(x0))
-        except ValueError as e:
-            raise HTTPException(422, f"x0: {e}") from None
-        out = run_json(run(obj, req.learning_rate, req.momentum, x0=x0, max_iter=req.max_iter, tol=req.tol))
-        return out | {"score": score(out["final_value"], out["iterations"], req.max_iter, obj.minimum(len(x0)))}
-
-    @app.get("/api/sessions/{session_id}/landscape")
-    def landscape(session_id: str, resolution: int = 32) -> dict:
-        """The (log10 alpha, beta) landscape the session's proposals sit on: log10 of the
-        final value's gap over the search box, null where a run diverged."""
-        from tuneloop.evaluation.report import search_landscape
-        from tuneloop.tools.record import read_trace
-
-        m = read_trace(run_dir_or_404(session_id)).manifest or {}
-        if not m.get("objective") or not m.get("x0"):
-            raise HTTPException(409, "the session has no manifest yet")
-        land = search_landscape(m["objective"], m["x0"], int(m.get("max_iter") or 1000), min(max(resolution, 8), 64))
-        floor = land.f_star if math.isfinite(land.f_star) else float(np.nanmin(land.final_value))
-        with np.errstate(all="ignore"):
-            level = np.log10(np.maximum(land.final_value - floor, 1e-16))
-        return {"log10_alphas": land.log10_alphas.tolist(), "betas": land.betas.tolist(),
-                "level": [[None if not math.isfinite(v) else round(float(v), 3) for v in row] for row in level]}
-
-    @app.get("/api/prompts")
-    def prompts() -> list[dict]:
-        from tuneloop.agent.prompts import list_templates, load_template
-
-        templates = [load_template(n) for n in list_templates()]
-        return [{"name": t.name, "description": t.description, "sha256": t.sha256} for t in templates]
-
-    @app.get("/api/functions")
-    def functions() -> list[dict]:
-        from tuneloop.tools.cli import function_rows
-
-        return function_rows()
-
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return (resources.files("tuneloop.evaluation.service") / "static" / "index.html").read_text(encoding="utf-8")
 
+    app.openapi = lambda: contract(app, token is not None)  # type: ignore[method-assign]
     return app
+
+
+def field_of(loc: tuple[Any, ...]) -> str:
+    """The dotted field a validation error is about: `("body", "x0", "literal['paper']")`
+    -> "x0" (where it is, not pydantic's name for the union member it tried)."""
+    parts = []
+    for p in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
+        if not (isinstance(p, int) or str(p).isidentifier()):
+            break
+        parts.append(str(p))
+    return ".".join(parts) or "body"
+
+
+def contract(app: FastAPI, with_token: bool) -> dict[str, Any]:
+    """The OpenAPI document, completed with what the layers under the routes add: the
+    Guard's 401 (with a token) and 413 (a body over MAX_BODY) on every /api route, the
+    400 of a body that is not JSON, errors as JSON on the event stream too, and the bearer
+    scheme. Built once."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, ops in schema["paths"].items():
+            if not path.startswith("/api"):
+                continue
+            for op in ops.values():
+                for status, response in op["responses"].items():
+                    if not status.startswith("2") and "text/event-stream" in response.get("content", {}):
+                        response["content"] = {"application/json": response["content"].pop("text/event-stream")}
+                if "requestBody" in op:
+                    op["responses"]["400"] = {"description": "the body is not JSON", "content": problem}
+                op["responses"]["413"] = {"description": f"request body over {MAX_BODY} bytes", "content": problem}
+                if with_token:
+                    op["responses"]["401"] = {"description": "missing or wrong bearer token", "content": problem}
+                    op["security"] = [{"bearer": []}]
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        if with_token:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                        "description": "the server's --token-env variable"}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class Guard:
@@ -195,32 +130,24 @@ def _authorised(headers: dict[str, str], query: bytes, token: str) -> bool:
     return secrets.compare_digest(given.encode(), token.encode())
 
 
-async def _follow(path: Path, session_id: str, manager: SessionManager, request: Request):
-    """Every trace event so far, then each new one as it is written, one JSON object per
-    `data:` line; ends after session_finished once the session is no longer running."""
-    offset, buffer, finished, quiet = 0, b"", False, 0.0
-    while True:
-        chunk = b""
-        if path.exists():
-            with path.open("rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            offset += len(chunk)
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")  # a line not yet ended waits for the next read
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    event: dict[str, Any] = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                finished = event.get("event") == "session_finished"
-                yield f"data: {json.dumps(event)}\n\n"
-        active = manager.is_active(session_id)
-        quiet = 0.0 if chunk else quiet + POLL_S
-        if not active and (finished or not path.exists() or quiet > ABANDONED_S):
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(POLL_S)
+class AllowHeader:
+    """A 405 lists every method the path takes (Starlette's lists only those of the first
+    route that matched the path, so GET and POST on one path answered `Allow: POST`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_allow(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                routes = scope["app"].routes
+                methods = [m for m in HTTP_METHODS
+                           if any(r.matches(scope | {"method": m})[0] == Match.FULL for r in routes)]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = message | {"headers": [*headers, (b"allow", ", ".join(methods).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)

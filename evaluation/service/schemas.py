@@ -1,17 +1,89 @@
 """The service's request and response bodies (pydantic: FastAPI validates them and
-/docs shows them)."""
+/docs shows them), the error bodies, and the server's cost limits. The OpenAPI document
+built from them is the contract: every value it allows is accepted, every status the
+server returns is in it."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from annotated_types import Interval
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
+from tuneloop.agent.prompts import list_templates
+from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import METHODS
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.tools.objectives import OBJECTIVES
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+def _a_number(v: Any) -> Any:
+    # JSON numbers only: pydantic's lax mode would also take "1e-3" or true, which the
+    # OpenAPI document (type: number) does not allow
+    if isinstance(v, (str, bool)):
+        raise ValueError("expected a JSON number")
+    return v
+
+
+Finite = Annotated[float, BeforeValidator(_a_number), AllowInfNan(False)]
+Integer = Annotated[int, BeforeValidator(_a_number)]
+StartPoint = Literal["paper", "random"] | Annotated[list[Finite], Field(min_length=2, max_length=1000)]
+# the objectives defined in 2-D only take a start point of two numbers: said in the schema
+# too (JSON Schema's if/then), so that the document allows exactly what the server takes
+TWO_D_ONLY = {"allOf": [{
+    "if": {"properties": {"function": {"enum": sorted(n for n, o in OBJECTIVES.items() if not o.any_dim)}},
+           "required": ["function"]},
+    "then": {"properties": {"x0": {"anyOf": [{"enum": ["paper", "random"]},
+                                             {"type": "array", "maxItems": 2}]}}}}]}
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # built-in names only: a path would read the server's files
+MODEL_PATTERN = r"^(local|openai:\S.*)$"  # the models a server runs (a gguf:PATH would read its files)
+MAX_BUDGET = D.SERVE_MAX_BUDGET  # `tuneloop serve --max-budget`
+MAX_ITER_CAP = D.SERVE_MAX_ITER  # `--max-iter-cap`
+
+
+class Limits(BaseModel):
+    """What one request may cost: the server refuses more with a 422 (and says so in its
+    OpenAPI document)."""
+
+    max_budget: int = Field(default=MAX_BUDGET, ge=1)
+    max_iter: int = Field(default=MAX_ITER_CAP, ge=1)
+
+
+class Problem(BaseModel):
+    """An error: what went wrong, in one sentence."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the body field (dotted path), query or path parameter")
+    reason: str
+
+
+class ValidationProblem(BaseModel):
+    """A request the server refuses as it is: one entry per field at fault."""
+
+    detail: list[FieldProblem]
+
+
+def start_fits(x0: Any, info: ValidationInfo) -> Any:
+    """An explicit start point has as many numbers as the objective takes dimensions."""
+    from tuneloop.tools.objectives import get_objective
+
+    function = info.data.get("function")
+    if isinstance(x0, list) and function is not None:
+        get_objective(function).check_dim(len(x0))  # a ValueError: 422 on x0
+    return x0
 
 
 def builtin_objective(name: str) -> str:
@@ -26,16 +98,21 @@ def builtin_objective(name: str) -> str:
 class SessionRequest(BaseModel):
     """A session to start: any method, on a built-in objective, with a built-in prompt."""
 
-    model_config = ConfigDict(extra="forbid")
-    method: str = Field(description=f"one of {', '.join(METHODS)}")
-    function: str = Field(pattern=NAME_PATTERN, description="a built-in objective (see /api/functions)")
-    budget: int = Field(gt=0, le=10_000, description="charged evaluations")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    model: str = Field(default="local", max_length=200)
-    prompt: str = Field(default="default", pattern=NAME_PATTERN, description="a built-in template")
-    x0: Literal["paper", "random"] | list[Finite] = "paper"
-    max_iter: int = Field(default=DEFAULT_MAX_ITER, gt=0, le=1_000_000)
-    temperature: Finite | None = Field(default=None, ge=0.0, le=2.0)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=TWO_D_ONLY)
+    method: str = Field(description=f"one of {', '.join(METHODS)}", json_schema_extra={"enum": list(METHODS)})
+    function: str = Field(pattern=NAME_PATTERN, description="a built-in objective (see /api/functions)",
+                          json_schema_extra={"enum": sorted(OBJECTIVES)})
+    budget: Integer = Field(gt=0, le=MAX_BUDGET, description="charged evaluations (at most the server's --max-budget)")
+    seed: Integer = Field(default=0, ge=0, le=2**31 - 1)
+    model: str = Field(default="local", max_length=200, json_schema_extra={"pattern": MODEL_PATTERN},
+                       description="local | openai:NAME (the server's key variable must be set)")
+    prompt: str = Field(default="default", pattern=NAME_PATTERN, description="a built-in template (agent sessions)",
+                        json_schema_extra={"enum": list_templates()})
+    x0: StartPoint = "paper"
+    max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
+                          description="iteration cap T (at most the server's --max-iter-cap)")
+    # a union member's bounds go before its validator, or the schema would not state them
+    temperature: Annotated[float, AllowInfNan(False), Interval(ge=0.0, le=2.0), BeforeValidator(_a_number)] | None = None
     base_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 
@@ -51,20 +128,28 @@ class SessionRequest(BaseModel):
     def _known_function(cls, v: str) -> str:
         return builtin_objective(v)
 
+    @field_validator("x0")
+    @classmethod
+    def _fits_the_objective(cls, v: Any, info: ValidationInfo) -> Any:
+        return start_fits(v, info)
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_prompt(cls, v: str) -> str:
+        if v not in list_templates():
+            raise ValueError(f"unknown prompt {v!r}; built-in: {', '.join(list_templates())}")
+        return v
+
     @field_validator("model")
     @classmethod
     def _no_local_files(cls, v: str) -> str:
         # a path would make the server load any file it can read: gguf:PATH is the CLI's
         if v.strip().startswith("gguf:"):
             raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
+        if not re.match(MODEL_PATTERN, v):
+            raise ValueError(f"unknown model {v!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
         return v
 
-    @field_validator("x0")
-    @classmethod
-    def _start(cls, v):
-        if isinstance(v, list) and len(v) < 2:
-            raise ValueError("x0 needs at least two numbers (or 'paper' / 'random')")
-        return v
 
 
 class Accepted(BaseModel):
@@ -81,6 +166,7 @@ class SessionRow(BaseModel):
     trials_charged: int
     best_value: float | None
     created: str | None
+    reason: str | None = None  # why a failed session failed
 
 
 class SessionList(BaseModel):
@@ -95,12 +181,16 @@ class SessionDetail(BaseModel):
 
 
 class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    function: str = Field(pattern=NAME_PATTERN)
+    """One momentum-GD run of a built-in objective."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=TWO_D_ONLY)
+    function: str = Field(pattern=NAME_PATTERN, description="a built-in objective (see /api/functions)",
+                          json_schema_extra={"enum": sorted(OBJECTIVES)})
     learning_rate: Finite = Field(gt=0.0, le=1.0)
     momentum: Finite = Field(ge=0.0, lt=1.0)
-    max_iter: int = Field(default=DEFAULT_MAX_ITER, gt=0, le=1_000_000)
-    x0: Literal["paper", "random"] | list[Finite] = "paper"
+    max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
+                          description="iteration cap T (at most the server's --max-iter-cap)")
+    x0: StartPoint = "paper"
     tol: Finite = Field(default=DEFAULT_TOL, ge=0.0)
 
     @field_validator("function")
@@ -108,3 +198,19 @@ class EvaluateRequest(BaseModel):
     def _known_function(cls, v: str) -> str:
         return builtin_objective(v)
 
+    @field_validator("x0")
+    @classmethod
+    def _fits_the_objective(cls, v: Any, info: ValidationInfo) -> Any:
+        return start_fits(v, info)
+
+
+
+def capped(model: type[BaseModel], limits: Limits) -> type[BaseModel]:
+    """`model` with this server's limits on budget and max_iter, so that its OpenAPI
+    schema states exactly what the server accepts."""
+    fields: dict[str, Any] = {}
+    for name, cap in (("budget", limits.max_budget), ("max_iter", limits.max_iter)):
+        f = model.model_fields.get(name)
+        if f is not None:
+            fields[name] = (Integer, Field(default=f.default, gt=0, le=cap, description=f.description))
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, **fields)

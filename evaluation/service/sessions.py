@@ -1,8 +1,11 @@
 """The service's sessions: a bounded pool that runs them in the background, and the list
 of every session in the runs dir, whoever started it (the CLI, `eval`, the service).
 
-A session started here is a session like any other: run_session or run_strategy write
-its manifest.json and trace.jsonl into the runs dir. Remote-model and classical sessions
+A session started here is a session like any other: run_method writes its manifest.json
+and trace.jsonl into the runs dir. A queued session's request is kept in its folder
+(request.json) until it starts, so a server that stops with sessions waiting queues them
+again when it starts. A session that fails before its trace could say so (its model cannot
+be built) still gets a trace that says why. Remote-model and classical sessions
 run in threads, up to `max_running` at once; the embedded model runs one session at a
 time per process (its llama.cpp uses every core). Status comes from memory while a
 session is queued or running, else from its trace: a trace without session_finished is
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +25,13 @@ from typing import Any
 
 from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
 from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow
-from tuneloop.tools.errors import TuneloopError
+from tuneloop.tools.errors import TuneloopError, UserError
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 FAILED_STOPS = ("model_error",)
 INTERRUPTED_STOPS = ("interrupted",)
+REQUEST_FILE = "request.json"  # a session's request, kept from the moment it is queued
 
 
 class QueueFull(TuneloopError, RuntimeError):
@@ -47,6 +52,7 @@ class SessionManager:
         self._rows: dict[str, tuple[tuple, SessionRow]] = {}  # id -> (files' stat, its row)
         self._listing: tuple[float, bytes] | None = None
         self._listing_lock = threading.Lock()
+        self.requeued = self._requeue()
 
     # ------------------------------------------------------------------ paths
     def run_dir(self, session_id: str) -> Path | None:
@@ -59,11 +65,38 @@ class SessionManager:
         return d
 
     # ------------------------------------------------------------------ running
+    def check(self, req: SessionRequest) -> None:
+        """Refuse at once what cannot run (a UserError): an LLM method whose model the
+        default factory could not build. An injected factory (tests) is trusted."""
+        from tuneloop.agent.models import check_model
+        from tuneloop.evaluation.methods import MethodSpec
+
+        if self.factory is make_chat_model and MethodSpec(method=req.method).uses_llm:
+            check_model(self._settings(req))
+
     def start(self, req: SessionRequest) -> tuple[str, str]:
+        from tuneloop.tools.files import atomic_write_text
         from tuneloop.tools.record import new_session_id
 
         sid = new_session_id(req.method)
+        (self.runs_dir / sid).mkdir()
+        atomic_write_text(self.runs_dir / sid / REQUEST_FILE, req.model_dump_json())
         return sid, self._submit(sid, lambda cancel: self._run_new(sid, req, cancel), req.model)
+
+    def _requeue(self) -> int:
+        """Queue again the sessions a stopped server had queued (a request, no trace yet)."""
+        n = 0
+        for d in sorted(self.runs_dir.iterdir()):
+            request = d / REQUEST_FILE
+            if request.is_file() and not (d / "trace.jsonl").exists() and SESSION_ID.match(d.name):
+                try:
+                    req = SessionRequest.model_validate_json(request.read_text())
+                except ValueError:
+                    continue  # not a request this server wrote
+                self._submit(d.name, lambda cancel, sid=d.name, req=req: self._run_new(sid, req, cancel), req.model,
+                             bounded=False)
+                n += 1
+        return n
 
     def resume(self, session_id: str) -> str:
         return self._submit(session_id, lambda cancel: self._run_resumed(session_id, cancel), None)
@@ -76,11 +109,11 @@ class SessionManager:
             entry["cancel"].set()
             return True
 
-    def _submit(self, sid: str, work, model: str | None) -> str:
+    def _submit(self, sid: str, work, model: str | None, bounded: bool = True) -> str:
         with self.lock:
             if sid in self.active:
                 raise QueueFull(f"session {sid} is already queued or running")
-            if sum(1 for e in self.active.values() if e["status"] == "queued") >= self.max_queued:
+            if bounded and sum(1 for e in self.active.values() if e["status"] == "queued") >= self.max_queued:
                 raise QueueFull(f"the queue is full ({self.max_queued} sessions waiting)")
             entry = {"status": "queued", "cancel": threading.Event(), "model": model}
             self.active[sid] = entry
@@ -112,8 +145,14 @@ class SessionManager:
                           x0=tuple(req.x0) if isinstance(req.x0, list) else req.x0, max_iter=req.max_iter,
                           model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else None,
                           runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
-        with self._model_slot(spec.model.model if spec.uses_llm else None):
-            run_method(spec, session_id=sid, model_factory=self.factory, should_stop=cancel.is_set)
+        try:
+            with self._model_slot(spec.model.model if spec.uses_llm else None):
+                run_method(spec, session_id=sid, model_factory=self.factory, should_stop=cancel.is_set)
+        except Exception as e:  # noqa: BLE001 - whatever ended it, the session is listed as failed, with why
+            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            if not (self.runs_dir / sid / "trace.jsonl").exists():
+                record_failed_start(spec, sid, reason)
+            print(f"tuneloop serve: session {sid} failed: {reason}", file=sys.stderr, flush=True)
 
     def _run_resumed(self, sid: str, cancel: threading.Event) -> None:
         from tuneloop.agent.session import run_session
@@ -196,9 +235,11 @@ class SessionManager:
         m = t.manifest or {}
         charged = [e for e in t.of("trial_evaluated") if e.get("charged")]
         best = min((e for e in charged if e.get("score") is not None), key=lambda e: e["score"], default=None)
+        status = self.status_of(d.name, t)
         row = SessionRow(id=d.name, method=m.get("method") or t.method, function=m.get("objective"),
-                         status=self.status_of(d.name, t), budget=m.get("budget"), trials_charged=len(charged),
-                         best_value=best.get("final_value") if best else None, created=m.get("created"))
+                         status=status, budget=m.get("budget"), trials_charged=len(charged),
+                         best_value=best.get("final_value") if best else None, created=m.get("created"),
+                         reason=(t.finished or {}).get("error") if status == "failed" else None)
         self._rows[d.name] = (stamp, row)
         return row
 
@@ -207,3 +248,24 @@ class SessionManager:
             for e in self.active.values():
                 e["cancel"].set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def record_failed_start(spec: Any, session_id: str, error: str) -> None:
+    """A session that ended before writing its trace (its model could not be built): its
+    manifest and a `session_finished` event with the reason, so it is listed as failed."""
+    import time
+
+    from tuneloop.agent.session_config import manifest_for
+    from tuneloop.tools.record import TraceWriter
+    from tuneloop.tools.run_result import finish_session
+    from tuneloop.tools.trials import Evaluator
+    from tuneloop.tools.usage import Usage
+
+    cfg = spec.session_config()
+    t0 = time.perf_counter()
+    writer = TraceWriter(spec.runs_dir, session_id)
+    writer.write_manifest(manifest_for(cfg, session_id, None, None, None, extra=spec.manifest_extra,
+                                       with_model=spec.uses_llm))
+    finish_session(writer=writer, ev=Evaluator(cfg.evaluator), method=spec.method,
+                   model=spec.model.model if spec.uses_llm else "-", prompt="-", stop="model_error",
+                   wall_s=time.perf_counter() - t0, usage=Usage(), error=error)
