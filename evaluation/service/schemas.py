@@ -112,7 +112,8 @@ class SessionRequest(BaseModel):
     max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
                           description="iteration cap T (at most the server's --max-iter-cap)")
     # a union member's bounds go before its validator, or the schema would not state them
-    temperature: Annotated[float, AllowInfNan(False), Interval(ge=0.0, le=2.0), BeforeValidator(_a_number)] | None = None
+    temperature: Annotated[float, AllowInfNan(False), Interval(ge=0.0, le=2.0),
+                           BeforeValidator(_a_number)] | None = None
     base_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://")
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 
