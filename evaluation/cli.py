@@ -30,7 +30,7 @@ from tuneloop.evaluation.trace_cli import trace_app
 from tuneloop.tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
 from tuneloop.tools.cli import app as tools_app
 from tuneloop.tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
-from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS, SWEEP_LR, SWEEP_MOMENTUM
+from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, SWEEP_LR, SWEEP_MOMENTUM
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
 
@@ -149,7 +149,9 @@ def eval_cmd(
     price_out: PriceOutOpt = None,
     backend: Annotated[str, typer.Option("--backend", help="local (processes and threads) | ray")] = "local",
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="join this Ray cluster (default: start a local Ray)")
+        str | None,
+        typer.Option("--ray-address",
+                     help="join this Ray cluster (default: a private local Ray, whatever RAY_ADDRESS says)"),
     ] = None,
     storage: Annotated[
         str | None,
@@ -166,94 +168,24 @@ def eval_cmd(
     no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG figures")] = False,
 ) -> None:
     """Every method x objective x seed on one budget, in parallel; results.csv, summary.md, plots."""
-    import time as _time
+    from tuneloop.evaluation.study_cli import check_before_work, eval_config, report, run_with_progress
 
-    from tuneloop.agent.prompts import load_template
-    from tuneloop.evaluation.harness import EvalConfig
-    from tuneloop.evaluation.strategies import LLM_METHODS
-
-    fnames = split_names(functions, "--functions")
-    for f in fnames:
-        objective_or_exit(f)
-    mnames = split_names(methods, "--methods", METHODS)
-    seed_list = parse_seeds(seeds)
-    if x0 not in START_SPECS:
-        raise UserError(f"--x0 must be {' or '.join(START_SPECS)}, got {x0!r}")
-    prompts = split_names(prompt, "--prompt")
+    if ray_address is not None and backend != "ray":
+        raise UserError("--ray-address needs --backend ray")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out is a file, not a folder: {out}")
     models = [model_settings_or_exit(m, temperature=temperature, base_url=base_url, api_key_env=api_key_env,
                                      price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm)
               for m in split_names(model, "--model")]
+    cfg = eval_config(functions=[objective_or_exit(f).name for f in split_names(functions, "--functions")],
+                      methods=split_names(methods, "--methods", METHODS), seeds=parse_seeds(seeds), budget=budget,
+                      x0=x0, max_iter=max_iter, models=models, prompts=split_names(prompt, "--prompt"),
+                      centaur_ratio=centaur_ratio, centaur_warmup=centaur_warmup, out=out, concurrency=concurrency,
+                      backend=backend, ray_address=ray_address, storage=storage, workers=workers)
     factory = model_factory_of(ctx)
-    if backend not in ("local", "ray"):
-        raise UserError(f"--backend must be local or ray, got {backend!r}")
-    if ray_address is not None and backend != "ray":
-        raise UserError("--ray-address needs --backend ray")
-    if backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UserError('--backend ray needs Ray: pip install -e ".[ray]"') from None
-        if ray_address is not None:
-            from tuneloop.evaluation.executors import check_ray_address
-
-            check_ray_address(ray_address)
-    if set(mnames) & set(LLM_METHODS):
-        for p in prompts:
-            load_template(p)
-        load_template(D.CENTAUR_PROMPT)
-        for settings in models:
-            factory(settings)  # a missing key or unknown model is reported before any work
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out is a file, not a folder: {out}")
-    if storage is not None:
-        from tuneloop.evaluation.optuna_storage import storage_or_error
-
-        storage_or_error(storage)  # a bad URL is reported before any work
-    cfg = EvalConfig(
-        functions=[objective_or_exit(f).name for f in fnames],
-        methods=mnames,
-        seeds=seed_list,
-        budget=budget,
-        x0=x0,
-        max_iter=max_iter,
-        models=models,
-        prompts=prompts,
-        centaur_ratio=centaur_ratio,
-        centaur_warmup=centaur_warmup,
-        out=out,
-        concurrency=concurrency,
-        backend=backend,
-        ray_address=ray_address,
-        storage=storage,
-        **({"workers": workers} if workers else {}),
-    )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from tuneloop.evaluation.harness import run_eval
-    from tuneloop.evaluation.summary import summarize, write_summary
-
-    t0 = _time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}"), transient=False) as bar:
-        task = bar.add_task("cells", total=None, last="")
-
-        def progress(done: int, total: int, last: str) -> None:
-            bar.update(task, completed=done, total=total, last=last)
-
-        storage_lines: list[str] = []
-        rows = run_eval(cfg, progress, model_factory=factory, on_recorded=lambda r: storage_lines.append(r.line()))
-    secs = _time.perf_counter() - t0
-    plots: dict = {}
-    if not no_plots:
-        from tuneloop.evaluation.report import eval_plots
-
-        plots = eval_plots(cfg, out)
-    path = write_summary(cfg, summarize(cfg), plots, seconds=secs)
-    failed = [r for r in rows if r["error"]]
-    print(f"{len(rows)} cells in {secs:.1f} s ({len(failed)} with errors); wrote {out / 'results.csv'}, {path}"
-          + (f" and {sum(len(v) for v in plots.values())} plots in {out / 'plots'}" if plots else ""))
-    for line in storage_lines:
-        print(line)
+    check_before_work(cfg, factory)
+    rows, storage_lines, seconds = run_with_progress(cfg, factory)
+    report(cfg, rows, seconds, storage_lines, plots=not no_plots)
 
 
 @app.command(short_help="Study 1's protocol: its tables and figures.")
@@ -358,6 +290,11 @@ def serve(
     print(f"tuneloop serve: http://{host}:{port}/ (API docs at /docs), {where}", flush=True)
     if manager.requeued:
         print(f"tuneloop serve: {manager.requeued} session(s) queued before the last stop are queued again", flush=True)
+    import threading
+
+    from tuneloop.evaluation.service.api_sessions import warm_up
+
+    threading.Thread(target=warm_up, name="tuneloop-warm-up", daemon=True).start()
     try:
         config = uvicorn.Config(create_app(manager, token, Limits(max_budget=max_budget, max_iter=max_iter_cap)),
                                 log_level="warning")

@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -49,9 +49,11 @@ def _problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
-NOT_FOUND = {404: _problem("no such session")}
-INVALID = {422: {"model": ValidationProblem, "description": "a field, query or path parameter the server refuses"}}
-BUSY = {429: _problem("the queue is full, or the session is already queued or running")}
+Responses = dict[int | str, dict[str, Any]]  # a route's `responses`: status -> OpenAPI response
+NOT_FOUND: Responses = {404: _problem("no such session")}
+INVALID: Responses = {
+    422: {"model": ValidationProblem, "description": "a field, query or path parameter the server refuses"}}
+BUSY: Responses = {429: _problem("the queue is full, or the session is already queued or running")}
 
 
 def run_dir_or_404(manager: SessionManager, session_id: str) -> Path:
@@ -76,7 +78,10 @@ def trace_or_409(manager: SessionManager, session_id: str, what: str):
 def sessions_router(limits: Limits) -> APIRouter:
     """The routes, with request bodies capped by this server's `limits`."""
     router = APIRouter(prefix="/api/sessions", tags=["sessions"])
-    Request_ = capped(SessionRequest, limits)
+    if TYPE_CHECKING:  # what the checker sees: the body is a SessionRequest (capped subclasses it)
+        Request_: TypeAlias = SessionRequest
+    else:  # what FastAPI reads, at run time: this server's capped model
+        Request_ = capped(SessionRequest, limits)
 
     @router.post("", status_code=202, response_model=Accepted, responses=INVALID | BUSY | {
         409: _problem("this server cannot use the model now (e.g. its API-key variable is not set)")})
@@ -160,6 +165,14 @@ def sessions_router(limits: Limits) -> APIRouter:
         return landscape_of(m["objective"], tuple(m["x0"]), int(m.get("max_iter") or 1000), resolution)
 
     return router
+
+
+def warm_up() -> None:
+    """Load (or compile, on a new machine) the batch kernel the landscapes run on, so the
+    first page view does not wait for numba; `tuneloop serve` calls it in a thread."""
+    from tuneloop.evaluation.report import search_landscape
+
+    search_landscape("rosenbrock", (-1.5, 2.0), 10, 8)
 
 
 @functools.lru_cache(maxsize=64)
