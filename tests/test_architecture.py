@@ -134,3 +134,16 @@ def test_cited_documents_exist():
         ):
             missing.add(f"{p.relative_to(ROOT)} cites a document outside the repository")
     assert not missing, "\n".join(sorted(missing))
+
+
+def test_a_classical_eval_imports_no_langchain(tmp_path):
+    """The run record lives below the LLM code: a study of classical methods never loads
+    LangChain (measured in a fresh interpreter, the cells run in-process)."""
+    code = ("import sys\nfrom tuneloop.evaluation.cli import main\n"
+            f"code = main(['eval', '--functions', 'rosenbrock', '--methods', 'grid,random,cmaes,tpe', '--seeds', '0',"
+            f" '--budget', '4', '--workers', '1', '--no-plots', '--out', {str(tmp_path / 'out')!r}])\n"
+            "assert code == 0, code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('langchain')}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"

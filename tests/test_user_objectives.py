@@ -159,3 +159,12 @@ def test_a_gradient_that_disagrees_with_f_is_a_warning(tmp_path, capsys):
     assert main(["gd", "--function", str(p), "--lr", "0.001"]) == 0
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "finite differences" in err and "check grad" in err
+
+
+def test_a_file_that_is_not_python_is_one_line_and_exit_2(tmp_path, capsys):
+    p = tmp_path / "sub" / "booth.txt"  # a path, not a built-in name, but not a .py file
+    p.parent.mkdir()
+    p.write_text("def f(x):\n    return 0.0\n")
+    assert main(["gd", "--function", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {p} is not a Python file: an objective file is a .py file\n"

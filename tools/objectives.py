@@ -403,10 +403,11 @@ def load_objective_file(path_text: str) -> UserObjective:
 
 def _run_file(path: Path, shown: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"tuneloop_objective_{path.stem}", path)
-    # spec is None for a path without a .py suffix: an AttributeError here, not an ObjectiveFileError
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    if spec is None or spec.loader is None:  # Python loads no such file (e.g. not .py)
+        raise ObjectiveFileError(f"{shown} is not a Python file: an objective file is a .py file")
+    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ObjectiveFileError(f"{shown} does not compile: line {e.lineno}: {e.msg}") from None
     except Exception as e:  # noqa: BLE001 - whatever the file raised, the user needs one line
