@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,6 +28,8 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
     `gguf:PATH` model is checked here (file, format, chat template), before anything runs."""
     if (price_in is None) != (price_out is None):
         raise UserError("--price-in and --price-out go together (USD per million input and output tokens)")
+    from pydantic import ValidationError
+
     from tuneloop.agent.models import ModelSettings, is_local, local_model_path
 
     if not is_local(model) and (n_threads is not None or n_ctx is not None):
@@ -39,13 +41,13 @@ def model_settings_or_exit(model: str, *, seed: int = 0, temperature: float | No
         model = "gguf:" + check_model(path)
     given = dict(temperature=temperature, max_tokens=max_tokens, timeout_s=timeout, api_key_env=api_key_env,
                  n_threads=n_threads, n_ctx=n_ctx)
-    kw = dict(model=model, seed=seed, base_url=base_url, price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm) \
-        | {k: v for k, v in given.items() if v is not None}
+    kw: dict[str, Any] = dict(model=model, seed=seed, base_url=base_url, price_in=price_in, price_out=price_out,
+                              rpm=rpm, tpm=tpm) | {k: v for k, v in given.items() if v is not None}
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise UserError(f"--base-url must start with http:// or https://, got {base_url!r}")
     try:
         return ModelSettings(**kw)
-    except ValueError as e:
+    except ValidationError as e:
         raise UserError(f"bad model settings: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
 
 

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,7 +336,7 @@ def lock_for(llama: Any) -> threading.Lock:
 
 
 def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, seed: int, sampling: Sampling,
-                     max_tokens: int, avoid: list[dict] = (), string_tokens: int = STRING_TOKENS,
+                     max_tokens: int, avoid: Sequence[dict] = (), string_tokens: int = STRING_TOKENS,
                      number_tokens: int = NUMBER_TOKENS):
     """A tool call's arguments object written after `prompt`: keys and punctuation by us,
     each value by the model under its mask. `avoid`: argument sets never to complete
@@ -367,7 +368,7 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
     return decoder.reply, decoder.tokens, decoder.generated, finish
 
 
-def completing(avoid: list[dict[str, float]], chosen: dict[str, float], name: str) -> frozenset[float]:
+def completing(avoid: Sequence[dict[str, float]], chosen: dict[str, float], name: str) -> frozenset[float]:
     """The values of `name` that would complete one of the `avoid` argument sets, given
     the values already `chosen`.
 

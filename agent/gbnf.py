@@ -158,7 +158,8 @@ def object_gbnf(schema: dict) -> str | None:
     props = schema.get("properties") if schema.get("type") == "object" else None
     if not props or any(p.get("type") not in ("number", "string") for p in props.values()):
         return None
-    parts, rules = [], {}
+    parts: list[str] = []
+    rules: dict[str, str] = {}
     for i, (name, p) in enumerate(props.items()):
         value = value_gbnf(p, rules)
         parts.append(('"{' if i == 0 else '", ') + f'\\"{name}\\": " {value}')

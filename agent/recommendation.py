@@ -39,8 +39,11 @@ def _summary(ev: Evaluator, picked: TrialResult | None) -> str:
              else "The recommended configuration was never tried."]
     if all(t.status == "diverged" for t in charged):
         parts.append(f"All {len(charged)} charged trials diverged.")
-    elif ev.incumbent is not picked:
-        parts.append(f"The best of {len(charged)} charged trials: {_describe(ev.incumbent)}.")
+    else:
+        best = ev.incumbent
+        assert best is not None  # a charged trial is never a repeat, so it is a candidate
+        if best is not picked:
+            parts.append(f"The best of {len(charged)} charged trials: {_describe(best)}.")
     return " ".join(parts)
 
 
@@ -52,9 +55,9 @@ def vetted(answer, ev: Evaluator):
     best = ev.incumbent
     tried = {(t.learning_rate, t.momentum): t for t in ev.trials if not t.repeat}
     picked = tried.get((answer.learning_rate, answer.momentum))
-    finite_exists = best is not None and best.status != "diverged"
     lr, mom, notes = answer.learning_rate, answer.momentum, []
-    if finite_exists and (picked is None or picked.status == "diverged"):
+    # a finite trial exists, and the model picked no finite one
+    if best is not None and best.status != "diverged" and (picked is None or picked.status == "diverged"):
         why = "never tried" if picked is None else "diverged"
         notes.append(f"The model recommended learning_rate={fmt_param(lr)}, momentum={fmt_param(mom)}, which {why}; "
                      f"the best trial is reported instead.")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelCallLimitMiddleware, ToolCallLimitMiddleware
+from langchain.agents.middleware import AgentMiddleware, ModelCallLimitMiddleware, ToolCallLimitMiddleware
 from langchain.agents.structured_output import ToolStrategy
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
@@ -49,11 +50,11 @@ def final_answer_for(bounds: Bounds) -> type[FinalAnswer]:
     does (so a constrained model recommends inside them). Out-of-range recommendations
     still validate: agent/recommendation.py reports the best trial instead."""
     props = bounds.args_schema()["properties"]
-    return create_model(
-        "FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__,
-        **{name: (float, Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
-           for name in ("learning_rate", "momentum")},
-    )
+    fields: dict[str, Any] = {
+        name: (float, Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
+        for name in ("learning_rate", "momentum")
+    }
+    return create_model("FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__, **fields)
 
 
 def run_session(
@@ -106,23 +107,25 @@ def run_session(
         limiter = shared_limiter(cfg.model.rpm, cfg.model.tpm)
         model_cap = MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA
         tool_cap = TOOL_CALLS_PER_TRIAL * budget
+        # middlewares with different state schemas: AgentMiddleware is invariant in its state
+        middleware: list[AgentMiddleware[Any, Any, Any]] = [
+            *([CancelMiddleware(should_stop)] if should_stop else []),
+            TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
+                           lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
+                           max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
+                           usage=handler.usage),
+            ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
+            ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
+            RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
+                            initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
+            *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),
+        ]
         agent = create_agent(
             model,
             tools=[make_gd_tool(ev, source=cfg.method)],
             system_prompt=system,
             response_format=ToolStrategy(final_answer_for(cfg.evaluator.bounds)),
-            middleware=[
-                *([CancelMiddleware(should_stop)] if should_stop else []),
-                TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
-                               lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
-                               max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
-                               usage=handler.usage),
-                ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
-                ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
-                RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
-                                initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
-                *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),
-            ],
+            middleware=middleware,
         )
         # The first turn is already in the conversation; TurnMiddleware adds the fresh
         # state before every later call.
@@ -133,6 +136,7 @@ def run_session(
         model_answer = state.get("structured_response")
         recommendation, changed = vetted(model_answer, ev)
         if changed:
+            assert model_answer is not None  # vetted changes only an answer there is
             writer.emit("recommendation_vetted", model_recommendation=model_answer.model_dump(),
                         reported=recommendation.model_dump())
         if recommendation is not None:

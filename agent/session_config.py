@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tuneloop.agent.models import ModelSettings
-from tuneloop.tools.objectives import USER_FID, get_objective
+from tuneloop.tools.objectives import USER_FID, UserObjective, get_objective
 from tuneloop.tools.record import package_versions
 from tuneloop.tools.trials import Bounds, EvaluatorConfig
 
@@ -42,8 +42,10 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     ev = cfg.evaluator
     model = cfg.model.model_dump() if with_model else None
     obj = get_objective(ev.objective)
-    # an objective from a file: which file, and exactly which content
-    source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}} if obj.fid == USER_FID else {}
+    source: dict[str, Any] = {}
+    if obj.fid == USER_FID:  # an objective from a file: which file, and exactly which content
+        assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
+        source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}}
     return (extra or {}) | source | {
         "format": 1,
         "session_id": session_id,
