@@ -139,7 +139,11 @@ def run(
 
     template = load_template(prompt)  # a bad template is reported before the model loads
     evaluator = EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget)
-    if factory is make_chat_model and is_local(settings.model):
+    loads_here = factory is make_chat_model and is_local(settings.model)
+    if not as_json:  # first, before llama.cpp's loader holds the terminal's output
+        print(f"session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, x0 {start} ({label})"
+              + ("\nloading the model ..." if loads_here else ""), file=sys.stderr, flush=True)
+    if loads_here:
         # the model loads, and reads the system prompt, in a thread while the agent's
         # libraries import (about two seconds)
         from tuneloop.agent.gguf import preload
@@ -151,17 +155,10 @@ def run(
 
     cfg = SessionConfig(evaluator=evaluator, model=settings, prompt=prompt, seed=seed, x0_spec=label,
                         runs_dir=runs_dir)
-    from rich.console import Console
-
     from tuneloop.agent.session_view import TrialLines
 
-    err = Console(stderr=True, soft_wrap=True)  # piped: long lines stay whole, not cut at 80 columns
     chat_model = factory(settings)
     show = None if as_json else TrialLines()
-
-    if not as_json:
-        err.print(f"[dim]session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, "
-                  f"x0 {start} ({label})[/dim]")
     _report_session(run_session(cfg, chat_model=chat_model, on_trial=show), as_json)
 
 

@@ -42,7 +42,9 @@ NUMBER_CHARS = frozenset("0123456789.e-,}")  # a number's characters and the ter
 NUMBER_TOKENS = 12  # a number of the decoding language takes at most 7 tokens and its terminator
 STRING_TOKENS = 48  # a rationale: a sentence or two (each token is a model step)
 STRING_SENTENCES = 1  # ... closed at the end of its first sentence
-SENTENCE_END = re.compile(r"\w[.!?](\s|$)")
+# a sentence's end: a word, then . ! or ?, then a space or the end of the text so far; after
+# a digit, "." ends a sentence only once a space follows ("momentum of 0." may go on "9")
+SENTENCE_END = re.compile(r"(?:[^\W\d][.!?]|\d[!?])(?:\s|$)|\d\.\s")
 CACHE_VERSION = 3
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()

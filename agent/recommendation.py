@@ -68,5 +68,7 @@ def vetted(answer, ev: Evaluator):
         rationale = ""
     if not notes:
         return answer, False
+    if rationale:  # the model's words, quoted and attributed: they were about its own pick
+        rationale = f'The model wrote: "{rationale}"'
     return answer.model_copy(update={"learning_rate": lr, "momentum": mom,
                                      "rationale": " ".join([*notes, rationale]).strip()}), True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelCallLimitMiddleware, ToolCallLimitMiddleware
@@ -88,6 +88,7 @@ def run_session(
         restore_into(ev, resume_events)
         history = restored_conversation(resume_events)
     recommendation: FinalAnswer | None = None
+    recommended_by: Literal["agent", "tuneloop"] = "agent"
     stop: StopReason = "budget_spent"
     error: str | None = None
     try:
@@ -135,6 +136,7 @@ def run_session(
         )
         model_answer = state.get("structured_response")
         recommendation, changed = vetted(model_answer, ev)
+        recommended_by = "tuneloop" if changed else "agent"
         if changed:
             assert model_answer is not None  # vetted changes only an answer there is
             writer.emit("recommendation_vetted", model_recommendation=model_answer.model_dump(),
@@ -156,6 +158,6 @@ def run_session(
     finally:
         result = finish_session(writer=writer, ev=ev, method=cfg.method, model=cfg.model.model, prompt=template.name,
                                 stop=stop, wall_s=time.perf_counter() - t_start, usage=handler.usage,
-                                recommendation=recommendation, error=error,
+                                recommendation=recommendation, error=error, recommended_by=recommended_by,
                                 cost_usd=session_cost(handler.usage, cfg.model))
     return result

@@ -67,7 +67,9 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
         out.print(f"[bold]note[/bold]   {advice}")
     if r.recommendation is not None:
         rec = r.recommendation
-        out.print(f"[bold]agent recommends[/bold] lr={fmt_param(rec.learning_rate)} "
+        # whose choice it is, in so many words: the agent's as it came, or tuneloop's in its place
+        who = "tuneloop reports" if r.recommended_by == "tuneloop" else "agent recommends"
+        out.print(f"[bold]{who}[/bold] lr={fmt_param(rec.learning_rate)} "
                   f"momentum={fmt_param(rec.momentum)}: {rec.rationale}")
         if b is not None and (rec.learning_rate, rec.momentum) != (b.learning_rate, b.momentum):
             picked = next((t for t in r.trials if not t.repeat
@@ -84,7 +86,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
     resumed = e["segments"] > 0
     def seg(text):
         return f" (this segment: {text})" if resumed else ""
-    tokens = "unknown (the server reports no usage)" if tin is None and tout is None \
+    tokens = ("none (no model call finished)" if not calls else "unknown (the server reports no usage)") \
+        if tin is None and tout is None \
         else f"{fmt_cell(tin)}/{fmt_cell(tout)}" + seg(f"{fmt_cell(r.input_tokens)}/{fmt_cell(r.output_tokens)}")
     talk = f", {r.text_replies} replies without a proposal" if r.text_replies else ""
     out.print(f"{'whole session ' + str(e['segments'] + 1) + ' segments: ' if resumed else ''}"

@@ -106,3 +106,6 @@ def test_a_rationale_ends_at_its_first_sentence_not_inside_a_number():
 
     assert SENTENCE_END.findall("Trial 3 converged fastest.") and SENTENCE_END.findall("It converged. Then")
     assert not SENTENCE_END.findall("learning rate 2.5e-4 with momentum 0.981")
+    # a decimal point at the end of the text so far is not yet a sentence's end
+    assert not SENTENCE_END.findall("a learning rate of 1e-1 with momentum of 0.")
+    assert SENTENCE_END.findall("with momentum of 0.9. ") and SENTENCE_END.findall("momentum 0. Then")

@@ -173,3 +173,27 @@ def test_a_recommendation_that_is_not_the_best_trial_says_so_and_trace_summary_s
     run_dir = next(tmp_path.iterdir())
     assert main(["trace", "summary", str(run_dir)]) == 0
     assert "recommendation: lr=0.0001 momentum=0.5: a safe and steady choice." in capsys.readouterr().out
+
+
+def test_the_recommendation_line_says_whose_choice_it_is(tmp_path, capsys):
+    diverged = {"name": "FinalAnswer", "args": {"learning_rate": 0.05, "momentum": 0.9,
+                                                "rationale": "A learning rate of 0.05 with momentum of 0.9 was best."}}
+    main(["run", "--budget", "2", "--runs-dir", str(tmp_path / "a")],
+         model_factory=scripted(gd(1e-3, 0.9), gd(0.05, 0.9), diverged))
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(("tuneloop reports", "agent recommends")))
+    # tuneloop's report, not the agent's: its words, then the agent's quoted and attributed
+    assert line.startswith("tuneloop reports lr=0.001 momentum=0.9: The model recommended learning_rate=0.05")
+    assert 'The model wrote: "A learning rate of 0.05 with momentum of 0.9 was best."' in line
+    main(["run", "--budget", "1", "--runs-dir", str(tmp_path / "b")], model_factory=scripted(gd(1e-3, 0.9), FINAL))
+    assert "agent recommends lr=0.001 momentum=0.9: the best trial" in capsys.readouterr().out
+
+
+def test_the_session_header_comes_first_and_an_early_ctrl_c_says_no_call_finished(tmp_path, capsys):
+    def interrupt(messages, kwargs):
+        raise KeyboardInterrupt
+
+    code = main(["run", "--budget", "3", "--runs-dir", str(tmp_path)], model_factory=scripted(interrupt))
+    out, err = capsys.readouterr()
+    assert code == 130 and err.startswith("session: rosenbrock, budget 3, model local")
+    assert "tokens in/out none (no model call finished)" in out and "server reports no usage" not in out

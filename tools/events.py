@@ -153,6 +153,7 @@ class SessionFinished(EventHead):
     text_replies: int
     retries: int
     recommendation: dict[str, Any] | None
+    recommended_by: NotRequired[str | None]  # written since the run record left LangChain
     best_trial: int | None
     best: dict[str, Any] | None
     wall_s: float

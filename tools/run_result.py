@@ -41,6 +41,10 @@ class SessionResult(BaseModel):
     invalid_proposals: int
     repeated_proposals: int
     recommendation: Recommendation | None
+    # whose choice the recommendation is: the agent's answer as it came, or tuneloop's
+    # report in its place (the agent's pick diverged or was never tried, or its rationale
+    # was not text; agent/recommendation.py)
+    recommended_by: Literal["agent", "tuneloop"] | None = None
     stop_reason: StopReason
     error: str | None = None
     model_calls: int
@@ -58,14 +62,16 @@ class SessionResult(BaseModel):
 
 def finish_session(*, writer: TraceWriter, ev: Evaluator, method: str, model: str, prompt: str,
                    stop: StopReason, wall_s: float, usage: Usage, recommendation: Recommendation | None = None,
-                   error: str | None = None, cost_usd: float | None = None) -> SessionResult:
+                   error: str | None = None, cost_usd: float | None = None,
+                   recommended_by: Literal["agent", "tuneloop"] | None = None) -> SessionResult:
     """The one place a session of any method ends: builds its result, writes the
     `session_finished` event from it and closes the trace."""
     r = SessionResult(
         session_id=writer.session_id, run_dir=str(writer.dir), method=method, objective=ev.objective.name,
         model=model, prompt=prompt, budget=ev.config.budget, best=ev.incumbent, trials=ev.trials,
         trials_charged=ev.charged, invalid_proposals=ev.invalid, repeated_proposals=ev.repeats,
-        recommendation=recommendation, stop_reason=stop, error=error, model_calls=usage.calls,
+        recommendation=recommendation, recommended_by=recommended_by if recommendation is not None else None,
+        stop_reason=stop, error=error, model_calls=usage.calls,
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost_usd,
         text_replies=usage.text_replies, retries=usage.retries, wall_s=wall_s, model_s=usage.model_s,
         tool_s=usage.tool_s, retry_wait_s=usage.retry_wait_s,
@@ -75,7 +81,7 @@ def finish_session(*, writer: TraceWriter, ev: Evaluator, method: str, model: st
         "session_finished",
         **r.model_dump(include={"stop_reason", "error", "trials_charged", "invalid_proposals", "repeated_proposals",
                                 "model_calls", "input_tokens", "output_tokens", "cost_usd", "text_replies",
-                                "retries", "recommendation"}),
+                                "retries", "recommendation", "recommended_by"}),
         best_trial=r.best.trial if r.best else None,
         best=r.best.model_dump(exclude={"curve"}) if r.best else None,
         **{k: round(getattr(r, k), 4) for k in ("wall_s", "model_s", "tool_s", "retry_wait_s", "overhead_s")},
