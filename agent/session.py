@@ -103,30 +103,14 @@ def run_session(
                         budget_left=ev.budget_left, messages_restored=len(history))
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
-        budget = cfg.evaluator.budget
-        local = is_local(cfg.model.model)
-        limiter = shared_limiter(cfg.model.rpm, cfg.model.tpm)
-        model_cap = MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA
-        tool_cap = TOOL_CALLS_PER_TRIAL * budget
-        # middlewares with different state schemas: AgentMiddleware is invariant in its state
-        middleware: list[AgentMiddleware[Any, Any, Any]] = [
-            *([CancelMiddleware(should_stop)] if should_stop else []),
-            TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
-                           lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
-                           max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
-                           usage=handler.usage),
-            ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
-            ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
-            RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
-                            initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
-            *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),
-        ]
+        model_cap = MODEL_CALLS_PER_TRIAL * cfg.evaluator.budget + MODEL_CALLS_EXTRA
+        tool_cap = TOOL_CALLS_PER_TRIAL * cfg.evaluator.budget
         agent = create_agent(
             model,
             tools=[make_gd_tool(ev, source=cfg.method)],
             system_prompt=system,
             response_format=ToolStrategy(final_answer_for(cfg.evaluator.bounds)),
-            middleware=middleware,
+            middleware=_middleware(cfg, ev, template, handler, writer, should_stop, model_cap, tool_cap),
         )
         # The first turn is already in the conversation; TurnMiddleware adds the fresh
         # state before every later call.
@@ -141,16 +125,7 @@ def run_session(
             assert model_answer is not None  # vetted changes only an answer there is
             writer.emit("recommendation_vetted", model_recommendation=model_answer.model_dump(),
                         reported=recommendation.model_dump())
-        if recommendation is not None:
-            stop = "budget_spent" if ev.exhausted else "final_answer"
-        elif ev.exhausted:
-            stop = "budget_spent"
-        elif handler.usage.calls >= model_cap:
-            stop = "model_call_limit"
-        elif len(ev.trials) + ev.invalid >= tool_cap:
-            stop = "tool_call_limit"
-        else:
-            stop = "no_tool_call"
+        stop = _stop_reason(recommendation is not None, ev, handler.usage.calls, model_cap, tool_cap)
     except KeyboardInterrupt:
         stop = "interrupted"
     except ModelError as e:
@@ -161,3 +136,38 @@ def run_session(
                                 recommendation=recommendation, error=error, recommended_by=recommended_by,
                                 cost_usd=session_cost(handler.usage, cfg.model))
     return result
+
+
+def _middleware(cfg: SessionConfig, ev: Evaluator, template: Any, handler: TraceCallbackHandler, writer: TraceWriter,
+                should_stop: Callable[[], bool] | None, model_cap: int,
+                tool_cap: int) -> list[AgentMiddleware[Any, Any, Any]]:
+    """The session's cross-cutting concerns, in order: cancel, per-turn prompting and the
+    final answer, the two limits, retries, the rate limit. (Middlewares with different
+    state schemas: AgentMiddleware is invariant in its state, hence the annotation.)"""
+    local = is_local(cfg.model.model)
+    limiter = shared_limiter(cfg.model.rpm, cfg.model.tpm)
+    return [
+        *([CancelMiddleware(should_stop)] if should_stop else []),
+        TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
+                       lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
+                       max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
+                       usage=handler.usage),
+        ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
+        ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
+        RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
+                        initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
+        *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),
+    ]
+
+
+def _stop_reason(answered: bool, ev: Evaluator, model_calls: int, model_cap: int, tool_cap: int) -> StopReason:
+    """Why an agent run that returned normally ended."""
+    if answered:
+        return "budget_spent" if ev.exhausted else "final_answer"
+    if ev.exhausted:
+        return "budget_spent"
+    if model_calls >= model_cap:
+        return "model_call_limit"
+    if len(ev.trials) + ev.invalid >= tool_cap:
+        return "tool_call_limit"
+    return "no_tool_call"

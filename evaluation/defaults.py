@@ -2,12 +2,13 @@
 command both take them from here, so the CLI can show them without importing pydantic."""
 
 from pathlib import Path
+from typing import Literal
 
 FUNCTIONS = ("rosenbrock", "rastrigin")
 METHODS = ("grid", "random", "cmaes", "tpe")
 SEEDS = (0, 1, 2)
 BUDGET = 12  # the study's grid size
-X0 = "random"  # drawn per seed, shared by every method under that seed
+X0: Literal["paper", "random"] = "random"  # drawn per seed, shared by every method under that seed
 MAX_ITER = 2000  # the study's T for random search and the LLM
 PROMPT = "default"
 CENTAUR_PROMPT = "centaur"

@@ -94,8 +94,10 @@ class LocalExecutor:
                 if pool is not None:
                     pool.apply_async(run_job, (j, meta), callback=done.put, error_callback=done.put)
                 else:
+                    assert inline is not None  # cpu cells and no pool: made above
                     inline.submit(run_job, j, meta).add_done_callback(lambda f: done.put(f.exception() or f.result()))
             for j in api:
+                assert threads is not None  # api cells: made above
                 threads.submit(run_job, j, meta).add_done_callback(lambda f: done.put(f.exception() or f.result()))
             for _ in jobs:
                 item = done.get()
@@ -205,7 +207,8 @@ def _reload_ray_auth() -> None:
     if ray.is_initialized():
         return
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        # not in Ray's _raylet.pyi, which declares only part of the extension module
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
     except ImportError:  # a Ray before token auth (2.52)
         return
     Config.initialize("")  # what ray._private.authentication.authentication_token_setup does on a change
@@ -216,7 +219,7 @@ def _probe_gcs(hostport: str) -> None:
     """Run in a child process by check_ray_address: reach the cluster's GCS as `ray.init`
     does (token included), read the versions it records; print one JSON line."""
     try:
-        from ray._raylet import GcsClient
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # missing from Ray's _raylet.pyi
 
         client = GcsClient(address=hostport)
     except Exception as e:  # noqa: BLE001 -- reported to the parent, which words it
@@ -227,7 +230,8 @@ def _probe_gcs(hostport: str) -> None:
         try:
             from ray._common.usage.usage_lib import get_cluster_metadata
         except ImportError:
-            from ray._private.usage.usage_lib import get_cluster_metadata
+            # the module's place before Ray moved it to ray._common (absent from the Ray mypy sees)
+            from ray._private.usage.usage_lib import get_cluster_metadata  # type: ignore[import-not-found, no-redef]
         meta = get_cluster_metadata(client) or {}
     except Exception:  # noqa: BLE001, S110 -- no versions recorded: ray.init checks them anyway
         pass
@@ -354,11 +358,12 @@ class RayExecutor:
         auth = ray_auth(local=not self.address)
         stack.enter_context(_auth_env(auth))
         try:
+            # ray.init annotates logging_level as int, but takes a level name too (its own default is 'info')
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
+                ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")  # type: ignore[arg-type]
             else:
                 ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, logging_level="ERROR")
+                         log_to_driver=False, logging_level="ERROR")  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 -- every way Ray fails to start or connect: one line
             with contextlib.suppress(Exception):
                 ray.shutdown()  # whatever half of it came up

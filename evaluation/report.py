@@ -189,6 +189,7 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
     for m, (a, b) in configs.items():
         r = run(obj, a, b, x0=x0, max_iter=max_iter, record_every=max(1, max_iter // 400))
         traj = r.trajectory
+        assert traj is not None  # record_every >= 1 records one
         ok = np.all(np.isfinite(traj[:, 1:3]), axis=1) & (np.abs(traj[:, 1:3]) < 10 * max(abs(lo), abs(hi))).all(axis=1)
         marker, color = _style(m)
         ax.plot(traj[ok, 1], traj[ok, 2], "-", color=color, lw=1.2,

@@ -82,6 +82,7 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
             rr = run_strategy(RandomSearch(STUDY_SPACE, seed=s, uniform_alpha=True),
                               _cfg(out, f, x0, RANDOM_T, RANDOM_SAMPLES, "random", s), f"random-{f}-s{s}")
             b = rr.best
+            assert b is not None  # the first point a random search draws is charged, never a repeat
             bests.append(b)
             rows.append(dict(seed=s, x0=x0, lr=b.learning_rate, momentum=b.momentum, final=b.final_value,
                              iterations=b.iterations))
@@ -92,7 +93,8 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
             continue
         from tuneloop.agent.session import run_session
 
-        rows, bests = [], []
+        rows = []
+        llm_bests: list[TrialResult | None] = []  # None: the session made no valid proposal
         for m in models:
             settings = (model_settings or ModelSettings()).model_copy(update={"model": m})
             for s in SEEDS:
@@ -103,15 +105,16 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
                     cfg, model_factory=model_factory, session_id=f"llm-{m.replace(':', '_')}-{f}-s{s}"
                 )
                 b = res.best
-                bests.append(b)
+                llm_bests.append(b)
                 rows.append(dict(seed=s, model=m, lr=b.learning_rate if b else None, momentum=b.momentum if b else None,
                                  final=b.final_value if b else None, iterations=b.iterations if b else None,
                                  status=None if b else (f"no valid proposal ({res.invalid_proposals} invalid, "
                                                         f"stop: {res.stop_reason})"),
                                  invalid=res.invalid_proposals))
-        top = min((b.score for b in bests if b is not None), default=None)
-        for row, b in zip(rows, bests, strict=False):
+        top = min((b.score for b in llm_bests if b is not None), default=None)
+        for row, b in zip(rows, llm_bests, strict=False):
             if b is not None:
+                assert top is not None  # b's score is one of those min() took
                 row["status"] = _label(b, f_star, top)
         tables["llm"][f] = rows
     return tables

@@ -13,7 +13,7 @@ from tuneloop.agent.prompts import template_for
 from tuneloop.agent.session_config import SessionConfig, manifest_for
 from tuneloop.evaluation.strategies import CentaurError, Strategy
 from tuneloop.tools.record import TraceWriter
-from tuneloop.tools.run_result import EventSink, SessionResult, finish_session
+from tuneloop.tools.run_result import EventSink, SessionResult, StopReason, finish_session
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal
 from tuneloop.tools.usage import Usage
 
@@ -37,7 +37,8 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
         strategy.bind_trace(handler)
         bill = handler.usage
     t0 = time.perf_counter()
-    stop, error = "budget_spent", None
+    stop: StopReason = "budget_spent"
+    error: str | None = None
     template = template_for(cfg.prompt, cfg.prompt_text) if strategy.uses_llm else None
     model = cfg.model.model if strategy.uses_llm else None
     try:

@@ -272,7 +272,7 @@ class CMAESStrategy(Strategy):
 
     def __init__(self, space: SearchSpace = SearchSpace(), seed: int = 0, sigma0: float = SIGMA0,
                  population_size: int | None = None) -> None:
-        from cmaes import CMA
+        from cmaes import CMA  # type: ignore[import-untyped]  # cmaes ships no py.typed or stubs
 
         self.space = space
         self.sigma0 = sigma0
@@ -329,7 +329,7 @@ class TPEStrategy(Strategy):
         self.n_startup_trials = n_startup_trials
         self.study = optuna.create_study(
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=n_startup_trials))
-        self._open: dict[tuple[float, float], object] = {}
+        self._open: dict[tuple[float, float], optuna.trial.Trial] = {}
 
     def ask(self) -> tuple[float, float]:
         trial = self.study.ask()

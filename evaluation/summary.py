@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,9 +63,9 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _executors(cfg: EvalConfig) -> list[dict]:
-    """Where each finished cell ran (backend, node), from its manifest."""
-    out = []
+def _executors(cfg: EvalConfig) -> list[dict[str, Any] | None]:
+    """Where each finished cell ran (backend, node), from its manifest; None where not known."""
+    out: list[dict[str, Any] | None] = []
     for cell in cfg.cells():
         path = cell_dir(cfg, cell) / "manifest.json"
         out.append(json.loads(path.read_text()).get("executor") if path.exists() else None)

@@ -1,7 +1,7 @@
 """The tool itself over HTTP: one momentum-GD run, the objectives, the prompt templates,
 and a health check."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fastapi import APIRouter
 
@@ -11,7 +11,10 @@ from tuneloop.evaluation.service.schemas import EvaluateRequest, Limits, capped
 
 def tools_router(limits: Limits) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["tools"])
-    Request_ = capped(EvaluateRequest, limits)
+    if TYPE_CHECKING:  # what the checker sees: the body is an EvaluateRequest (capped subclasses it)
+        Request_: TypeAlias = EvaluateRequest
+    else:  # what FastAPI reads, at run time: this server's capped model
+        Request_ = capped(EvaluateRequest, limits)
 
     @router.get("/health")
     def health() -> dict[str, bool]:

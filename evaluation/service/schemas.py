@@ -6,7 +6,8 @@ server returns is in it."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, TypeVar
 
 from annotated_types import Interval
 from pydantic import (
@@ -19,6 +20,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from tuneloop.agent.prompts import list_templates
 from tuneloop.evaluation import defaults as D
@@ -35,13 +37,18 @@ def _a_number(v: Any) -> Any:
     return v
 
 
+def _enum(values: Iterable[str]) -> JsonDict:
+    """A `json_schema_extra` that lists the values a field takes (in this order)."""
+    return {"enum": list(values)}
+
+
 Finite = Annotated[float, BeforeValidator(_a_number), AllowInfNan(False)]
 Integer = Annotated[int, BeforeValidator(_a_number)]
 StartPoint = Literal["paper", "random"] | Annotated[list[Finite], Field(min_length=2, max_length=1000)]
 # the objectives defined in 2-D only take a start point of two numbers: said in the schema
 # too (JSON Schema's if/then), so that the document allows exactly what the server takes
-TWO_D_ONLY = {"allOf": [{
-    "if": {"properties": {"function": {"enum": sorted(n for n, o in OBJECTIVES.items() if not o.any_dim)}},
+TWO_D_ONLY: JsonDict = {"allOf": [{
+    "if": {"properties": {"function": _enum(sorted(n for n, o in OBJECTIVES.items() if not o.any_dim))},
            "required": ["function"]},
     "then": {"properties": {"x0": {"anyOf": [{"enum": ["paper", "random"]},
                                              {"type": "array", "maxItems": 2}]}}}}]}
@@ -99,15 +106,15 @@ class SessionRequest(BaseModel):
     """A session to start: any method, on a built-in objective, with a built-in prompt."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=TWO_D_ONLY)
-    method: str = Field(description=f"one of {', '.join(METHODS)}", json_schema_extra={"enum": list(METHODS)})
+    method: str = Field(description=f"one of {', '.join(METHODS)}", json_schema_extra=_enum(METHODS))
     function: str = Field(pattern=NAME_PATTERN, description="a built-in objective (see /api/functions)",
-                          json_schema_extra={"enum": sorted(OBJECTIVES)})
+                          json_schema_extra=_enum(sorted(OBJECTIVES)))
     budget: Integer = Field(gt=0, le=MAX_BUDGET, description="charged evaluations (at most the server's --max-budget)")
     seed: Integer = Field(default=0, ge=0, le=2**31 - 1)
     model: str = Field(default="local", max_length=200, json_schema_extra={"pattern": MODEL_PATTERN},
                        description="local | openai:NAME (the server's key variable must be set)")
     prompt: str = Field(default="default", pattern=NAME_PATTERN, description="a built-in template (agent sessions)",
-                        json_schema_extra={"enum": list_templates()})
+                        json_schema_extra=_enum(list_templates()))
     x0: StartPoint = "paper"
     max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
                           description="iteration cap T (at most the server's --max-iter-cap)")
@@ -153,6 +160,9 @@ class SessionRequest(BaseModel):
 
 
 
+SessionStatus = Literal["queued", "running", "finished", "interrupted", "failed"]
+
+
 class Accepted(BaseModel):
     id: str
     status: Literal["queued", "running"]
@@ -162,7 +172,7 @@ class SessionRow(BaseModel):
     id: str
     method: str | None
     function: str | None
-    status: Literal["queued", "running", "finished", "interrupted", "failed"]
+    status: SessionStatus
     budget: int | None
     trials_charged: int
     best_value: float | None
@@ -186,7 +196,7 @@ class EvaluateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=TWO_D_ONLY)
     function: str = Field(pattern=NAME_PATTERN, description="a built-in objective (see /api/functions)",
-                          json_schema_extra={"enum": sorted(OBJECTIVES)})
+                          json_schema_extra=_enum(sorted(OBJECTIVES)))
     learning_rate: Finite = Field(gt=0.0, le=1.0)
     momentum: Finite = Field(ge=0.0, lt=1.0)
     max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
@@ -206,7 +216,10 @@ class EvaluateRequest(BaseModel):
 
 
 
-def capped(model: type[BaseModel], limits: Limits) -> type[BaseModel]:
+M = TypeVar("M", bound=BaseModel)
+
+
+def capped(model: type[M], limits: Limits) -> type[M]:
     """`model` with this server's limits on budget and max_iter, so that its OpenAPI
     schema states exactly what the server accepts."""
     fields: dict[str, Any] = {}

@@ -21,10 +21,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
-from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow
+from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow, SessionStatus
 from tuneloop.tools.errors import TuneloopError, UserError
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
@@ -74,7 +74,7 @@ class SessionManager:
         if self.factory is make_chat_model and MethodSpec(method=req.method).uses_llm:
             check_model(self._settings(req))
 
-    def start(self, req: SessionRequest) -> tuple[str, str]:
+    def start(self, req: SessionRequest) -> tuple[str, Literal["queued"]]:
         from tuneloop.tools.files import atomic_write_text
         from tuneloop.tools.record import new_session_id
 
@@ -98,7 +98,7 @@ class SessionManager:
                 n += 1
         return n
 
-    def resume(self, session_id: str) -> str:
+    def resume(self, session_id: str) -> Literal["queued"]:
         return self._submit(session_id, lambda cancel: self._run_resumed(session_id, cancel), None)
 
     def cancel(self, session_id: str) -> bool:
@@ -109,7 +109,7 @@ class SessionManager:
             entry["cancel"].set()
             return True
 
-    def _submit(self, sid: str, work, model: str | None, bounded: bool = True) -> str:
+    def _submit(self, sid: str, work, model: str | None, bounded: bool = True) -> Literal["queued"]:
         with self.lock:
             if sid in self.active:
                 raise QueueFull(f"session {sid} is already queued or running")
@@ -133,8 +133,8 @@ class SessionManager:
     def _settings(self, req: SessionRequest):
         from tuneloop.agent.models import ModelSettings
 
-        kw = {k: v for k, v in dict(temperature=req.temperature, base_url=req.base_url,
-                                    api_key_env=req.api_key_env).items() if v is not None}
+        kw: dict[str, Any] = {k: v for k, v in dict(temperature=req.temperature, base_url=req.base_url,
+                                                    api_key_env=req.api_key_env).items() if v is not None}
         return ModelSettings(model=req.model, seed=req.seed, **kw)
 
     def _run_new(self, sid: str, req: SessionRequest, cancel: threading.Event) -> None:
@@ -160,10 +160,15 @@ class SessionManager:
         from tuneloop.tools.record import read_trace
 
         t = read_trace(self.runs_dir / sid)
+        assert t.manifest is not None  # the resume route refuses a session without one; manifests stay
         cfg = config_from_manifest(t.manifest).model_copy(update={"runs_dir": self.runs_dir})
-        with self._model_slot(cfg.model.model):
-            run_session(cfg, model_factory=self.factory, session_id=sid, resume_events=t.events,
-                        should_stop=cancel.is_set)
+        try:
+            with self._model_slot(cfg.model.model):
+                run_session(cfg, model_factory=self.factory, session_id=sid, resume_events=t.events,
+                            should_stop=cancel.is_set)
+        except Exception as e:  # noqa: BLE001 - its trace stays as it was (interrupted, resumable); say why
+            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            print(f"tuneloop serve: resuming session {sid} failed: {reason}", file=sys.stderr, flush=True)
 
     def _model_slot(self, model: str | None):
         from contextlib import nullcontext
@@ -171,7 +176,7 @@ class SessionManager:
         return self.local_model if is_local(model or "") else nullcontext()
 
     # ------------------------------------------------------------------ status
-    def status_of(self, session_id: str, trace=None) -> str:
+    def status_of(self, session_id: str, trace=None) -> SessionStatus:
         with self.lock:
             entry = self.active.get(session_id)
             if entry is not None:
