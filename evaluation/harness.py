@@ -95,9 +95,13 @@ class EvalConfig(BaseModel):
         return any(a.uses_llm for a in self.arms())
 
 
+def function_slug(function: str) -> str:
+    """How a function is named in file names: a built-in's name, an objective file's stem."""
+    return Path(function).stem if is_objective_file(function) else function
+
+
 def cell_id(arm: Arm, function: str, seed: int) -> str:
-    name = Path(function).stem if is_objective_file(function) else function  # a file: its stem
-    return f"{arm.slug}-{name}-s{seed}"
+    return f"{arm.slug}-{function_slug(function)}-s{seed}"
 
 
 def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:

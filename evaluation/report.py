@@ -213,7 +213,7 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
 
 def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
     """All of `tuneloop eval`'s figures, per function."""
-    from tuneloop.evaluation.harness import start_point
+    from tuneloop.evaluation.harness import function_slug, start_point
     from tuneloop.evaluation.summary import load_cells
     from tuneloop.tools.objectives import get_objective
 
@@ -222,23 +222,24 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
     made: dict[str, list[str]] = {}
     for f in cfg.functions:
         cells = {a.label: load_cells(cfg, a, f) for a in cfg.arms()}
+        slug = function_slug(f)  # an objective file is a path: its stem names the figures
         files = []
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
-                                      plots_dir / f"anytime_{f}.png",
+                                      plots_dir / f"anytime_{slug}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
         x0 = start_point(cfg, cfg.seeds[0])
         land = search_landscape(f, x0, cfg.max_iter, resolution, tol=cfg.tol)
         props = {m: [(p[0], p[1]) for c in cs for p in c["proposals"]] for m, cs in cells.items()}
         files.append(str(plot_landscape_proposals(
-            land, props, plots_dir / f"landscape_{f}.png",
+            land, props, plots_dir / f"landscape_{slug}.png",
             f"{f}: proposals of every method over all seeds on the landscape from seed {cfg.seeds[0]}'s start")))
         obj = get_objective(f)
         vals = {m: [c["row"]["best_value"] for c in cs] for m, cs in cells.items()}
-        files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{f}.png",
+        files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{slug}.png",
                                        f"{f}: best value per seed", obj.minimum(2))))
         best_cfg = {m: (cs[0]["row"]["best_alpha"], cs[0]["row"]["best_beta"]) for m, cs in cells.items()
                     if cs and cs[0]["row"]["best_alpha"] is not None}
-        files.append(str(plot_trajectories(f, best_cfg, x0, cfg.max_iter, plots_dir / f"trajectories_{f}.png",
+        files.append(str(plot_trajectories(f, best_cfg, x0, cfg.max_iter, plots_dir / f"trajectories_{slug}.png",
                                            f"{f}: GD path of each method's best configuration (seed {cfg.seeds[0]})")))
         made[f] = files
     return made

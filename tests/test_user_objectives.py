@@ -108,8 +108,11 @@ def test_a_session_records_the_file_and_its_hash(booth, tmp_path, capsys):
 def test_eval_runs_a_file_like_a_built_in(booth, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["eval", "--functions", str(booth), "--methods", "grid", "cmaes", "--seeds", "0", "--budget", "4",
-                 "--max-iter", "500", "--workers", "1", "--out", str(out), "--no-plots"]) == 0
+                 "--max-iter", "500", "--workers", "1", "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["cmaes-booth-s0", "grid-booth-s0"]
+    # the figures are named by the file's stem (a path in a file name was a crash)
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "anytime_booth.png", "landscape_booth.png", "per_seed_booth.png", "trajectories_booth.png"]
 
 
 def test_without_a_minimum_the_score_ranks_by_the_final_value(tmp_path):
