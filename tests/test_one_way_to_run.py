@@ -1,0 +1,86 @@
+"""One request, three callers: the service, the harness and replay all run a method
+through `run_method`, so the same request gives the same trials whichever runs it.
+And the package itself: only `tuneloop` is installed, and a user's own `tools/` or
+`agent/` folder cannot shadow it."""
+
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fakes import ScriptedChatModel
+from tuneloop.agent.models import ModelSettings
+from tuneloop.evaluation.harness import EvalConfig, run_eval
+from tuneloop.evaluation.replay import replay
+from tuneloop.evaluation.service.app import create_app
+from tuneloop.evaluation.service.sessions import SessionManager
+from tuneloop.tools.record import read_trace
+
+FIELDS = ("source", "learning_rate", "momentum", "status", "final_value", "iterations", "charged")
+
+
+def centaur_model(settings: ModelSettings) -> ScriptedChatModel:
+    """Centaur's LLM, scripted: the same proposal every call (module level: picklable)."""
+    return ScriptedChatModel(script=[{"name": "CentaurProposal", "args": {"learning_rate": 2e-3, "momentum": 0.6}}])
+
+
+def trials(run_dir) -> list[tuple]:
+    return [tuple(e[k] for k in FIELDS) for e in read_trace(run_dir).of("trial_evaluated")]
+
+
+@pytest.mark.parametrize("method", ["cmaes", "tpe", "centaur"])
+def test_service_harness_and_replay_give_the_same_trials(tmp_path, method):
+    # budget 12: Centaur's LLM has trials after its warm-up generation (6) at ratio 0.3
+    request = {"method": method, "function": "rastrigin", "budget": 12, "seed": 2, "x0": "random", "max_iter": 2000}
+    # the service
+    manager = SessionManager(tmp_path / "served", model_factory=centaur_model)
+    client = TestClient(create_app(manager))
+    sid = client.post("/api/sessions", json=request).json()["id"]
+    deadline = time.monotonic() + 60
+    while manager.is_active(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    manager.shutdown()
+    served = tmp_path / "served" / sid
+    # the harness, with the same model settings the service builds (seed included)
+    cfg = EvalConfig(functions=["rastrigin"], methods=[method], seeds=[2], budget=12, x0="random", max_iter=2000,
+                     workers=1, out=tmp_path / "study", models=[ModelSettings(seed=0)])
+    run_eval(cfg, model_factory=centaur_model)
+    cell = next((tmp_path / "study" / "runs").iterdir())
+    assert trials(served) == trials(cell) and len([t for t in trials(cell) if t[-1]]) == 12
+    if method == "centaur":  # the LLM's trials are there, and the manifests agree on Centaur's settings
+        assert any(t[0] == "centaur-llm" for t in trials(cell))
+        assert read_trace(served).manifest["centaur"] == read_trace(cell).manifest["centaur"]
+    # replay re-runs the served session from its record: identical
+    assert replay(read_trace(served), tmp_path / "replayed")["identical"] is True
+
+
+@pytest.mark.slow
+def test_only_tuneloop_is_installed(tmp_path):
+    """`pip wheel .`: the wheel holds `tuneloop/` and its dist-info, nothing else."""
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                        str(tmp_path), str(root)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(tmp_path.glob("tuneloop-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"tuneloop", wheel.name.split("-py3")[0] + ".dist-info"}, tops
+    names = zipfile.ZipFile(wheel).namelist()
+    for must in ("tuneloop/__init__.py", "tuneloop/tools/kernels.py", "tuneloop/agent/session.py",
+                 "tuneloop/evaluation/service/static/index.html", "tuneloop/prompts/default.txt", "tuneloop/py.typed"):
+        assert must in names, must
+
+
+def test_a_users_own_tools_and_agent_folders_do_not_shadow_tuneloop(tmp_path):
+    for name in ("tools", "agent", "evaluation", "prompts"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name} was imported')\n")
+    code = ("import tuneloop, tuneloop.tools.trials, tuneloop.agent.gbnf, tuneloop.evaluation.methods\n"
+            "print(tuneloop.__version__)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() and r.stdout.strip()[0].isdigit()
+    r = subprocess.run(["tuneloop", "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("tuneloop ")
