@@ -226,12 +226,12 @@ def read_trace_warning(run_dir: Path):
 def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> None:
     from tuneloop.agent.resume import finished_reason
     from tuneloop.agent.session import run_session
-    from tuneloop.agent.session_config import config_from_manifest
+    from tuneloop.agent.session_config import AGENT_METHOD, config_from_manifest
 
     t = read_trace_warning(run_dir)
     if not t.manifest:
         raise UserError(f"{run_dir} has no manifest.json: it cannot be resumed")
-    if t.method != "llm":
+    if t.method != AGENT_METHOD:
         raise UserError(f"{run_dir} is a {t.method} run; only agent sessions resume (re-run `tuneloop eval` instead)")
     reason = finished_reason(t.events)
     if reason in ("budget_spent", "final_answer"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from langchain_core.tools import StructuredTool
 
+from tuneloop.agent.session_config import AGENT_METHOD
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
 
 TOOL_NAME = "run_momentum_gd"
@@ -46,7 +47,7 @@ def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
     return reply
 
 
-def make_gd_tool(ev: Evaluator, source: str = "llm") -> StructuredTool:
+def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD) -> StructuredTool:
     """The `run_momentum_gd(learning_rate, momentum)` tool bound to one Evaluator."""
 
     def run_momentum_gd(**kwargs: Any) -> str:

@@ -17,6 +17,7 @@ from tuneloop.tools.trials import Bounds, EvaluatorConfig
 # The model-call cap (MODEL_CALLS_PER_TRIAL x budget + MODEL_CALLS_EXTRA) and the tool-call
 # cap (TOOL_CALLS_PER_TRIAL x budget) make sure a model that only talks, or only repeats
 # itself, still ends.
+AGENT_METHOD = "llm"  # the method name of an agent session, wherever a method is named
 MODEL_CALLS_PER_TRIAL = 3
 MODEL_CALLS_EXTRA = 3
 TOOL_CALLS_PER_TRIAL = 3
@@ -29,7 +30,7 @@ class SessionConfig(BaseModel):
     seed: int = 0
     prompt_text: str | None = None  # a recorded template's text (replay, resume) instead of a name
     x0_spec: str = "paper"  # how the start point was chosen: paper | random | explicit
-    method: str = "llm"
+    method: str = AGENT_METHOD
     runs_dir: Path = Path("runs")
     manifest_extra: dict[str, Any] = {}  # recorded in the manifest as well (e.g. where a cell ran)
 
@@ -75,7 +76,7 @@ def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
     prompt = m.get("prompt") or {}
     return SessionConfig(evaluator=ev, model=model, prompt=prompt.get("name") or "default",
                          prompt_text=prompt.get("text"), seed=m.get("seed", 0), x0_spec=m.get("x0_spec", "explicit"),
-                         method=m.get("method", "llm"))
+                         method=m.get("method", AGENT_METHOD))
 
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuneloop.agent.gbnf import SCI_FLOOR_EXP
+from tuneloop.agent.session_config import AGENT_METHOD
 from tuneloop.evaluation.defaults import CENTAUR_RATIO
 from tuneloop.tools.errors import TuneloopError
 from tuneloop.tools.trials import Bounds
@@ -435,7 +436,6 @@ class Centaur(Strategy):
 
 # Method names, in the order tables list them: the classical strategies, then the two
 # that use an LLM (the agent session, which is not a strategy, and Centaur).
-AGENT_METHOD = "llm"
 CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
 LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
 METHODS = CLASSICAL + LLM_METHODS

@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from tuneloop.agent.session_config import AGENT_METHOD
 from tuneloop.evaluation.service.schemas import (
     Accepted,
     Limits,
@@ -146,7 +147,7 @@ def sessions_router(limits: Limits) -> APIRouter:
         status = manager.status_of(session_id, t)
         if status != "interrupted":
             raise HTTPException(409, f"session {session_id} is {status}, not interrupted")
-        if t.method != "llm" or not t.manifest:
+        if t.method != AGENT_METHOD or not t.manifest:
             raise HTTPException(409, f"session {session_id} is a {t.method} run; only agent sessions resume")
         try:
             return Accepted(id=session_id, status=manager.resume(session_id))
