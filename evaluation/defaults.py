@@ -15,6 +15,7 @@ CENTAUR_PROMPT = "centaur"
 CONCURRENCY = 8  # cells waiting on a remote model at once, in threads
 CENTAUR_RATIO = 0.3  # the fraction r of post-warm-up trials the LLM proposes
 OUT = Path("results")
+MAX_DIM = 1000  # the largest --dim a study or a request may ask for
 # `tuneloop serve`: what one request may cost (422 above)
 SERVE_MAX_BUDGET = 200  # charged evaluations of one session
 SERVE_MAX_ITER = 100_000  # iterations of one run (max_iter)

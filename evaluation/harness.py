@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
 from tuneloop.evaluation import defaults as D
@@ -29,7 +29,7 @@ from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.tools.defaults import DEFAULT_TOL
 from tuneloop.tools.files import atomic_open, atomic_write_text
 from tuneloop.tools.momentum import start_point as kernel_start_point
-from tuneloop.tools.objectives import is_objective_file
+from tuneloop.tools.objectives import get_objective, is_objective_file
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.scoring import best_so_far
 from tuneloop.tools.usage import known_sum
@@ -65,6 +65,7 @@ class EvalConfig(BaseModel):
     seeds: list[int] = list(D.SEEDS)
     budget: int = Field(default=D.BUDGET, ge=1)
     x0: Literal["paper", "random"] = D.X0
+    dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # the start points' dimension (N-D objectives)
     max_iter: int = Field(default=D.MAX_ITER, ge=1)
     tol: float = DEFAULT_TOL
     models: list[ModelSettings] = [ModelSettings()]  # each model's settings; one row per model
@@ -87,6 +88,13 @@ class EvalConfig(BaseModel):
         """Every (arm, function, seed) of the study, in table order."""
         return [(a, f, s) for f in self.functions for a in self.arms() for s in self.seeds]
 
+    @field_validator("dim")
+    @classmethod
+    def _every_function_takes_it(cls, dim: int, info: ValidationInfo) -> int:
+        for f in info.data.get("functions", []):
+            get_objective(f).check_dim(dim)  # a 2-D-only objective says so
+        return dim
+
     def settings_of(self, model: str | None) -> ModelSettings:
         return next((m for m in self.models if m.model == model), self.models[0])
 
@@ -100,13 +108,15 @@ def function_slug(function: str) -> str:
     return Path(function).stem if is_objective_file(function) else function
 
 
-def cell_id(arm: Arm, function: str, seed: int) -> str:
-    return f"{arm.slug}-{function_slug(function)}-s{seed}"
+def cell_id(arm: Arm, function: str, seed: int, dim: int = 2) -> str:
+    """A cell's name; the dimension is named when it is not the default 2 (cell names
+    leave defaults out, so a study grows resumably and studies in N-D never collide)."""
+    return f"{arm.slug}-{function_slug(function)}{'' if dim == 2 else f'-d{dim}'}-s{seed}"
 
 
 def start_point(cfg: EvalConfig, seed: int) -> tuple[float, ...]:
     """Every method under one seed starts from the same point."""
-    return kernel_start_point(cfg.x0, seed)
+    return kernel_start_point(cfg.x0, seed, cfg.dim)
 
 
 def anytime(result: SessionResult) -> list[float]:
@@ -126,14 +136,14 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
              model_factory: ModelFactory = make_chat_model, executor: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell to completion and write its result.json; returns its CSV row.
     `executor` (backend, node) is recorded in the cell's manifest."""
-    cid = cell_id(arm, function, seed)
+    cid = cell_id(arm, function, seed, cfg.dim)
     runs = cfg.out / "runs"
     x0 = start_point(cfg, seed)
     base = cfg.settings_of(arm.model)
     model_settings = base.model_copy(update={"seed": base.seed + seed})
     if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
-    spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0,
+    spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0, dim=cfg.dim,
                       max_iter=cfg.max_iter, tol=cfg.tol, model=model_settings,
                       prompt=arm.prompt or cfg.centaur_prompt, centaur_ratio=cfg.centaur_ratio,
                       centaur_warmup=cfg.centaur_warmup, runs_dir=runs,
@@ -176,8 +186,9 @@ def is_remote(arm: Arm) -> bool:
     return bool(arm.model and arm.model.startswith("openai:"))
 
 
-def cell_dir(cfg: EvalConfig, cell: tuple) -> Path:
-    return cfg.out / "runs" / cell_id(*cell)
+def cell_dir(cfg: EvalConfig, cell: tuple[Arm, str, int]) -> Path:
+    arm, function, seed = cell
+    return cfg.out / "runs" / cell_id(arm, function, seed, cfg.dim)
 
 
 def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None,
@@ -216,25 +227,25 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
         from tuneloop.evaluation.optuna_storage import StudyRecorder
 
         recorder = StudyRecorder(cfg.storage)
-        running = {cell_id(*c) for c in todo}
-        earlier = [c for c in cells if cell_id(*c) not in running]
+        running = {cell_dir(cfg, c).name for c in todo}
+        earlier = [c for c in cells if cell_dir(cfg, c).name not in running]
 
-    def finished(cell: tuple) -> None:
+    def finished(cell: tuple[Arm, str, int]) -> None:
         nonlocal done
         if recorder is not None:
-            recorder.record(cell_id(*cell), cell_dir(cfg, cell))
+            recorder.record(cell_dir(cfg, cell).name, cell_dir(cfg, cell))
             if earlier:  # one earlier cell per finished one, while the pool works
                 c = earlier.pop(0)
-                recorder.record(cell_id(*c), cell_dir(cfg, c))
+                recorder.record(cell_dir(cfg, c).name, cell_dir(cfg, c))
         done += 1
         if progress:
-            progress(done, len(cells), cell_id(*cell))
+            progress(done, len(cells), cell_dir(cfg, cell).name)
 
     if jobs:
         executor.run(jobs, finished)
     if recorder is not None:
         for c in earlier:
-            recorder.record(cell_id(*c), cell_dir(cfg, c))
+            recorder.record(cell_dir(cfg, c).name, cell_dir(cfg, c))
         if on_recorded:
             on_recorded(recorder.report)
     rows = [json.loads((cell_dir(cfg, c) / "result.json").read_text())["row"] for c in cells]

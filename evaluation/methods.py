@@ -21,10 +21,10 @@ from tuneloop.agent.session_config import SessionConfig, config_from_manifest
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import (
     AGENT_METHOD,
-    METHODS,
     STRATEGIES,
     SearchSpace,
     StrategyContext,
+    known_method,
     make_strategy,
 )
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
@@ -43,6 +43,7 @@ class MethodSpec(BaseModel):
     budget: int = Field(default=EvaluatorConfig.model_fields["budget"].default, ge=1)
     seed: int = 0
     x0: str | tuple[float, ...] = "paper"  # "paper", "random" (drawn from the seed) or a point
+    dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # a "paper" or "random" start's dimension
     max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
     tol: float = Field(default=DEFAULT_TOL, ge=0.0)
     bounds: Bounds = Bounds()
@@ -57,16 +58,14 @@ class MethodSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; known: {', '.join(METHODS)}")
-        return v
+        return known_method(v)
 
     @property
     def uses_llm(self) -> bool:
         return self.method == AGENT_METHOD or STRATEGIES[self.method].uses_llm
 
     def session_config(self) -> SessionConfig:
-        x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed)
+        x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed, self.dim)
         default_prompt = D.PROMPT if self.method == AGENT_METHOD else D.CENTAUR_PROMPT
         return SessionConfig(
             evaluator=EvaluatorConfig(objective=self.function, x0=x0, max_iter=self.max_iter, tol=self.tol,
@@ -82,7 +81,7 @@ class MethodSpec(BaseModel):
         ev = cfg.evaluator
         settings = m.get(cfg.method) or {}  # a hybrid's own settings (Centaur: ratio, warm-up)
         fields: dict[str, Any] = dict(
-            method=cfg.method, function=ev.objective, budget=ev.budget, seed=cfg.seed, x0=tuple(ev.x0),
+            method=cfg.method, function=ev.objective, budget=ev.budget, seed=cfg.seed, x0=tuple(ev.x0), dim=len(ev.x0),
             max_iter=ev.max_iter, tol=ev.tol, bounds=ev.bounds, model=cfg.model, prompt=cfg.prompt,
             prompt_text=cfg.prompt_text, centaur_ratio=settings.get("ratio", D.CENTAUR_RATIO),
             centaur_warmup=settings.get("warmup"))

@@ -439,3 +439,10 @@ class Centaur(Strategy):
 CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
 LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
 METHODS = CLASSICAL + LLM_METHODS
+
+
+def known_method(name: str) -> str:
+    """`name` if it is a method, else a ValueError listing them (a validator's message)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return name

@@ -84,3 +84,37 @@ def test_a_users_own_tools_and_agent_folders_do_not_shadow_tuneloop(tmp_path):
     assert r.stdout.strip() and r.stdout.strip()[0].isdigit()
     r = subprocess.run(["tuneloop", "--version"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("tuneloop ")
+
+
+def test_every_method_runs_in_n_d(tmp_path):
+    """--dim for a study: 10-D starts for every method and seed, named in the cell, the
+    same start for every method of a seed; a 2-D-only objective says so."""
+    cfg = EvalConfig(functions=["rosenbrock"], methods=["grid", "random", "cmaes", "tpe"], seeds=[0, 1], budget=6,
+                     x0="random", dim=10, max_iter=300, workers=1, out=tmp_path / "study")
+    rows = run_eval(cfg)
+    assert {len(r["x0"].split()) for r in rows} == {10}
+    for seed in (0, 1):
+        assert len({r["x0"] for r in rows if r["seed"] == seed}) == 1
+    cells = sorted(p.name for p in (tmp_path / "study" / "runs").iterdir())
+    assert "cmaes-rosenbrock-d10-s0" in cells and all("-d10-" in c for c in cells)
+    t = read_trace(tmp_path / "study" / "runs" / "tpe-rosenbrock-d10-s1")
+    assert len(t.manifest["x0"]) == 10 and all(len(e["x_final"]) == 10 for e in t.of("trial_evaluated"))
+    with pytest.raises(ValueError, match="beale is defined for dimension 2 only"):
+        EvalConfig(functions=["beale"], dim=5)
+
+
+def test_the_service_takes_dim(tmp_path):
+    manager = SessionManager(tmp_path / "runs")
+    client = TestClient(create_app(manager))
+    sid = client.post("/api/sessions", json={"method": "cmaes", "function": "rastrigin", "budget": 4, "dim": 5,
+                                             "x0": "random", "seed": 3}).json()["id"]
+    deadline = time.monotonic() + 60
+    while manager.is_active(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    manifest = client.get(f"/api/sessions/{sid}").json()["manifest"]
+    assert len(manifest["x0"]) == 5 and manifest["x0_spec"] == "random"
+    for bad in ({"function": "beale", "dim": 3}, {"function": "rosenbrock", "x0": [1, 2, 3], "dim": 3},
+                {"function": "rosenbrock", "dim": 1}):
+        r = client.post("/api/sessions", json={"method": "cmaes", "budget": 4} | bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "dim", (bad, r.text)
+    manager.shutdown()

@@ -50,8 +50,11 @@ StartPoint = Literal["paper", "random"] | Annotated[list[Finite], Field(min_leng
 TWO_D_ONLY: JsonDict = {"allOf": [{
     "if": {"properties": {"function": _enum(sorted(n for n, o in OBJECTIVES.items() if not o.any_dim))},
            "required": ["function"]},
-    "then": {"properties": {"x0": {"anyOf": [{"enum": ["paper", "random"]},
-                                             {"type": "array", "maxItems": 2}]}}}}]}
+    "then": {"properties": {"x0": {"anyOf": [{"enum": ["paper", "random"]}, {"type": "array", "maxItems": 2}]},
+                            "dim": {"anyOf": [{"type": "integer", "maximum": 2}, {"type": "null"}]}}}},
+    # an explicit start point is its own dimension: `dim` goes with "paper" or "random"
+    {"if": {"properties": {"x0": {"type": "array"}}, "required": ["x0"]},
+     "then": {"not": {"required": ["dim"]}}}]}
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # built-in names only: a path would read the server's files
 MODEL_PATTERN = r"^(local|openai:\S.*)$"  # the models a server runs (a gguf:PATH would read its files)
 MAX_BUDGET = D.SERVE_MAX_BUDGET  # `tuneloop serve --max-budget`
@@ -116,6 +119,9 @@ class SessionRequest(BaseModel):
     prompt: str = Field(default="default", pattern=NAME_PATTERN, description="a built-in template (agent sessions)",
                         json_schema_extra=_enum(list_templates()))
     x0: StartPoint = "paper"
+    dim: Annotated[int, Interval(ge=2, le=D.MAX_DIM), BeforeValidator(_a_number)] | None = Field(
+        default=None, description="the dimension of a 'paper' or 'random' start (default 2; not with a "
+                                "list: a list is its own dimension)")
     max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
                           description="iteration cap T (at most the server's --max-iter-cap)")
     # a union member's bounds go before its validator, or the schema would not state them
@@ -140,6 +146,19 @@ class SessionRequest(BaseModel):
     @classmethod
     def _fits_the_objective(cls, v: Any, info: ValidationInfo) -> Any:
         return start_fits(v, info)
+
+    @field_validator("dim")
+    @classmethod
+    def _dim_fits(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is None:
+            return v
+        if isinstance(info.data.get("x0"), list):
+            raise ValueError("give dim with x0 'paper' or 'random'; a list of numbers is its own dimension")
+        if info.data.get("function") is not None:
+            from tuneloop.tools.objectives import get_objective
+
+            get_objective(info.data["function"]).check_dim(v)
+        return v
 
     @field_validator("prompt")
     @classmethod

@@ -142,7 +142,8 @@ class SessionManager:
         from tuneloop.evaluation.strategies import AGENT_METHOD
 
         spec = MethodSpec(method=req.method, function=req.function, budget=req.budget, seed=req.seed,
-                          x0=tuple(req.x0) if isinstance(req.x0, list) else req.x0, max_iter=req.max_iter,
+                          x0=tuple(req.x0) if isinstance(req.x0, list) else req.x0, dim=req.dim or 2,
+                          max_iter=req.max_iter,
                           model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else None,
                           runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
         try:
