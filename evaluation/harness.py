@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -230,13 +231,20 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
         running = {cell_dir(cfg, c).name for c in todo}
         earlier = [c for c in cells if cell_dir(cfg, c).name not in running]
 
+    def record(cell: tuple[Arm, str, int]) -> None:
+        # a cell the storage cannot take must not stop the cells still running: its files
+        # are whole, and the next run records it (recording is idempotent)
+        assert recorder is not None
+        try:
+            recorder.record(cell_dir(cfg, cell).name, cell_dir(cfg, cell))
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy and a damaged trace raise many kinds
+            print(f"warning: {cell_dir(cfg, cell).name} not recorded in --storage: {str(e).splitlines()[0][:200]}",
+                  file=sys.stderr, flush=True)
+
     def finished(cell: tuple[Arm, str, int]) -> None:
         nonlocal done
         if recorder is not None:
-            recorder.record(cell_dir(cfg, cell).name, cell_dir(cfg, cell))
-            if earlier:  # one earlier cell per finished one, while the pool works
-                c = earlier.pop(0)
-                recorder.record(cell_dir(cfg, c).name, cell_dir(cfg, c))
+            record(cell)
         done += 1
         if progress:
             progress(done, len(cells), cell_dir(cfg, cell).name)
@@ -244,8 +252,8 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     if jobs:
         executor.run(jobs, finished)
     if recorder is not None:
-        for c in earlier:
-            recorder.record(cell_dir(cfg, c).name, cell_dir(cfg, c))
+        for c in earlier:  # cells finished by an earlier run, once the pool is done
+            record(c)
         if on_recorded:
             on_recorded(recorder.report)
     rows = [json.loads((cell_dir(cfg, c) / "result.json").read_text())["row"] for c in cells]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.tools.errors import UserError
+from tuneloop.tools.formatting import hide_password
 
 SHA_ATTR = "trace_sha256"  # the study's last write: its presence means the study is complete
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
@@ -63,12 +64,7 @@ def engine_kwargs_for(url: str) -> dict[str, Any]:
 
 def shown_url(url: str) -> str:
     """`url` as it may be printed: any password masked."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: storage_or_error says why
-        return url
+    return hide_password(url)
 
 
 def storage_or_error(url: str) -> Any:
@@ -79,7 +75,8 @@ def storage_or_error(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs_for(url))
     except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
-        raise UserError(f"cannot use --storage {url!r}: {str(e).splitlines()[0][:200]}") from None
+        why = hide_password(str(e).splitlines()[0][:200]) if str(e) else type(e).__name__
+        raise UserError(f"cannot use --storage {shown_url(url)!r}: {why}") from None
 
 
 def trace_sha256(run_dir: Path) -> str:

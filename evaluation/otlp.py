@@ -56,6 +56,7 @@ from tuneloop.agent.gguf import is_local
 from tuneloop.evaluation.strategies import AGENT_METHOD
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
+from tuneloop.tools.formatting import hide_password
 from tuneloop.tools.record import Redactor, Trace
 
 SCOPE = AGENT_NAME = "tuneloop"
@@ -354,8 +355,7 @@ def otlp_target(endpoint: str | None = None, protocol: str | None = None, header
     via = "" if endpoint is not None else f" (from {source})"
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
-        bare = re.sub(r"^([^@/]*//)?[^@/]*@", r"\1", url)  # without user:password
-        raise UserError(f"OTLP endpoint {bare!r}{via} is not an http(s) URL (e.g. http://localhost:4318/v1/traces)")
+        raise UserError(f"OTLP endpoint {hide_password(url)!r}{via} is not an http(s) URL (e.g. http://localhost:4318/v1/traces)")
     pkey = next((k for k in (ENV + "TRACES_PROTOCOL", ENV + "PROTOCOL") if env.get(k, "").strip()), None)
     proto = protocol if protocol is not None else env[pkey].strip() if pkey else "http/protobuf"
     if proto not in PROTOCOLS:
@@ -367,7 +367,9 @@ def otlp_target(endpoint: str | None = None, protocol: str | None = None, header
     if headers is None:
         hkey = next((k for k in (ENV + "TRACES_HEADERS", ENV + "HEADERS") if env.get(k, "").strip()), None)
         headers = _parse_headers(env[hkey], hkey) if hkey else {}
-    shown = u._replace(netloc=u.netloc.rpartition("@")[2]).geturl()  # without user:password
+    # the URL without user:password: what the request goes to (the credentials go as HTTP basic
+    # auth) and what messages show
+    shown = u._replace(netloc=u.netloc.rpartition("@")[2]).geturl()
     return OtlpTarget(url, shown, proto, source, dict(headers))
 
 

@@ -11,6 +11,7 @@ from tuneloop.agent.resume import recorded_replies
 from tuneloop.agent.scripted import ScriptedChatModel
 from tuneloop.agent.session_config import config_from_manifest
 from tuneloop.evaluation.methods import MethodSpec, run_method
+from tuneloop.evaluation.strategies import AGENT_METHOD, STRATEGIES
 from tuneloop.tools.record import Trace, TraceError, read_trace
 from tuneloop.tools.trials import Evaluator, InvalidProposal
 
@@ -31,7 +32,11 @@ def _first_difference(old: list[dict], new: list[dict], what: str) -> dict | Non
 def _rerun_with_recorded_replies(t: Trace, workdir: Path, recorded: list[dict]) -> dict | None:
     """An LLM method (the agent, Centaur): the same spec with the recorded model replies in
     place of the model; its trials, final answer and stop reason must come out the same."""
-    spec = MethodSpec.from_manifest(t.manifest or {}, runs_dir=workdir)
+    try:
+        spec = MethodSpec.from_manifest(t.manifest or {}, runs_dir=workdir)
+    except ValueError as e:  # pydantic's ValidationError: a manifest this release cannot run
+        raise TraceError(f"{t.run_dir}: its manifest cannot be run again here: {str(e).splitlines()[-1].strip()}") \
+            from None
     model = ScriptedChatModel(script=recorded_replies(t.events), strict=True)
     res = run_method(spec, session_id=t.session_id, chat_model=model)
     new = read_trace(workdir / t.session_id)
@@ -58,7 +63,7 @@ def replay(t: Trace, workdir: Path) -> dict[str, Any]:
     if t.of("session_resumed"):
         raise TraceError(f"{t.run_dir} was resumed; replay covers sessions that ran in one piece")
     recorded = t.of("trial_evaluated")
-    if MethodSpec.from_manifest(t.manifest).uses_llm:
+    if t.method == AGENT_METHOD or (t.method in STRATEGIES and STRATEGIES[t.method].uses_llm):
         diff = _rerun_with_recorded_replies(t, workdir, recorded)
     else:
         ev = Evaluator(config_from_manifest(t.manifest).evaluator)

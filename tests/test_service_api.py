@@ -193,3 +193,11 @@ def test_the_openapi_document_states_what_the_server_does(tmp_path):
                                                               "description": "the server's --token-env variable"}
     assert start["security"] == [{"bearer": []}]
     manager.shutdown()
+
+
+def test_a_refused_session_leaves_nothing_behind(api):
+    """429: no folder, so no restart queues it later and no id answers for it."""
+    codes = [api.post("/api/sessions", json=CMAES | {"seed": s}).status_code for s in range(4)]
+    assert codes == [202, 202, 202, 429]  # one held running, two waiting, then the queue is full
+    runs = api.manager.runs_dir
+    assert len(list(runs.iterdir())) == 3

@@ -256,3 +256,14 @@ def test_resume_after_a_crash_charges_nothing_twice(tmp_path, capsys, monkeypatc
     assert any(e["event"] == "session_resumed" for e in events)
     assert main(["run", "--resume", r.run_dir]) == 2  # finished now: nothing to resume
     assert "already finished" in capsys.readouterr().err
+
+
+def test_a_url_password_never_reaches_the_trace(tmp_path):
+    from tuneloop.tools.record import TraceWriter
+
+    w = TraceWriter(tmp_path, "s")
+    w.write_manifest({"model": {"base_url": "http://me:hunter2@127.0.0.1:8080/v1"}})
+    w.emit("retry", error="cannot reach https://me:hunter2@example.invalid/v1: refused")
+    w.close()
+    text = (tmp_path / "s" / "manifest.json").read_text() + (tmp_path / "s" / "trace.jsonl").read_text()
+    assert "hunter2" not in text and "http://me:***@127.0.0.1:8080/v1" in text

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 
@@ -83,3 +84,18 @@ def fmt_cell(v: Any, spec: str = ".4g", missing: str = "-") -> str:
     if isinstance(v, float):
         return format(v, spec)
     return str(v)
+
+
+_URL_PASSWORD = re.compile(r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
+def hide_password(text: str) -> str:
+    """Every `scheme://user:password@` in `text` (a URL, or a message that quotes one)
+    with the password masked: the one rule for printing and logging URLs.
+
+    >>> hide_password("cannot use postgresql://me:hunter2@db:5432/optuna: refused")
+    'cannot use postgresql://me:***@db:5432/optuna: refused'
+    >>> hide_password("http://localhost:4318/v1/traces")
+    'http://localhost:4318/v1/traces'
+    """
+    return _URL_PASSWORD.sub(r"\g<keep>***@", text)

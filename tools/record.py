@@ -31,7 +31,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
-from tuneloop.tools.formatting import json_safe
+from tuneloop.tools.formatting import hide_password, json_safe
 
 TRACE_FORMAT = 1
 # UTC, microseconds, "+00:00": what datetime.isoformat() writes for an aware UTC time
@@ -69,6 +69,7 @@ class Redactor:
         if isinstance(value, str):
             for k in self.known:
                 value = value.replace(k, "***")
+            value = hide_password(value)  # a base_url with credentials
             for pat in _SECRET_PATTERNS:
                 value = pat.sub("***", value)
             return value

@@ -24,7 +24,7 @@ from pydantic.config import JsonDict
 
 from tuneloop.agent.prompts import list_templates
 from tuneloop.evaluation import defaults as D
-from tuneloop.evaluation.strategies import METHODS
+from tuneloop.evaluation.strategies import METHODS, known_method
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tuneloop.tools.objectives import OBJECTIVES
 
@@ -44,7 +44,7 @@ def _enum(values: Iterable[str]) -> JsonDict:
 
 Finite = Annotated[float, BeforeValidator(_a_number), AllowInfNan(False)]
 Integer = Annotated[int, BeforeValidator(_a_number)]
-StartPoint = Literal["paper", "random"] | Annotated[list[Finite], Field(min_length=2, max_length=1000)]
+StartPoint = Literal["paper", "random"] | Annotated[list[Finite], Field(min_length=2, max_length=D.MAX_DIM)]
 # the objectives defined in 2-D only take a start point of two numbers: said in the schema
 # too (JSON Schema's if/then), so that the document allows exactly what the server takes
 TWO_D_ONLY: JsonDict = {"allOf": [{
@@ -133,9 +133,7 @@ class SessionRequest(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; known: {', '.join(METHODS)}")
-        return v
+        return known_method(v)
 
     @field_validator("function")
     @classmethod

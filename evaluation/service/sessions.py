@@ -2,8 +2,8 @@
 of every session in the runs dir, whoever started it (the CLI, `eval`, the service).
 
 A session started here is a session like any other: run_method writes its manifest.json
-and trace.jsonl into the runs dir. A queued session's request is kept in its folder
-(request.json) until it starts, so a server that stops with sessions waiting queues them
+and trace.jsonl into the runs dir. A session's request is kept in its folder
+(request.json; a refused one leaves no folder), so a server that stops with sessions waiting queues them
 again when it starts. A session that fails before its trace could say so (its model cannot
 be built) still gets a trace that says why. Remote-model and classical sessions
 run in threads, up to `max_running` at once; the embedded model runs one session at a
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import threading
 import time
@@ -78,10 +79,19 @@ class SessionManager:
         from tuneloop.tools.files import atomic_write_text
         from tuneloop.tools.record import new_session_id
 
-        sid = new_session_id(req.method)
-        (self.runs_dir / sid).mkdir()
+        while True:  # two ids drawn in one second can collide (3 random bytes): draw again
+            sid = new_session_id(req.method)
+            try:
+                (self.runs_dir / sid).mkdir()
+                break
+            except FileExistsError:
+                continue
         atomic_write_text(self.runs_dir / sid / REQUEST_FILE, req.model_dump_json())
-        return sid, self._submit(sid, lambda cancel: self._run_new(sid, req, cancel), req.model)
+        try:
+            return sid, self._submit(sid, lambda cancel: self._run_new(sid, req, cancel), req.model)
+        except QueueFull:  # refused: nothing of it may stay (a restart would queue it again)
+            shutil.rmtree(self.runs_dir / sid, ignore_errors=True)
+            raise
 
     def _requeue(self) -> int:
         """Queue again the sessions a stopped server had queued (a request, no trace yet)."""
@@ -150,10 +160,13 @@ class SessionManager:
             with self._model_slot(spec.model.model if spec.uses_llm else None):
                 run_method(spec, session_id=sid, model_factory=self.factory, should_stop=cancel.is_set)
         except Exception as e:  # noqa: BLE001 - whatever ended it, the session is listed as failed, with why
-            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            print(f"tuneloop serve: session {sid} failed: {reason_of(e)}", file=sys.stderr, flush=True)
             if not (self.runs_dir / sid / "trace.jsonl").exists():
-                record_failed_start(spec, sid, reason)
-            print(f"tuneloop serve: session {sid} failed: {reason}", file=sys.stderr, flush=True)
+                try:
+                    record_failed_start(spec, sid, reason_of(e))
+                except Exception as e2:  # noqa: BLE001 - the line above already said why; say this too
+                    print(f"tuneloop serve: session {sid}: its failure could not be recorded: {reason_of(e2)}",
+                          file=sys.stderr, flush=True)
 
     def _run_resumed(self, sid: str, cancel: threading.Event) -> None:
         from tuneloop.agent.session import run_session
@@ -168,8 +181,7 @@ class SessionManager:
                 run_session(cfg, model_factory=self.factory, session_id=sid, resume_events=t.events,
                             should_stop=cancel.is_set)
         except Exception as e:  # noqa: BLE001 - its trace stays as it was (interrupted, resumable); say why
-            reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-            print(f"tuneloop serve: resuming session {sid} failed: {reason}", file=sys.stderr, flush=True)
+            print(f"tuneloop serve: resuming session {sid} failed: {reason_of(e)}", file=sys.stderr, flush=True)
 
     def _model_slot(self, model: str | None):
         from contextlib import nullcontext
@@ -254,6 +266,11 @@ class SessionManager:
             for e in self.active.values():
                 e["cancel"].set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def reason_of(e: BaseException) -> str:
+    """A failure in one line: a user's mistake as its message, anything else with its type."""
+    return str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
 
 
 def record_failed_start(spec: Any, session_id: str, error: str) -> None:
