@@ -224,9 +224,10 @@ def read_trace_warning(run_dir: Path):
 
 
 def _resume(run_dir: Path, as_json: bool, api_key_env: str | None, factory) -> None:
+    from tuneloop.agent import AGENT_METHOD
     from tuneloop.agent.resume import finished_reason
     from tuneloop.agent.session import run_session
-    from tuneloop.agent.session_config import AGENT_METHOD, config_from_manifest
+    from tuneloop.agent.session_config import config_from_manifest
 
     t = read_trace_warning(run_dir)
     if not t.manifest:

@@ -13,7 +13,7 @@ from typing import Any
 
 from langchain_core.tools import StructuredTool
 
-from tuneloop.agent.session_config import AGENT_METHOD
+from tuneloop.agent import AGENT_METHOD
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
 
 TOOL_NAME = "run_momentum_gd"

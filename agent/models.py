@@ -55,7 +55,7 @@ def api_key_for(settings: ModelSettings) -> str | None:
     return os.environ.get(settings.api_key_env) or None
 
 
-def check_model(settings: ModelSettings) -> None:
+def check_settings(settings: ModelSettings) -> None:
     """What `make_chat_model` would refuse, found without building the model (no load, no
     network): an unknown spec, a GGUF file that is not there, a missing API key. A
     UserError says what is wrong."""
@@ -73,7 +73,7 @@ def check_model(settings: ModelSettings) -> None:
 
 
 def make_chat_model(settings: ModelSettings) -> BaseChatModel:
-    check_model(settings)
+    check_settings(settings)
     spec = settings.model.strip()
     if is_local(spec):
         path = local_model_path(spec)
@@ -84,7 +84,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
                               model_name=spec if path else EMBEDDED_NAME)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
-        # check_model let a missing key through only for a local server: many take no key
+        # check_settings let a missing key through only for a local server: many take no key
         key = api_key_for(settings) or "not-needed"
         from tuneloop.agent.openai_compat import CompatChatOpenAI
 
@@ -94,7 +94,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         if settings.base_url:
             kwargs["base_url"] = settings.base_url
         return CompatChatOpenAI(**kwargs)
-    raise AssertionError(f"check_model accepted {spec!r}")  # unreachable: every other spec was refused
+    raise AssertionError(f"check_settings accepted {spec!r}")  # unreachable: every other spec was refused
 
 
 def local_model_path(spec: str) -> str | None:

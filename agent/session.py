@@ -29,10 +29,8 @@ from tuneloop.agent.ratelimit import RateLimitMiddleware, shared_limiter
 from tuneloop.agent.recommendation import vetted
 from tuneloop.agent.resume import restore_into, restored_conversation
 from tuneloop.agent.session_config import (
-    MODEL_CALLS_EXTRA,
-    MODEL_CALLS_PER_TRIAL,
-    TOOL_CALLS_PER_TRIAL,
     SessionConfig,
+    call_limits,
     manifest_for,
 )
 from tuneloop.agent.tracing import TraceCallbackHandler
@@ -103,8 +101,7 @@ def run_session(
                         budget_left=ev.budget_left, messages_restored=len(history))
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
-        model_cap = MODEL_CALLS_PER_TRIAL * cfg.evaluator.budget + MODEL_CALLS_EXTRA
-        tool_cap = TOOL_CALLS_PER_TRIAL * cfg.evaluator.budget
+        model_cap, tool_cap = call_limits(cfg.evaluator.budget)
         agent = create_agent(
             model,
             tools=[make_gd_tool(ev, source=cfg.method)],

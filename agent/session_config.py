@@ -9,18 +9,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tuneloop.agent import AGENT_METHOD
 from tuneloop.agent.models import ModelSettings
 from tuneloop.tools.objectives import USER_FID, UserObjective, get_objective
-from tuneloop.tools.record import package_versions
 from tuneloop.tools.trials import Bounds, EvaluatorConfig
 
 # The model-call cap (MODEL_CALLS_PER_TRIAL x budget + MODEL_CALLS_EXTRA) and the tool-call
 # cap (TOOL_CALLS_PER_TRIAL x budget) make sure a model that only talks, or only repeats
 # itself, still ends.
-AGENT_METHOD = "llm"  # the method name of an agent session, wherever a method is named
 MODEL_CALLS_PER_TRIAL = 3
 MODEL_CALLS_EXTRA = 3
 TOOL_CALLS_PER_TRIAL = 3
+
+
+def call_limits(budget: int) -> tuple[int, int]:
+    """(model calls, tool calls) a session of this budget may make."""
+    return MODEL_CALLS_PER_TRIAL * budget + MODEL_CALLS_EXTRA, TOOL_CALLS_PER_TRIAL * budget
 
 
 class SessionConfig(BaseModel):
@@ -40,7 +44,10 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
                  template_text: str | None, extra: dict[str, Any] | None = None,
                  with_model: bool = True) -> dict[str, Any]:
     """The manifest of any session, LLM or not (`with_model=False` for classical methods)."""
+    from tuneloop.tools.record import package_versions  # here: naming a method needs no structlog
+
     ev = cfg.evaluator
+    model_calls, tool_calls = call_limits(ev.budget)
     model = cfg.model.model_dump() if with_model else None
     obj = get_objective(ev.objective)
     source: dict[str, Any] = {}
@@ -61,8 +68,7 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
         "seed": cfg.seed,
         "model": model,
         "prompt": {"name": template_name, "sha256": template_sha, "text": template_text} if template_name else None,
-        "limits": {"model_calls": MODEL_CALLS_PER_TRIAL * ev.budget + MODEL_CALLS_EXTRA,
-                   "tool_calls": TOOL_CALLS_PER_TRIAL * ev.budget},
+        "limits": dict(model_calls=model_calls, tool_calls=tool_calls),
         "versions": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
 from tuneloop.agent.session_config import SessionConfig, config_from_manifest
@@ -29,6 +29,7 @@ from tuneloop.evaluation.strategies import (
 )
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tuneloop.tools.momentum import start_point
+from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.trials import Bounds, EvaluatorConfig
@@ -42,7 +43,7 @@ class MethodSpec(BaseModel):
     function: str = "rosenbrock"
     budget: int = Field(default=EvaluatorConfig.model_fields["budget"].default, ge=1)
     seed: int = 0
-    x0: str | tuple[float, ...] = "paper"  # "paper", "random" (drawn from the seed) or a point
+    x0: Literal["paper", "random"] | tuple[float, ...] = "paper"  # a start drawn from the seed, or a point
     dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # a "paper" or "random" start's dimension
     max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
     tol: float = Field(default=DEFAULT_TOL, ge=0.0)
@@ -59,6 +60,12 @@ class MethodSpec(BaseModel):
     @classmethod
     def _known(cls, v: str) -> str:
         return known_method(v)
+
+    @model_validator(mode="after")
+    def _fits_the_objective(self) -> MethodSpec:
+        # refused here, not when it runs: an unknown function, a dimension it does not take
+        get_objective(self.function).check_dim(len(self.x0) if isinstance(self.x0, tuple) else self.dim)
+        return self
 
     @property
     def uses_llm(self) -> bool:

@@ -13,17 +13,9 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from tuneloop.evaluation.strategies import SearchSpace  # noqa: E402
+from tuneloop.evaluation.landscape import search_landscape  # noqa: E402
 from tuneloop.tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
-from tuneloop.tools.sweep import Landscape, sweep  # noqa: E402
-
-
-def search_landscape(objective: str, x0, max_iter: int, resolution: int = 96, **kw) -> Landscape:
-    """The landscape over the box every classical method searches (SearchSpace), the
-    backdrop of every plot of proposals."""
-    space = SearchSpace()
-    lo, hi = space.log10_alpha
-    return sweep(objective, (10.0**lo, 10.0**hi), space.beta, resolution, x0=x0, max_iter=max_iter, **kw)
+from tuneloop.tools.sweep import Landscape  # noqa: E402
 
 
 def draw_landscape(ax, land: Landscape, colorbar: bool = True):
@@ -236,11 +228,13 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         obj = get_objective(f)
         vals = {m: [c["row"]["best_value"] for c in cs] for m, cs in cells.items()}
         files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{slug}.png",
-                                       f"{f}: best value per seed", obj.minimum(2))))
+                                       f"{f}: best value per seed", obj.minimum(cfg.dim))))
         best_cfg = {m: (cs[0]["row"]["best_alpha"], cs[0]["row"]["best_beta"]) for m, cs in cells.items()
                     if cs and cs[0]["row"]["best_alpha"] is not None}
-        files.append(str(plot_trajectories(f, best_cfg, x0, cfg.max_iter, plots_dir / f"trajectories_{slug}.png",
-                                           f"{f}: GD path of each method's best configuration (seed {cfg.seeds[0]})")))
+        if cfg.dim == 2:  # paths over the objective's contours: a picture of the plane, 2-D only
+            files.append(str(plot_trajectories(
+                f, best_cfg, x0, cfg.max_iter, plots_dir / f"trajectories_{slug}.png",
+                f"{f}: GD path of each method's best configuration (seed {cfg.seeds[0]})")))
         made[f] = files
     return made
 

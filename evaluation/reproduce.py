@@ -173,7 +173,8 @@ def study_markdown(tables: dict, figures: dict[str, list[str]], seconds: float) 
 
 
 def study_figures(tables: dict, out: Path) -> dict[str, list[str]]:
-    from tuneloop.evaluation.report import plot_landscape_proposals, plot_per_seed, search_landscape
+    from tuneloop.evaluation.landscape import search_landscape
+    from tuneloop.evaluation.report import plot_landscape_proposals, plot_per_seed
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)

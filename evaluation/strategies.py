@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tuneloop.agent import AGENT_METHOD
 from tuneloop.agent.gbnf import SCI_FLOOR_EXP
-from tuneloop.agent.session_config import AGENT_METHOD
 from tuneloop.evaluation.defaults import CENTAUR_RATIO
 from tuneloop.tools.errors import TuneloopError
 from tuneloop.tools.trials import Bounds

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from tuneloop.agent.session_config import AGENT_METHOD
+from tuneloop.agent import AGENT_METHOD
 from tuneloop.evaluation.service.schemas import (
     Accepted,
     Limits,
@@ -171,7 +171,7 @@ def sessions_router(limits: Limits) -> APIRouter:
 def warm_up() -> None:
     """Load (or compile, on a new machine) the batch kernel the landscapes run on, so the
     first page view does not wait for numba; `tuneloop serve` calls it in a thread."""
-    from tuneloop.evaluation.report import search_landscape
+    from tuneloop.evaluation.landscape import search_landscape
 
     search_landscape("rosenbrock", (-1.5, 2.0), 10, 8)
 
@@ -180,7 +180,7 @@ def warm_up() -> None:
 def landscape_of(objective: str, x0: tuple[float, ...], max_iter: int, resolution: int) -> dict[str, Any]:
     """The landscape as the page draws it; many sessions share one (same objective, start
     and T), and a page that polls asks again: computed once each."""
-    from tuneloop.evaluation.report import search_landscape
+    from tuneloop.evaluation.landscape import search_landscape
 
     land = search_landscape(objective, x0, max_iter, resolution)
     floor = land.f_star if math.isfinite(land.f_star) else float(np.nanmin(land.final_value))

@@ -69,11 +69,11 @@ class SessionManager:
     def check(self, req: SessionRequest) -> None:
         """Refuse at once what cannot run (a UserError): an LLM method whose model the
         default factory could not build. An injected factory (tests) is trusted."""
-        from tuneloop.agent.models import check_model
+        from tuneloop.agent.models import check_settings
         from tuneloop.evaluation.methods import MethodSpec
 
         if self.factory is make_chat_model and MethodSpec(method=req.method).uses_llm:
-            check_model(self._settings(req))
+            check_settings(self._settings(req))
 
     def start(self, req: SessionRequest) -> tuple[str, Literal["queued"]]:
         from tuneloop.tools.files import atomic_write_text
