@@ -29,7 +29,7 @@ from tuneloop.evaluation.strategies import METHODS
 from tuneloop.evaluation.trace_cli import trace_app
 from tuneloop.tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
 from tuneloop.tools.cli import app as tools_app
-from tuneloop.tools.cli_common import check_range, exit_fast, new_app, parse_seeds, run_app, split_names
+from tuneloop.tools.cli_common import check_out, check_range, exit_fast, new_app, parse_seeds, run_app, split_names
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, SWEEP_LR, SWEEP_MOMENTUM
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
@@ -76,10 +76,7 @@ def sweep(
     if momentum_range[1] >= 1.0:
         raise UserError("--momentum-range must stay below 1")
     _, start = start_or_exit(obj, x0)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out must name a .png file, got {out}")
-    if not out.parent.exists():
-        raise UserError(f"--out's folder does not exist: {out.parent}")
+    check_out(out, ".png")
     import importlib
     import time
     from concurrent.futures import ThreadPoolExecutor

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tuneloop.agent.cli import read_trace_warning
-from tuneloop.tools.cli_common import EXIT_DIFFERS, JsonOpt, console, new_app
+from tuneloop.tools.cli_common import EXIT_DIFFERS, JsonOpt, check_out, console, new_app
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_sci
@@ -34,21 +34,6 @@ def load_run(run_dir: Path) -> Trace:
                 n = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
                 raise UserError(f"{run_dir} is a folder of runs: give one of them, e.g. {where / runs[0]} ({n})")
     return read_trace_warning(run_dir)
-
-
-def check_out(out: Path | None, suffix: str | None = None) -> Path | None:
-    """An --out file, checked before any work: its folder exists, it is not a folder itself, and
-    it ends in `suffix` (when given). `tuneloop sweep --out` makes the same check (evaluation/cli.py)."""
-    if out is None:
-        return None
-    if suffix is not None and out.suffix.lower() != suffix:
-        raise UserError(f"--out must name a {suffix} file, got {out}")
-    if out.is_dir():
-        raise UserError(f"--out is a folder, not a file: {out}")
-    if not out.parent.is_dir():
-        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
-        raise UserError(f"--out's folder {what}: {out.parent}")
-    return out
 
 
 @trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")

@@ -299,3 +299,21 @@ def test_a_new_runs_dir_is_said_on_the_first_line(tmp_path):
     srv.stop()
     first = srv.proc.stdout.readline()
     assert "typo-runs (new: it did not exist, so it was created)" in first
+
+
+def test_a_chunked_body_is_capped_too(tmp_path):
+    """A body sent without a Content-Length (chunked) is held to the same 64 KiB."""
+    srv = Server(tmp_path / "runs")
+    try:
+        def chunks(n):
+            for _ in range(n):
+                yield b" " * 1024
+
+        big = httpx.post(srv.url + "/api/evaluate", content=chunks(100), headers={"Content-Type": "application/json"})
+        assert big.status_code == 413
+        body = json.dumps({"function": "rosenbrock", "learning_rate": 1e-3, "momentum": 0.9}).encode()
+        small = httpx.post(srv.url + "/api/evaluate", content=iter([body[:20], body[20:]]),
+                           headers={"Content-Type": "application/json"})
+        assert small.status_code == 200 and small.json()["status"] == "converged"
+    finally:
+        srv.stop()

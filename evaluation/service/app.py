@@ -112,11 +112,33 @@ class Guard:
             if self.token is not None and not _authorised(headers, scope.get("query_string", b""), self.token):
                 return await JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
                                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            too_large = JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
             size = headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-                return await JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"},
-                                          status_code=413)(scope, receive, send)
+                return await too_large(scope, receive, send)
+            if size is None and "chunked" in headers.get("transfer-encoding", ""):
+                # no length announced: read the body here, at most MAX_BODY, and hand it on
+                messages, total = [], 0
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    total += len(message.get("body", b""))
+                    if total > MAX_BODY:
+                        return await too_large(scope, receive, send)
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        break
+                receive = _replay(messages, receive)
         await self.app(scope, receive, send)
+
+
+def _replay(messages: list[dict[str, Any]], receive: Any) -> Any:
+    """An ASGI receive that gives `messages` first, then whatever `receive` gives."""
+    pending = list(messages)
+
+    async def replayed() -> dict[str, Any]:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 def _authorised(headers: dict[str, str], query: bytes, token: str) -> bool:
