@@ -7,6 +7,8 @@ import pytest
 
 from tests.reference import momentum_gd_ref
 from tuneloop.tools import kernels, momentum
+from tuneloop.tools.knobs import NO_KNOBS
+from tuneloop.tools.momentum import kernel_knobs
 from tuneloop.tools.objectives import OBJECTIVES
 
 
@@ -116,32 +118,39 @@ def test_random_start_is_seeded_and_in_box():
     assert all(-2 <= v <= 2 for v in a)
 
 
-def _nd(name, x0, a, b, max_iter=3000, tol=momentum.DEFAULT_TOL):
+def _nd(name, x0, a, b, max_iter=3000, tol=momentum.DEFAULT_TOL, knobs=NO_KNOBS):
     """run_nd called directly, so that d = 2 takes the N-D path too."""
     fid = OBJECTIVES[name].fid
     x = np.array(x0, dtype=np.float64)
-    st, t, xf, f, best, _ = kernels.run_nd(fid, x, a, b, max_iter, tol, 0, np.empty((0, x.size + 2)))
+    st, t, xf, f, best, _ = kernels.run_nd(fid, x, a, b, max_iter, tol, *knobs, 0, np.empty((0, x.size + 2)))
     return kernels.STATUS_NAMES[st], t, xf, f, best
 
 
+KNOBS = [{}, dict(nesterov=True), dict(lr_decay=0.01), dict(grad_clip=1.0),
+         dict(nesterov=True, lr_decay=0.01, grad_clip=1.0)]
+
+
+@pytest.mark.parametrize("kn", KNOBS, ids=lambda kn: "+".join(kn) or "plain")
 @pytest.mark.parametrize("name", ["sphere", "quadratic", "rosenbrock"])
-def test_nd_path_at_d2_equals_2d_path(name):
-    """Same stop rule, same arithmetic: the N-D kernel at d = 2 gives run2's result."""
-    alphas, betas = _random_configs(200, seed=3)
+def test_nd_path_at_d2_equals_2d_path(name, kn):
+    """Same stop rule, same arithmetic: the N-D kernel at d = 2 gives run2's result, with
+    the knobs too (clip_nd's norm at d = 2 is clip2's)."""
+    alphas, betas = _random_configs(200 if not kn else 60, seed=3)
     alphas = np.concatenate([alphas, [0.3, 0.9, 1.0, 1e-9]])
     betas = np.concatenate([betas, [0.0, 0.99, 0.5, 0.5]])
     seen = set()
     for a, b in zip(alphas.tolist(), betas.tolist(), strict=False):
-        st, t, xf, f, best = _nd(name, momentum.DEFAULT_X0, a, b)
-        r = momentum.run(name, a, b, max_iter=3000)  # d = 2: run2
+        st, t, xf, f, best = _nd(name, momentum.DEFAULT_X0, a, b, knobs=kernel_knobs(**kn))
+        r = momentum.run(name, a, b, max_iter=3000, **kn)  # d = 2: run2
         seen.add(st)
         assert (st, t) == (r.status, r.iterations), (a, b)
         if st == "diverged":
             continue
         assert tuple(xf.tolist()) == r.x_final
-        if name == "quadratic":
-            # fg_nd's reassoc may compute c x^2 as c (x x) rather than (c x) x: f, not the
-            # gradient (so not the path), can differ in the last bit
+        if name == "quadratic" or kn:
+            # fg_nd's reassoc may compute c x^2 as c (x x) rather than (c x) x (Rosenbrock's
+            # 100 w^2 too, on points the knobs' runs visit): f, not the gradient (so not
+            # the path), can differ in the last bit
             assert best == pytest.approx(r.best_value, rel=1e-15, abs=0)
         else:
             assert (f, best) == (r.final_value, r.best_value)
@@ -202,12 +211,13 @@ def test_reassoc_in_run_nd_reorders_only_the_sums():
     fid = OBJECTIVES["rosenbrock"].fid
     x0 = np.array(momentum.default_start(101))
     empty = np.empty((0, x0.size + 2))
-    args = (fid, x0, 1e-4, 0.9, 300, 0.0, 0, empty)
-    fast, slow = kernels.run_nd(*args), plain(*args)
-    assert fast[:2] == slow[:2] == (kernels.MAX_ITER, 300)
-    np.testing.assert_array_equal(fast[2], slow[2])
-    assert fast[3] == slow[3]
+    for kn in KNOBS:  # the knobs' arithmetic (look-ahead point, decayed rate) is not regrouped either
+        args = (fid, x0, 1e-4, 0.9, 300, 0.0, *kernel_knobs(**kn), 0, empty)
+        fast, slow = kernels.run_nd(*args), plain(*args)
+        assert fast[:2] == slow[:2] == (kernels.MAX_ITER, 300)
+        np.testing.assert_array_equal(fast[2], slow[2])
+        assert fast[3] == slow[3]
     for a, b in [(1e-3, 0.9), (5e-4, 0.5), (2e-3, 0.8), (0.05, 0.9)]:
-        fast = kernels.run_nd(fid, np.full(16, 0.5), a, b, 20000, 1e-6, 0, np.empty((0, 18)))
-        slow = plain(fid, np.full(16, 0.5), a, b, 20000, 1e-6, 0, np.empty((0, 18)))
+        fast = kernels.run_nd(fid, np.full(16, 0.5), a, b, 20000, 1e-6, *NO_KNOBS, 0, np.empty((0, 18)))
+        slow = plain(fid, np.full(16, 0.5), a, b, 20000, 1e-6, *NO_KNOBS, 0, np.empty((0, 18)))
         assert fast[:2] == slow[:2], (a, b)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numba as nb
 import numpy as np
@@ -22,6 +22,10 @@ from tuneloop.tools.objectives import get_objective
 
 _T = TypeVar("_T")
 F64 = npt.NDArray[np.float64]
+# The knobs' rows of `tuneloop bench`: each knob alone, on the plain row's run. grad_clip = 1
+# clips at nearly every update of it (the gradient's norm stays above 1).
+BENCH_KNOBS: dict[str, dict[str, Any]] = {"nesterov": {"nesterov": True}, "lr_decay": {"lr_decay": 1e-3},
+                                          "grad_clip": {"grad_clip": 1.0}}
 
 
 def _numpy_fg(name: str, x: F64, y: F64) -> tuple[F64, F64, F64]:
@@ -103,13 +107,19 @@ def _best_of(repeats: int, fn: Callable[[], _T]) -> tuple[float, _T | None]:
     return best, out
 
 
-def single_ns_per_iter(name: str, iters: int = 2_000_000, repeats: int = 3, dim: int = 2) -> float:
-    """ns per update of one long run (tol = 0 so it never stops early); for dim > 2,
-    ns per update per dimension."""
+def single_ns_per_iter(name: str, iters: int = 2_000_000, repeats: int = 3, dim: int = 2, nesterov: bool = False,
+                       lr_decay: float = 0.0, grad_clip: float | None = None) -> float:
+    """ns per update of one long run (tol = 0 so it never stops early), with the knobs
+    given; for dim > 2, ns per update per dimension."""
     obj = get_objective(name)
     x0 = np.array(momentum.default_start(dim))
-    momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=10, tol=0.0)  # compile / load cache
-    secs, res = _best_of(repeats, lambda: momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=iters, tol=0.0))
+
+    def one(max_iter: int) -> momentum.GDResult:
+        return momentum.run(obj, 1e-7, 0.5, x0=x0, max_iter=max_iter, tol=0.0, nesterov=nesterov, lr_decay=lr_decay,
+                            grad_clip=grad_clip)
+
+    one(10)  # compile / load cache
+    secs, res = _best_of(repeats, lambda: one(iters))
     assert res is not None, "repeats must be at least 1"
     if res.status != "max_iter":
         raise RuntimeError(f"benchmark run stopped early ({res.status}); pick a smaller alpha")

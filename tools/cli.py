@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tuneloop.tools.cli_common import JsonOpt, check_lr, check_momentum, console, new_app, parse_numbers
-from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
+from tuneloop.tools.defaults import DEFAULT_GRAD_CLIP, DEFAULT_LR_DECAY, DEFAULT_MAX_ITER, DEFAULT_TOL, START_SPECS
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.formatting import finite_or_none
 
@@ -136,6 +136,14 @@ def gd(
     tol: TolOpt = DEFAULT_TOL,
     x0: X0Opt = None,
     dim: Annotated[int | None, typer.Option("--dim", min=2, help="dimension (N-D objectives)")] = None,
+    nesterov: Annotated[bool, typer.Option(
+        "--nesterov", help="Nesterov momentum: take the gradient at the look-ahead point x + momentum v")] = False,
+    lr_decay: Annotated[float, typer.Option(
+        "--lr-decay", metavar="G", help="decay the learning rate: lr / (1 + G t) at update t = 0, 1, ... (0: none)",
+    )] = DEFAULT_LR_DECAY,
+    grad_clip: Annotated[float | None, typer.Option(
+        "--grad-clip", metavar="C", help="clip the gradient's Euclidean norm at C > 0 (default: no clipping)",
+    )] = DEFAULT_GRAD_CLIP,
     as_json: JsonOpt = False,
 ) -> None:
     """Run gradient descent with momentum once and print the result."""
@@ -144,21 +152,28 @@ def gd(
     check_momentum(momentum)
     if not math.isfinite(tol):
         raise UserError(f"--tol must be finite, got {tol}")
-    _, start = start_or_exit(obj, x0, dim)
-    from tuneloop.tools.momentum import run
+    from tuneloop.tools.momentum import kernel_knobs, run
 
-    r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol)
+    try:
+        kernel_knobs(nesterov, lr_decay, grad_clip, names=("--nesterov", "--lr-decay", "--grad-clip"))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    _, start = start_or_exit(obj, x0, dim)
+    r = run(obj, lr, momentum, x0=start, max_iter=max_iter, tol=tol, nesterov=nesterov, lr_decay=lr_decay,
+            grad_clip=grad_clip)
     run_fields = run_json(r)
-    # the order the JSON always had: the run's settings first
+    # the order the JSON always had: the run's settings first (the knobs after tol)
     out = {k: run_fields[k] for k in ("function", "learning_rate", "momentum", "x0")} | \
-        dict(max_iter=max_iter, tol=tol) | run_fields
+        dict(max_iter=max_iter, tol=tol, nesterov=r.nesterov, lr_decay=r.lr_decay, grad_clip=r.grad_clip) | run_fields
     if as_json:
         print(json.dumps(out))
         return
     fx = "nan (diverged)" if out["final_value"] is None else f"{r.final_value:.6g}"
     xs = ", ".join("nan" if v is None else f"{v:.6g}" for v in out["x_final"])
     dist = "n/a" if out["distance_to_optimum"] is None else f"{r.distance_to_optimum:.3g}"
-    print(f"{r.objective}  lr={r.alpha:g}  momentum={r.beta:g}  x0=({', '.join(f'{v:g}' for v in r.x0)})")
+    knobs = "".join(["  nesterov" if r.nesterov else "", f"  lr_decay={r.lr_decay:g}" if r.lr_decay else "",
+                     "" if r.grad_clip is None else f"  grad_clip={r.grad_clip:g}"])
+    print(f"{r.objective}  lr={r.alpha:g}  momentum={r.beta:g}{knobs}  x0=({', '.join(f'{v:g}' for v in r.x0)})")
     print(f"  status     {r.status} after {r.iterations} iterations (max {max_iter}, tol {tol:g})")
     print(f"  f(x_final) {fx}   best seen {r.best_value:.6g}")
     print(f"  x_final    ({xs})   distance to optimum {dist}")
@@ -174,11 +189,15 @@ def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_j
 
     status = Console(stderr=True).status("measuring single runs")
     status.start()
-    single = {
-        "rosenbrock 2-D": b.single_ns_per_iter("rosenbrock", repeats=repeats),
-        "rastrigin 2-D": b.single_ns_per_iter("rastrigin", iters=500_000, repeats=repeats),
-        "rosenbrock d=1000 (per dim)": b.single_ns_per_iter("rosenbrock", iters=20_000, repeats=repeats, dim=1000),
-    }
+    # each knob's row next to the plain row it changes (b.BENCH_KNOBS: the settings)
+    single = {"rosenbrock 2-D": b.single_ns_per_iter("rosenbrock", repeats=repeats)}
+    for knob, setting in b.BENCH_KNOBS.items():
+        single[f"rosenbrock 2-D {knob}"] = b.single_ns_per_iter("rosenbrock", repeats=repeats, **setting)
+    single["rastrigin 2-D"] = b.single_ns_per_iter("rastrigin", iters=500_000, repeats=repeats)
+    nd = "rosenbrock d=1000 (per dim)"
+    single[nd] = b.single_ns_per_iter("rosenbrock", iters=20_000, repeats=repeats, dim=1000)
+    for knob, setting in b.BENCH_KNOBS.items():
+        single[f"{nd} {knob}"] = b.single_ns_per_iter("rosenbrock", iters=20_000, repeats=repeats, dim=1000, **setting)
     status.update(f"measuring the batch paths on {configs} configs" + ("" if no_numpy else " (NumPy last, slowest)"))
     try:
         rows, same, threads = b.batch_rows("rosenbrock", configs, max_iter=max_iter, repeats=repeats,
@@ -187,7 +206,7 @@ def kernel_bench(configs: int, max_iter: int, repeats: int, no_numpy: bool, as_j
         status.stop()
     ref = rows[-1].updates_per_s if not no_numpy else rows[1].updates_per_s
     figures = dict(
-        single_ns_per_iter=single, threads=threads, identical_results=same,
+        single_ns_per_iter=single, knob_settings=b.BENCH_KNOBS, threads=threads, identical_results=same,
         batch=[dict(name=r.name, seconds=r.seconds, configs_per_s=r.configs_per_s,
                     updates_per_s=r.updates_per_s, ratio=r.updates_per_s / ref) for r in rows],
     )
