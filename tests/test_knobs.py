@@ -317,6 +317,7 @@ def test_off_is_the_old_kernel_bit_for_bit_in_2d(name):
     assert len(seen) >= 2 and (DIVERGED in seen or name == "ackley")
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 @pytest.mark.parametrize("name", [n for n, o in OBJECTIVES.items() if o.any_dim])
 @pytest.mark.parametrize("d", [3, 20])  # 20: run_nd's sums vectorise
 def test_off_is_the_old_kernel_bit_for_bit_in_nd(name, d):
@@ -326,6 +327,7 @@ def test_off_is_the_old_kernel_bit_for_bit_in_nd(name, d):
     assert len(seen) >= 2 and (DIVERGED in seen or name == "ackley")
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 def test_off_is_the_old_kernel_bit_for_bit_on_objective_files(files):
     for name, x0 in (("booth", (-1.5, 2.0)), ("quartic", (0.5, -1.5, 1.0, 2.0))):
         seen = check_against_old(get_objective(files[name]), x0, configs(12, 9) + [(0.3, 0.9)], 2000)
@@ -436,6 +438,7 @@ def test_knobs_match_the_reference_in_2d(name, kn):
                             configs(20, 11) + [(1e-3, 0.9), (0.5, 0.9), (2.5, 0.0)], 1500, kn)
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 @pytest.mark.parametrize("kn", KNOBS, ids=KNOB_IDS)
 @pytest.mark.parametrize("name,d", ND_CASES, ids=[f"{n}-{d}" for n, d in ND_CASES])
 def test_knobs_match_the_reference_in_nd(name, d, kn):
@@ -443,6 +446,7 @@ def test_knobs_match_the_reference_in_nd(name, d, kn):
                             configs(10, 12) + [(1e-3, 0.9), (2.5, 0.0)], 1500, kn, exact_x=False)
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 @pytest.mark.parametrize("kn", KNOBS, ids=KNOB_IDS)
 def test_knobs_match_the_reference_on_objective_files(files, kn):
     seen = check_against_reference(files["booth"], booth_f, booth_g, (-1.5, 2.0),
@@ -487,6 +491,7 @@ def test_diverging_runs_with_knobs_match_the_reference(case):
     assert_same_run(r, batch_rows(momentum.run_batch(name, [a], [b], x0=x0, max_iter=3000, **kn))[0])
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 def test_diverging_runs_on_objective_files(files):
     cases = [("booth", booth_f, booth_g, (-1.5, 2.0), 0.3, 0.9, kn)
              for kn in (dict(nesterov=True), dict(lr_decay=1e-4), dict(nesterov=True, lr_decay=1e-4))]
@@ -503,6 +508,7 @@ def test_diverging_runs_on_objective_files(files):
             assert iters > 1 == momentum.run(files[name], a, b, x0=x0, max_iter=2000).iterations
 
 
+@pytest.mark.slow  # numba compiles each objective file and N-D shape: the full suite's
 # ---------------------------------------------------- batch == single, with knobs on
 @pytest.mark.parametrize("kn", KNOBS, ids=KNOB_IDS)
 def test_batch_is_bit_identical_to_single_runs_with_knobs(kn, files):
