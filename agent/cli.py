@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tuneloop.agent.gguf import DEFAULT_N_CTX
-from tuneloop.tools.cli import FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tuneloop.tools.cli import DimOpt, FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
 from tuneloop.tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tuneloop.tools.errors import UserError
@@ -108,6 +108,7 @@ def run(
     prompt: PromptOpt = "default",
     seed: Annotated[int, typer.Option("--seed", help="seeds the model and a random start")] = 0,
     x0: X0Opt = None,
+    dim: DimOpt = None,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where run directories go")] = Path("runs"),
@@ -128,7 +129,7 @@ def run(
     if resume is not None:
         return _resume(resume, as_json, api_key_env, factory)
     obj = objective_or_exit(function)
-    label, start = start_or_exit(obj, x0, seed=seed)
+    label, start = start_or_exit(obj, x0, dim, seed=seed)
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                       timeout=timeout, base_url=base_url, api_key_env=api_key_env,
                                       price_in=price_in, price_out=price_out, n_threads=n_threads, n_ctx=n_ctx)

@@ -85,7 +85,8 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
     models = [m.model for m in cfg.models]
     lines = [f"# tuneloop eval: {', '.join(labels)} on {', '.join(cfg.functions)}", "",
              f"Budget {cfg.budget} charged evaluations per cell, seeds {cfg.seeds[0]}..{cfg.seeds[-1]} "
-             f"({len(cfg.seeds)}), start point: {cfg.x0}, T = {cfg.max_iter}, tol = {cfg.tol:g}"
+             f"({len(cfg.seeds)}), start point: {cfg.x0}{'' if cfg.dim == 2 else f' in {cfg.dim}-D'}, "
+             f"T = {cfg.max_iter}, tol = {cfg.tol:g}"
              + (f", model{'s' if len(models) > 1 else ''} {', '.join(models)}" if cfg.uses_llm else "")
              + (f", prompt{'s' if len(cfg.prompts) > 1 else ''} {', '.join(cfg.prompts)}"
                 if AGENT_METHOD in cfg.methods else "") + ".",

@@ -118,3 +118,21 @@ def test_the_service_takes_dim(tmp_path):
         r = client.post("/api/sessions", json={"method": "cmaes", "budget": 4} | bad)
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "dim", (bad, r.text)
     manager.shutdown()
+
+
+def test_dim_flags_on_the_command_line(tmp_path, capsys):
+    from tuneloop.evaluation.cli import main
+
+    assert main(["eval", "--functions", "rosenbrock", "--methods", "grid", "--seeds", "0", "--budget", "3",
+                 "--dim", "6", "--workers", "1", "--no-plots", "--out", str(tmp_path / "s")]) == 0
+    assert "start point: random in 6-D" in (tmp_path / "s" / "summary.md").read_text()
+    assert main(["eval", "--functions", "beale", "--dim", "5", "--out", str(tmp_path / "t")]) == 2
+    assert main(["run", "--function", "beale", "--dim", "4", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == ["error: --dim: beale is defined for dimension 2 only, not 5",
+                        "error: --dim 4: beale is defined for dimension 2 only, not 4"]
+    assert main(["sweep", "--function", "rastrigin", "--dim", "10", "--resolution", "8",
+                 "--out", str(tmp_path / "s10.png")]) == 0
+    import numpy as np
+
+    assert len(np.load(tmp_path / "s10.npz")["x0"]) == 10

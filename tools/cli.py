@@ -36,6 +36,11 @@ X0Opt = Annotated[
         "--x0", help="start point: paper (-1.5, 2) | random (drawn from the seed) | numbers, e.g. --x0 -1.5 2"
     ),
 ]
+DimOpt = Annotated[
+    int | None,
+    typer.Option("--dim", min=2, max=1000,
+                 help="dimension of a paper or random start (N-D objectives; default 2)"),
+]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
 
@@ -135,7 +140,7 @@ def gd(
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     x0: X0Opt = None,
-    dim: Annotated[int | None, typer.Option("--dim", min=2, help="dimension (N-D objectives)")] = None,
+    dim: DimOpt = None,
     nesterov: Annotated[bool, typer.Option(
         "--nesterov", help="Nesterov momentum: take the gradient at the look-ahead point x + momentum v")] = False,
     lr_decay: Annotated[float, typer.Option(
