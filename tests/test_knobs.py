@@ -334,6 +334,7 @@ def test_off_is_the_old_kernel_bit_for_bit_on_objective_files(files):
         assert DIVERGED in seen and len(seen) >= 2
 
 
+@pytest.mark.slow  # compiles the old kernels' trajectory paths
 def test_off_records_the_old_trajectories():
     for name, x0 in (("rosenbrock", (-1.5, 2.0)), ("rosenbrock", (-1.5, 2.0, -1.5, 2.0)), ("rastrigin", (1.2, 0.3))):
         for a, b in ((1e-3, 0.9), (0.5, 0.9)):
@@ -431,7 +432,8 @@ def check_against_reference(obj, f, grad, x0, cfgs, max_iter, kn, exact_x=True):
 
 
 @pytest.mark.parametrize("kn", KNOBS, ids=KNOB_IDS)
-@pytest.mark.parametrize("name", list(OBJECTIVES))
+@pytest.mark.parametrize("name", [n if n in ("rosenbrock", "rastrigin") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in OBJECTIVES])  # the study's two in the fast layer
 def test_knobs_match_the_reference_in_2d(name, kn):
     x0 = (1.0, 1.0) if name == "beale" else (-1.5, 2.0)
     check_against_reference(name, lambda x: f_ref(name, x), lambda x: g_ref(name, x), x0,
@@ -555,6 +557,7 @@ def test_clipping_a_gradient_whose_squares_overflow(x0):
         assert_same_run(r, batch_rows(momentum.run_batch("rosenbrock", [1e-3], [0.5], x0=x0, max_iter=1, **kn))[0])
 
 
+@pytest.mark.slow  # an objective file: numba compiles it
 def test_a_non_finite_gradient_is_not_clipped_into_a_finite_one(tmp_path):
     p = tmp_path / "wall.py"
     p.write_text("import numpy as np\n\ndef f(x):\n    return float(x[0])\n\n"

@@ -122,7 +122,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["closed port", "connection dropped", "404 model", "401 key"])
+@pytest.mark.parametrize("case", ["closed port", *(pytest.param(c, marks=pytest.mark.slow)
+                                                   for c in ("connection dropped", "404 model", "401 key"))])
 def test_server_faults_are_one_line_exit_2_and_the_trace_resumes(tmp_path, monkeypatch, capsys, case,
                                                                   instant_retries):
     from tuneloop.evaluation.cli import main

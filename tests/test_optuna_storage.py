@@ -118,6 +118,7 @@ def test_an_incomplete_or_foreign_study_of_a_cells_name_is_replaced(tmp_path):
     assert all(n == len(charged(cfg, name)) == 4 for name, (_, n, _) in got.items())
 
 
+@pytest.mark.slow  # two full recordings
 def test_fast_sqlite_write_gives_the_same_studies_as_a_plain_write(tmp_path):
     cfg = config(tmp_path)
     run_eval(cfg)

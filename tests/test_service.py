@@ -159,6 +159,7 @@ def test_an_llm_session_cancelled_midway_resumes_to_its_end(served):
     assert KEY not in "".join(json.dumps(e) for e in events)
 
 
+@pytest.mark.slow  # a real server; the in-process test covers the rule
 def test_a_full_queue_is_429(tmp_path):
     slow = ("sleep", 3.0, ("ok", "run_momentum_gd", {"learning_rate": 1e-3, "momentum": 0.5}))
     srv = Server(tmp_path / "runs", "--max-running", "1", "--max-queued", "1", env={"OPENAI_API_KEY": KEY})
@@ -259,6 +260,7 @@ def test_load_many_clients_and_streams_lose_nothing(served):
         print(f"\n{name} under 100 clients: p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms")
 
 
+@pytest.mark.slow  # a real server and a 20,000-event trace
 def test_a_client_that_leaves_an_event_stream_leaves_the_log_quiet(tmp_path):
     """Clients that hang up on a long stream: the server stops writing to them (before, one
     server logged thousands of `socket.send() raised exception.` lines)."""
@@ -301,6 +303,7 @@ def test_a_new_runs_dir_is_said_on_the_first_line(tmp_path):
     assert "typo-runs (new: it did not exist, so it was created)" in first
 
 
+@pytest.mark.slow  # a real server
 def test_a_chunked_body_is_capped_too(tmp_path):
     """A body sent without a Content-Length (chunked) is held to the same 64 KiB."""
     srv = Server(tmp_path / "runs")

@@ -58,7 +58,11 @@ def booth(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("alpha,beta", [(0.01, 0.5), (0.001, 0.9), (1e-4, 0.0), (0.05, 0.95), (0.3, 0.9)])
+MORE_RATES = [(0.001, 0.9), (1e-4, 0.0), (0.05, 0.95), (0.3, 0.9)]  # the full suite's: a compile each
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.01, 0.5),
+                                        *(pytest.param(a, b, marks=pytest.mark.slow) for a, b in MORE_RATES)])
 def test_gd_on_a_file_matches_an_independent_numpy_run(booth, capsys, alpha, beta):
     assert main(["gd", "--function", str(booth), "--lr", str(alpha), "--momentum", str(beta), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -72,6 +76,7 @@ def test_gd_on_a_file_matches_an_independent_numpy_run(booth, capsys, alpha, bet
             assert d["distance_to_optimum"] == pytest.approx(math.hypot(d["x_final"][0] - 1, d["x_final"][1] - 3))
 
 
+@pytest.mark.slow  # numba compiles the file's batch kernel
 def test_batch_sweep_agrees_with_single_runs(booth, tmp_path, capsys):
     from tuneloop.tools.momentum import run, run_batch
 
@@ -105,6 +110,7 @@ def test_a_session_records_the_file_and_its_hash(booth, tmp_path, capsys):
     assert "booth" in seen[0] and "(x + 2y - 7)^2" in seen[0]  # the prompt names it and shows FORMULA
 
 
+@pytest.mark.slow  # numba compiles the file in each worker
 def test_eval_runs_a_file_like_a_built_in(booth, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["eval", "--functions", str(booth), "--methods", "grid", "cmaes", "--seeds", "0", "--budget", "4",
