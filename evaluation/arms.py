@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from tuneloop.evaluation import defaults as D
-from tuneloop.evaluation.strategies import AGENT_METHOD, STRATEGIES
+from tuneloop.evaluation.strategies import AGENT_METHOD, LLM_METHODS
 
 DEFAULT_MODEL = "local"
 
@@ -56,7 +56,7 @@ def study_arms(methods: list[str], prompts: list[str], models: list[str]) -> lis
     for m in methods:
         if m == AGENT_METHOD:
             arms += [Arm(m, p, mod) for p in prompts for mod in models]
-        elif STRATEGIES[m].uses_llm:
+        elif m in LLM_METHODS:
             arms += [Arm(m, None, mod) for mod in models]
         else:
             arms.append(Arm(m))

@@ -21,7 +21,7 @@ from tuneloop.agent.session_config import SessionConfig, config_from_manifest
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import (
     AGENT_METHOD,
-    STRATEGIES,
+    LLM_METHODS,
     SearchSpace,
     StrategyContext,
     known_method,
@@ -69,7 +69,7 @@ class MethodSpec(BaseModel):
 
     @property
     def uses_llm(self) -> bool:
-        return self.method == AGENT_METHOD or STRATEGIES[self.method].uses_llm
+        return self.method in LLM_METHODS
 
     def session_config(self) -> SessionConfig:
         x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed, self.dim)

@@ -11,7 +11,7 @@ from tuneloop.agent.resume import recorded_replies
 from tuneloop.agent.scripted import ScriptedChatModel
 from tuneloop.agent.session_config import config_from_manifest
 from tuneloop.evaluation.methods import MethodSpec, run_method
-from tuneloop.evaluation.strategies import AGENT_METHOD, STRATEGIES
+from tuneloop.evaluation.strategies import LLM_METHODS
 from tuneloop.tools.record import Trace, TraceError, read_trace
 from tuneloop.tools.trials import Evaluator, InvalidProposal
 
@@ -63,7 +63,7 @@ def replay(t: Trace, workdir: Path) -> dict[str, Any]:
     if t.of("session_resumed"):
         raise TraceError(f"{t.run_dir} was resumed; replay covers sessions that ran in one piece")
     recorded = t.of("trial_evaluated")
-    if t.method == AGENT_METHOD or (t.method in STRATEGIES and STRATEGIES[t.method].uses_llm):
+    if t.method in LLM_METHODS:
         diff = _rerun_with_recorded_replies(t, workdir, recorded)
     else:
         ev = Evaluator(config_from_manifest(t.manifest).evaluator)

@@ -70,9 +70,9 @@ class SessionManager:
         """Refuse at once what cannot run (a UserError): an LLM method whose model the
         default factory could not build. An injected factory (tests) is trusted."""
         from tuneloop.agent.models import check_settings
-        from tuneloop.evaluation.methods import MethodSpec
+        from tuneloop.evaluation.strategies import LLM_METHODS
 
-        if self.factory is make_chat_model and MethodSpec(method=req.method).uses_llm:
+        if self.factory is make_chat_model and req.method in LLM_METHODS:
             check_settings(self._settings(req))
 
     def start(self, req: SessionRequest) -> tuple[str, Literal["queued"]]:
