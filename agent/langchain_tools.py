@@ -14,9 +14,18 @@ from typing import Any
 from langchain_core.tools import StructuredTool
 
 from tuneloop.agent import AGENT_METHOD
+from tuneloop.tools.formatting import spoken_list
+from tuneloop.tools.gd_space import DESCRIPTIONS
+from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
 
 TOOL_NAME = "run_momentum_gd"
+
+
+def args_schema(space: SearchSpace) -> dict[str, Any]:
+    """The JSON schema of a proposal, every parameter's range or choices included, each
+    described as GD names it: what every model is shown, through a tool or in JSON."""
+    return space.args_schema(DESCRIPTIONS)
 
 
 def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
@@ -25,8 +34,7 @@ def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "trial": r.trial,
         "budget_left": r.budget_left,
-        "learning_rate": r.learning_rate,
-        "momentum": r.momentum,
+        **r.params,
         "status": r.status,
         "final_value": r.final_value,
         "iterations": r.iterations,
@@ -39,8 +47,7 @@ def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
         reply["note"] = (f"repeat of trial {r.repeat_of}: not charged, and it teaches nothing new; "
                          "propose a configuration you have not tried")
     if inc is not None:
-        reply["incumbent"] = {"trial": inc.trial, "learning_rate": inc.learning_rate,
-                              "momentum": inc.momentum, "final_value": inc.final_value,
+        reply["incumbent"] = {"trial": inc.trial, **inc.params, "final_value": inc.final_value,
                               "iterations": inc.iterations}
     if ev.exhausted:
         reply["note"] = (reply.get("note", "") + " The budget is now spent: give your final recommendation.").strip()
@@ -48,14 +55,12 @@ def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
 
 
 def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD) -> StructuredTool:
-    """The `run_momentum_gd(learning_rate, momentum)` tool bound to one Evaluator."""
+    """The `run_momentum_gd(learning_rate, momentum, ...)` tool bound to one Evaluator: one
+    argument per parameter of its search space."""
 
     def run_momentum_gd(**kwargs: Any) -> str:
-        unknown = sorted(set(kwargs) - {"learning_rate", "momentum"})
-        if unknown:  # counted like any other invalid proposal
-            kwargs = {"learning_rate": f"<unexpected argument(s) {', '.join(unknown)}>"}
-        try:
-            r = ev.evaluate(kwargs.get("learning_rate"), kwargs.get("momentum"), source=source)
+        try:  # unknown or missing arguments are the Evaluator's to report and count
+            r = ev.evaluate(kwargs, source=source)
         except InvalidProposal as e:
             return json.dumps({"status": "error", "error": str(e), "charged": False,
                                "budget_left": ev.budget_left})
@@ -63,15 +68,16 @@ def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD) -> StructuredTool:
             return json.dumps({"status": "error", "error": str(e), "budget_left": 0})
         return json.dumps(trial_reply(r, ev))
 
-    b = ev.config.bounds
+    space = ev.config.space
+    given = spoken_list([f"{n} (in {space[n].range_text()})" for n in space])
     return StructuredTool.from_function(
         func=run_momentum_gd,
         name=TOOL_NAME,
         description=(
-            f"Run gradient descent with momentum on {ev.objective.name} with the given learning_rate "
-            f"(in {b.alpha_text()}) and momentum (in {b.beta_text()}); returns the run's status, final "
-            "value, iterations and a loss-curve summary. Each new configuration spends one evaluation."
+            f"Run gradient descent with momentum on {ev.objective.name} with the given {given}; returns the "
+            "run's status, final value, iterations and a loss-curve summary. Each new configuration spends one "
+            "evaluation."
         ),
         # a plain dict, so LangChain does not validate: the Evaluator does, and counts what it rejects
-        args_schema=b.args_schema(),
+        args_schema=args_schema(space),
     )

@@ -63,8 +63,8 @@ class TurnMiddleware(AgentMiddleware):
             if heat:
                 settings["temperature"] = min(self.max_temperature, self.base_temperature + self.repeat_heat * heat)
             if self.avoid_repeats:
-                settings["avoid"] = [{"learning_rate": a, "momentum": b}
-                                     for a, b in sorted({(t.learning_rate, t.momentum) for t in self.ev.trials})]
+                space = self.ev.config.space
+                settings["avoid"] = list({space.key(t.params): t.params for t in self.ev.trials}.values())
             request = request.override(
                 response_format=None, tool_choice="any", model_settings=settings,
                 messages=[*messages, HumanMessage(self.render_turn())])

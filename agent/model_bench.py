@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, vocabulary
 from tuneloop.agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
-from tuneloop.tools.trials import Bounds
+from tuneloop.agent.langchain_tools import args_schema
+from tuneloop.tools.gd_space import DEFAULT_SPACE
 
 PROMPT = ("You are tuning gradient descent with momentum on the Rosenbrock function. Propose a learning rate "
-          f"in {Bounds().alpha_text()} and a momentum in {Bounds().beta_text()} as a JSON object.")
+          f"in {DEFAULT_SPACE['learning_rate'].range_text()} and a momentum in {DEFAULT_SPACE['momentum'].range_text()} "
+          "as a JSON object.")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
     llama = load_llama(path, DEFAULT_N_CTX, n_threads)
     vocab = vocabulary(llama, path)
     prompt = format_chat(llama, [{"role": "user", "content": PROMPT}], None)
-    props = Bounds().args_schema()["properties"]
+    props = args_schema(DEFAULT_SPACE)["properties"]
     gbnf = object_gbnf({"type": "object", "properties": props})
     assert gbnf is not None  # a proposal's arguments are two numbers: object_gbnf covers them
     grammar = LlamaGrammar.from_string(gbnf, verbose=False)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from tuneloop.tools.formatting import fmt_lr, fmt_param, fmt_value
+import json
+from typing import Any
+
+from tuneloop.tools.formatting import fmt_value, spoken_list
+from tuneloop.tools.gd_space import DEFAULT_SPACE, space_text
 from tuneloop.tools.scoring import is_failed
+from tuneloop.tools.space import CategoricalParam, SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
 
+SHORT_LABELS = {"learning_rate": "lr"}  # how the failed list names the learning rate
 
-def history_table(trials: list[TrialResult]) -> str:
+
+def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE) -> str:
     """The charged trials in the order tried. The table only grows, so a prompt that shows
     it before what changes (the incumbent, the budget left) keeps a stable prefix, which
     llama.cpp and API servers reuse instead of reading it again."""
     rows = [t for t in trials if not t.repeat]
     if not rows:
         return "(none yet)"
-    lines = ["trial | learning_rate | momentum | status | final_value | iterations"]
+    lines = [" | ".join(["trial", *space.names, "status", "final_value", "iterations"])]
     lines += [
-        f"{t.trial} | {fmt_lr(t.learning_rate)} | {fmt_param(t.momentum)} | {t.status} | "
-        f"{fmt_value(t.final_value)} | {t.iterations}"
+        " | ".join([str(t.trial), *(space.fmt(n, t.params[n]) for n in space), t.status,
+                    fmt_value(t.final_value), str(t.iterations)])
         for t in rows
     ]
     return "\n".join(lines)
@@ -27,21 +34,55 @@ def incumbent_text(ev: Evaluator) -> str:
     inc = ev.incumbent
     if inc is None:
         return "(none yet)"
-    return (f"trial {inc.trial}: learning_rate={fmt_lr(inc.learning_rate)}, momentum={fmt_param(inc.momentum)}, "
+    return (f"trial {inc.trial}: {ev.config.space.format(inc.params)}, "
             f"final_value={fmt_value(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
 
 
-def tried_text(trials: list[TrialResult]) -> str:
-    seen = {(t.learning_rate, t.momentum) for t in trials}
-    return ", ".join(f"({fmt_lr(a)}, {fmt_param(b)})" for a, b in sorted(seen)) or "(none)"
+def _order(v: Any) -> tuple[int, Any]:
+    """Sort numbers by value, anything else (a choice) by its JSON text, after them."""
+    return (0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, json.dumps(v))
 
 
-def failed_text(trials: list[TrialResult], f_star: float | None) -> str:
+def tried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE) -> str:
+    seen = {space.key(t.params): t.params for t in trials}
+    rows = sorted(seen.values(), key=lambda p: tuple(_order(p[n]) for n in space))
+    return ", ".join("(" + ", ".join(space.fmt(n, p[n]) for n in space) + ")" for p in rows) or "(none)"
+
+
+def failed_text(trials: list[TrialResult], f_star: float | None, space: SearchSpace = DEFAULT_SPACE) -> str:
     bad = [t for t in trials if not t.repeat and is_failed(t.status, t.final_value, f_star)]
     if not bad:
         return "(none)"
-    return ", ".join(f"(lr={fmt_lr(t.learning_rate)}, momentum={fmt_param(t.momentum)}: "
+    return ", ".join(f"({space.format(t.params, SHORT_LABELS)}: "
                      f"{'diverged' if t.status == 'diverged' else 'poor, ' + fmt_value(t.final_value)})" for t in bad)
+
+
+def cma_names(space: SearchSpace) -> str:
+    """CMA-ES's coordinates by name: 'log10 lr, momentum'."""
+    return ", ".join(f"log10 {SHORT_LABELS.get(n, n)}" if getattr(space[n], "log", False) else n
+                     for n in space.continuous)
+
+
+def answer_json(space: SearchSpace) -> str:
+    """'{"learning_rate": <number>, "momentum": <number>}': what a JSON answer holds."""
+    kinds = {"float": "<number>", "int": "<integer>"}
+    return "{" + ", ".join(f'"{n}": ' + kinds.get(space[n].type, f"<one of {space[n].range_text()}>")
+                           for n in space) + "}"
+
+
+def cma_axes(space: SearchSpace) -> str:
+    """CMA-ES's coordinates as Centaur's prompt lists them, then what it does not search.
+
+    >>> print(cma_axes(DEFAULT_SPACE))
+      index 0: log10(learning_rate), learning_rate in [1e-4, 1e-1]
+      index 1: momentum, in [0, 0.99]
+    """
+    lines = [f"  index {i}: log10({n}), {n} in {space[n].range_text()}" if getattr(space[n], "log", False)
+             else f"  index {i}: {n}, in {space[n].range_text()}" for i, n in enumerate(space.continuous)]
+    others = [f"{n} in {space[n].range_text()}" for n in space if isinstance(space[n], CategoricalParam)]
+    if others:
+        lines.append(f"  (not searched by CMA-ES, chosen with each proposal: {spoken_list(others)})")
+    return "\n".join(lines)
 
 
 def prompt_values(ev: Evaluator) -> dict[str, str]:
@@ -53,13 +94,16 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
         max_iter=str(c.max_iter),
         tol=f"{c.tol:g}",
-        alpha_range=c.bounds.alpha_text(),
-        beta_range=c.bounds.beta_text(),
+        space=space_text(c.space),
+        parameters=spoken_list(list(c.space.names)),
+        alpha_range=c.space["learning_rate"].range_text(),
+        beta_range=c.space["momentum"].range_text() if "momentum" in c.space else "[0, 0]",
         budget=str(c.budget),
         budget_left=str(ev.budget_left),
-        history=history_table(ev.trials),
+        history=history_table(ev.trials, c.space),
         incumbent=incumbent_text(ev),
-        tried=tried_text(ev.trials),
-        failed=failed_text(ev.trials, ev.f_star),
+        tried=tried_text(ev.trials, c.space),
+        failed=failed_text(ev.trials, ev.f_star, c.space),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
+        cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),
     )

@@ -33,8 +33,11 @@ VARIABLES = {
     "x0": "the start point",
     "max_iter": "iteration cap T",
     "tol": "early-stop tolerance",
+    "space": "every parameter with its range or choices, e.g. learning_rate (alpha) in [1e-4, 1e-1] and "
+             "momentum (beta) in [0, 0.99]",
+    "parameters": "the parameters' names, e.g. learning_rate and momentum",
     "alpha_range": "allowed learning rates, e.g. [1e-4, 1e-1]",
-    "beta_range": "allowed momenta, e.g. [0, 0.99]",
+    "beta_range": "allowed momenta, e.g. [0, 0.99] ([0, 0] when the space has no momentum)",
     "budget": "charged evaluations allowed",
     "budget_left": "charged evaluations left",
     "history": "trials so far, a compact table in the order tried",
@@ -46,6 +49,9 @@ VARIABLES = {
     "sigma": "CMA-ES step size",
     "mean": "CMA-ES mean",
     "suggestion": "CMA-ES's own next proposal",
+    "cma_names": "CMA-ES's coordinates by name, e.g. log10 lr, momentum",
+    "answer_json": "the JSON of an answer, every parameter with its kind of value",
+    "cma_axes": "CMA-ES's coordinates, one line per continuous parameter, and the parameters it does not search",
     "covariance": "CMA-ES covariance matrix",
     "top5": "the five best configurations",
     "recent": "the last 20 trials",
@@ -54,8 +60,8 @@ SYSTEM_MARK = "--- system ---"
 TURN_MARK = "--- turn ---"
 FINAL_MARK = "--- final ---"
 FINAL_INSTRUCTION = (
-    "The evaluation budget is spent. Call FinalAnswer with your recommended learning_rate and "
-    "momentum (normally the best trial) and a one-paragraph rationale."
+    "The evaluation budget is spent. Call FinalAnswer with your recommended $parameters "
+    "(normally the best trial) and a one-paragraph rationale."
 )
 # the final part of a template without one: the state the answer is about, then the ask
 DEFAULT_FINAL = f"Trials so far, in the order tried:\n$history\nBest so far: $incumbent\n{FINAL_INSTRUCTION}"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 
-from tuneloop.tools.formatting import fmt_param, fmt_value
+from tuneloop.tools.formatting import fmt_value
+from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
 
 MIN_LETTERS = 12  # fewer letters than this is not a rationale
@@ -25,8 +26,8 @@ def is_text(rationale: str) -> bool:
     return len(re.findall(r"[A-Za-z]", rationale or "")) >= MIN_LETTERS
 
 
-def _describe(t: TrialResult) -> str:
-    return (f"trial {t.trial} (learning_rate={fmt_param(t.learning_rate)}, momentum={fmt_param(t.momentum)}) "
+def _describe(t: TrialResult, space: SearchSpace) -> str:
+    return (f"trial {t.trial} ({space.format(t.params, sci=False)}) "
             f"{t.status} at f={fmt_value(t.final_value, 4)} after {t.iterations} iterations")
 
 
@@ -35,7 +36,8 @@ def _summary(ev: Evaluator, picked: TrialResult | None) -> str:
     charged = [t for t in ev.trials if t.charged]
     if not charged:
         return "No trial was charged."
-    parts = [f"The recommended configuration is {_describe(picked)}." if picked is not None
+    space = ev.config.space
+    parts = [f"The recommended configuration is {_describe(picked, space)}." if picked is not None
              else "The recommended configuration was never tried."]
     if all(t.status == "diverged" for t in charged):
         parts.append(f"All {len(charged)} charged trials diverged.")
@@ -43,7 +45,7 @@ def _summary(ev: Evaluator, picked: TrialResult | None) -> str:
         best = ev.incumbent
         assert best is not None  # a charged trial is never a repeat, so it is a candidate
         if best is not picked:
-            parts.append(f"The best of {len(charged)} charged trials: {_describe(best)}.")
+            parts.append(f"The best of {len(charged)} charged trials: {_describe(best, space)}.")
     return " ".join(parts)
 
 
@@ -53,15 +55,17 @@ def vetted(answer, ev: Evaluator):
     if answer is None:
         return None, False
     best = ev.incumbent
-    tried = {(t.learning_rate, t.momentum): t for t in ev.trials if not t.repeat}
-    picked = tried.get((answer.learning_rate, answer.momentum))
-    lr, mom, notes = answer.learning_rate, answer.momentum, []
+    space = ev.config.space
+    tried = {space.key(t.params): t for t in ev.trials if not t.repeat}
+    params = answer.params(space.names)
+    picked = tried.get(space.key(params)) if None not in params.values() else None
+    update, notes = dict(params), []
     # a finite trial exists, and the model picked no finite one
     if best is not None and best.status != "diverged" and (picked is None or picked.status == "diverged"):
         why = "never tried" if picked is None else "diverged"
-        notes.append(f"The model recommended learning_rate={fmt_param(lr)}, momentum={fmt_param(mom)}, which {why}; "
+        notes.append(f"The model recommended {space.format(params, sci=False)}, which {why}; "
                      f"the best trial is reported instead.")
-        lr, mom, picked = best.learning_rate, best.momentum, best
+        update, picked = dict(best.params), best
     rationale = answer.rationale
     if not is_text(rationale):
         notes.append(f"(The model's rationale was not text: {rationale!r}.) {_summary(ev, picked)}")
@@ -70,5 +74,4 @@ def vetted(answer, ev: Evaluator):
         return answer, False
     if rationale:  # the model's words, quoted and attributed: they were about its own pick
         rationale = f'The model wrote: "{rationale}"'
-    return answer.model_copy(update={"learning_rate": lr, "momentum": mom,
-                                     "rationale": " ".join([*notes, rationale]).strip()}), True
+    return answer.model_copy(update=update | {"rationale": " ".join([*notes, rationale]).strip()}), True

@@ -19,7 +19,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from pydantic import Field, create_model
 
-from tuneloop.agent.langchain_tools import TOOL_NAME, make_gd_tool
+from tuneloop.agent.langchain_tools import TOOL_NAME, args_schema, make_gd_tool
 from tuneloop.agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
 from tuneloop.agent.models import ModelError, ModelFactory, api_key_for, is_local, make_chat_model
 from tuneloop.agent.pricing import session_cost
@@ -36,21 +36,24 @@ from tuneloop.agent.session_config import (
 from tuneloop.agent.tracing import TraceCallbackHandler
 from tuneloop.tools.record import TraceWriter, new_session_id
 from tuneloop.tools.run_result import EventSink, Recommendation, SessionResult, StopReason, finish_session
-from tuneloop.tools.trials import Bounds, Evaluator
+from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trials import Evaluator
 
 
 class FinalAnswer(Recommendation):
     """Your final recommendation once the evaluation budget is spent."""
 
 
-def final_answer_for(bounds: Bounds) -> type[FinalAnswer]:
-    """FinalAnswer whose schema carries the session's allowed ranges, as the proposals'
-    does (so a constrained model recommends inside them). Out-of-range recommendations
-    still validate: agent/recommendation.py reports the best trial instead."""
-    props = bounds.args_schema()["properties"]
+def final_answer_for(space: SearchSpace) -> type[FinalAnswer]:
+    """FinalAnswer with a field per parameter of the session's space, whose schema carries
+    its range or choices, as the proposals' does (so a constrained model recommends inside
+    them). Out-of-range recommendations still validate: agent/recommendation.py reports
+    the best trial instead."""
+    props = args_schema(space)["properties"]
+    kinds: dict[str, Any] = {"float": float, "int": int, "categorical": Any}
     fields: dict[str, Any] = {
-        name: (float, Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
-        for name in ("learning_rate", "momentum")
+        name: (kinds[space[name].type], Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
+        for name in space
     }
     return create_model("FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__, **fields)
 
@@ -106,7 +109,7 @@ def run_session(
             model,
             tools=[make_gd_tool(ev, source=cfg.method)],
             system_prompt=system,
-            response_format=ToolStrategy(final_answer_for(cfg.evaluator.bounds)),
+            response_format=ToolStrategy(final_answer_for(cfg.evaluator.space)),
             middleware=_middleware(cfg, ev, template, handler, writer, should_stop, model_cap, tool_cap),
         )
         # The first turn is already in the conversation; TurnMiddleware adds the fresh

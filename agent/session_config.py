@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from tuneloop.agent import AGENT_METHOD
 from tuneloop.agent.models import ModelSettings
 from tuneloop.tools.objectives import USER_FID, UserObjective, get_objective
-from tuneloop.tools.trials import Bounds, EvaluatorConfig
+from tuneloop.tools.trials import EvaluatorConfig
 
 # The model-call cap (MODEL_CALLS_PER_TRIAL x budget + MODEL_CALLS_EXTRA) and the tool-call
 # cap (TOOL_CALLS_PER_TRIAL x budget) make sure a model that only talks, or only repeats
@@ -64,7 +64,7 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
         "max_iter": ev.max_iter,
         "tol": ev.tol,
         "budget": ev.budget,
-        "bounds": ev.bounds.model_dump(),
+        "space": ev.space.to_json(),
         "seed": cfg.seed,
         "model": model,
         "prompt": {"name": template_name, "sha256": template_sha, "text": template_text} if template_name else None,
@@ -77,7 +77,8 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
 def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
     """The SessionConfig a manifest describes (the prompt by its recorded text)."""
     ev = EvaluatorConfig(objective=m["objective"], x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
-                         budget=m["budget"], bounds=Bounds(**(m.get("bounds") or {})))
+                         budget=m["budget"],
+                         **({"space": m["space"]} if "space" in m else {"bounds": m.get("bounds") or {}}))
     model = ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})
     prompt = m.get("prompt") or {}
     return SessionConfig(evaluator=ev, model=model, prompt=prompt.get("name") or "default",

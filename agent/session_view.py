@@ -3,10 +3,26 @@ summary that says plainly how the session went and what to do next."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_value
+from tuneloop.tools.space import params_of
 from tuneloop.tools.usage import known_sum
+
+LABELS = {"learning_rate": "lr"}  # the learning rate is "lr" on a person's screen
+
+
+def config_text(params: dict[str, Any], labels: dict[str, str] = LABELS) -> str:
+    """A configuration for a person: 'lr=0.001 momentum=0.9 nesterov=true'."""
+    def show(v: Any) -> str:
+        return fmt_param(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v)
+    return " ".join(f"{labels.get(k, k)}={show(v)}" for k, v in params.items())
+
+
+def _extras(params: dict[str, Any]) -> str:
+    rest = {k: v for k, v in params.items() if k not in ("learning_rate", "momentum")}
+    return f" {config_text(rest)}" if rest else ""
 
 
 class TrialLines:
@@ -20,7 +36,8 @@ class TrialLines:
             self.best = dict(f)
         best = self.best.get("final_value")
         tag = "  repeat" if f["repeat"] else ""
-        print(f"#{f['trial']:<3} lr={fmt_param(f['learning_rate']):<10} mom={fmt_param(f['momentum']):<9} "
+        print(f"#{f['trial']:<3} lr={fmt_param(f['learning_rate']):<10} mom={fmt_param(f['momentum']):<9}"
+              f"{_extras(params_of(f))} "
               f"{f['status']:<9} f={fmt_value(f['final_value'], 3):<9} it={f['iterations']:<5} "
               f"best={fmt_value(best, 3) if best is not None else '-':<9} left={f['budget_left']}{tag}", flush=True)
 
@@ -58,8 +75,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
     out.print()
     if b is not None:
         fv = "nan (diverged)" if b.final_value is None else f"{b.final_value:.6g}"
-        out.print(f"[bold]best[/bold]   trial {b.trial}: lr={fmt_param(b.learning_rate)} "
-                  f"momentum={fmt_param(b.momentum)} -> {b.status}, f={fv}, {b.iterations} iterations")
+        out.print(f"[bold]best[/bold]   trial {b.trial}: {config_text(b.params)} "
+                  f"-> {b.status}, f={fv}, {b.iterations} iterations")
     else:
         out.print("[bold]best[/bold]   no trial was charged")
     advice = outcome_advice(r)
@@ -69,11 +86,10 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
         rec = r.recommendation
         # whose choice it is, in so many words: the agent's as it came, or tuneloop's in its place
         who = "tuneloop reports" if r.recommended_by == "tuneloop" else "agent recommends"
-        out.print(f"[bold]{who}[/bold] lr={fmt_param(rec.learning_rate)} "
-                  f"momentum={fmt_param(rec.momentum)}: {rec.rationale}")
-        if b is not None and (rec.learning_rate, rec.momentum) != (b.learning_rate, b.momentum):
-            picked = next((t for t in r.trials if not t.repeat
-                           and (t.learning_rate, t.momentum) == (rec.learning_rate, rec.momentum)), None)
+        rec_params = rec.params(b.params if b is not None else ("learning_rate", "momentum"))
+        out.print(f"[bold]{who}[/bold] {config_text(rec_params)}: {rec.rationale}")
+        if b is not None and rec_params != b.params:
+            picked = next((t for t in r.trials if not t.repeat and t.params == rec_params), None)
             what = (f"trial {picked.trial} (f={fmt_value(picked.final_value)})" if picked is not None
                     else "a configuration it did not try")
             out.print(f"[bold]note[/bold]   the agent's pick is {what}, not the best trial {b.trial} "

@@ -7,21 +7,24 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from tuneloop.agent.langchain_tools import args_schema
 from tuneloop.agent.models import classify_error
 from tuneloop.agent.prompt_state import prompt_values
 from tuneloop.agent.prompts import PromptTemplate, load_template
 from tuneloop.evaluation.strategies import CentaurError, LLMProposer
-from tuneloop.tools.formatting import fmt_lr, fmt_param
 from tuneloop.tools.scoring import is_failed
+from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
 from tuneloop.tools.usage import Usage
 
 PROPOSAL_TOOL = "CentaurProposal"
 TOP_K = 5
 RECENT = 20
+SHORT_LABELS = {"learning_rate": "lr"}  # how the study's prompts listed trials
 
 
 def proposal_tool(ev: Evaluator) -> dict:
@@ -30,13 +33,13 @@ def proposal_tool(ev: Evaluator) -> dict:
     return {"type": "function", "function": {
         "name": PROPOSAL_TOOL,
         "description": "Your proposal: one configuration expected to beat the incumbent.",
-        "parameters": ev.config.bounds.args_schema()}}
+        "parameters": args_schema(ev.config.space)}}
 
 
-def trial_text(t: TrialResult, f_star: float) -> str:
+def trial_text(t: TrialResult, f_star: float, space: SearchSpace) -> str:
     """One trial for the prompt; FAILED where the study would call it Diverged or Poor."""
     tag = " FAILED" if is_failed(t.status, t.final_value, f_star) else ""
-    return f"(lr={fmt_lr(t.learning_rate)}, momentum={fmt_param(t.momentum)}, score={t.score:.3f}, by {t.source}){tag}"
+    return f"({space.format(t.params, SHORT_LABELS)}, score={t.score:.3f}, by {t.source}){tag}"
 
 
 class CentaurLLM(LLMProposer):
@@ -63,21 +66,21 @@ class CentaurLLM(LLMProposer):
         self.callbacks = [callbacks]
         self.usage = callbacks.usage  # the callback counts each call; so that is the bill
 
-    def __call__(self, state: dict) -> tuple[float, float]:
+    def __call__(self, state: dict) -> dict[str, Any]:
         ev = self.ev
         if ev is None or self.model is None:
             raise CentaurError("CentaurLLM used before bind_evaluator()")
         told = ev.trials  # every answered proposal, as CMA-ES was told it
+        space = ev.config.space
         values = prompt_values(ev) | {
             "n_trials": str(state["n_trials"]),
             "sigma": f"{state['sigma']:.4g}",
             "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]",
-            "suggestion": f"learning_rate={fmt_lr(state['suggestion'][0])}, "
-            f"momentum={fmt_param(state['suggestion'][1])}",
+            "suggestion": space.format(state["suggestion"]),
             "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]),
-            "top5": "; ".join(trial_text(t, ev.f_star) for t in sorted(told, key=lambda t: t.score)[:TOP_K])
+            "top5": "; ".join(trial_text(t, ev.f_star, space) for t in sorted(told, key=lambda t: t.score)[:TOP_K])
             or "(none)",
-            "recent": "; ".join(trial_text(t, ev.f_star) for t in told[-RECENT:]) or "(none)",
+            "recent": "; ".join(trial_text(t, ev.f_star, space) for t in told[-RECENT:]) or "(none)",
         }
         msgs = [SystemMessage(self.template.render_system(**values)), HumanMessage(self.template.render_turn(**values))]
         t0 = time.perf_counter()
@@ -91,9 +94,10 @@ class CentaurLLM(LLMProposer):
             usage = reply.usage_metadata or {}  # None when the server reports no usage
             self.usage.add_call(time.perf_counter() - t0, usage.get("input_tokens"), usage.get("output_tokens"))
         args = reply.tool_calls[0]["args"] if reply.tool_calls else json_from_text(str(reply.content))
-        if args is None or "learning_rate" not in args or "momentum" not in args:
-            raise CentaurError(f"the LLM did not answer with JSON learning_rate/momentum: {str(reply.content)[:200]!r}")
-        return args["learning_rate"], args["momentum"]
+        if args is None or not set(space.names) <= set(args):
+            raise CentaurError(f"the LLM did not answer with JSON {'/'.join(space.names)}: "
+                               f"{str(reply.content)[:200]!r}")
+        return {k: v for k, v in args.items() if k in space.names}
 
 
 def json_from_text(text: str) -> dict | None:

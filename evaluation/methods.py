@@ -22,7 +22,6 @@ from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import (
     AGENT_METHOD,
     LLM_METHODS,
-    SearchSpace,
     StrategyContext,
     known_method,
     make_strategy,
@@ -32,7 +31,9 @@ from tuneloop.tools.momentum import start_point
 from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
-from tuneloop.tools.trials import Bounds, EvaluatorConfig
+from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
+from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trials import EvaluatorConfig
 
 
 class MethodSpec(BaseModel):
@@ -47,7 +48,7 @@ class MethodSpec(BaseModel):
     dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # a "paper" or "random" start's dimension
     max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
     tol: float = Field(default=DEFAULT_TOL, ge=0.0)
-    bounds: Bounds = Bounds()
+    space: SearchSpace = DEFAULT_SPACE
     model: ModelSettings = ModelSettings()  # LLM methods only
     prompt: str | None = None  # None: the method's own default template
     prompt_text: str | None = None  # a recorded template's text (replay) instead of the named one
@@ -61,10 +62,17 @@ class MethodSpec(BaseModel):
     def _known(cls, v: str) -> str:
         return known_method(v)
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _gd_space(cls, v: Any) -> SearchSpace:
+        return check_gd_space(SearchSpace.parse(v))
+
     @model_validator(mode="after")
     def _fits_the_objective(self) -> MethodSpec:
         # refused here, not when it runs: an unknown function, a dimension it does not take
         get_objective(self.function).check_dim(len(self.x0) if isinstance(self.x0, tuple) else self.dim)
+        if self.method == "refined" and self.space.names != ("learning_rate", "momentum"):
+            raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
         return self
 
     @property
@@ -76,7 +84,7 @@ class MethodSpec(BaseModel):
         default_prompt = D.PROMPT if self.method == AGENT_METHOD else D.CENTAUR_PROMPT
         return SessionConfig(
             evaluator=EvaluatorConfig(objective=self.function, x0=x0, max_iter=self.max_iter, tol=self.tol,
-                                      budget=self.budget, bounds=self.bounds),
+                                      budget=self.budget, space=self.space),
             model=self.model, prompt=self.prompt or default_prompt, prompt_text=self.prompt_text, seed=self.seed,
             x0_spec=self.x0 if isinstance(self.x0, str) else "explicit", method=self.method,
             runs_dir=self.runs_dir, manifest_extra=self.manifest_extra)
@@ -89,7 +97,7 @@ class MethodSpec(BaseModel):
         settings = m.get(cfg.method) or {}  # a hybrid's own settings (Centaur: ratio, warm-up)
         fields: dict[str, Any] = dict(
             method=cfg.method, function=ev.objective, budget=ev.budget, seed=cfg.seed, x0=tuple(ev.x0), dim=len(ev.x0),
-            max_iter=ev.max_iter, tol=ev.tol, bounds=ev.bounds, model=cfg.model, prompt=cfg.prompt,
+            max_iter=ev.max_iter, tol=ev.tol, space=ev.space, model=cfg.model, prompt=cfg.prompt,
             prompt_text=cfg.prompt_text, centaur_ratio=settings.get("ratio", D.CENTAUR_RATIO),
             centaur_warmup=settings.get("warmup"))
         return cls(**(fields | update))
@@ -118,11 +126,11 @@ def run_method(spec: MethodSpec, *, session_id: str | None = None, chat_model: A
 
         model = chat_model if chat_model is not None else model_factory(cfg.model)
         proposer = CentaurLLM(model, template_for(cfg.prompt, cfg.prompt_text))
-    space = SearchSpace.from_bounds(spec.bounds)
+    space = cfg.evaluator.space
     strategy = make_strategy(spec.method, StrategyContext(budget=spec.budget, seed=spec.seed, space=space,
                                                           propose_llm=proposer, centaur_ratio=spec.centaur_ratio,
                                                           centaur_warmup=spec.centaur_warmup))
-    extra: dict[str, Any] = {"search_space": {"log10_alpha": space.log10_alpha, "beta": space.beta}}
+    extra: dict[str, Any] = {}
     if strategy.manifest():
         extra[spec.method] = strategy.manifest()
     return run_strategy(strategy, cfg, sid, extra_manifest=extra, should_stop=should_stop, on_trial=on_trial)

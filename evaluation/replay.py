@@ -13,6 +13,7 @@ from tuneloop.agent.session_config import config_from_manifest
 from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.evaluation.strategies import LLM_METHODS
 from tuneloop.tools.record import Trace, TraceError, read_trace
+from tuneloop.tools.space import params_of, proposed_arguments
 from tuneloop.tools.trials import Evaluator, InvalidProposal
 
 REPLAY_FIELDS = ("trial", "source", "learning_rate", "momentum", "status", "final_value", "iterations", "score",
@@ -24,6 +25,8 @@ def _first_difference(old: list[dict], new: list[dict], what: str) -> dict | Non
         for k in REPLAY_FIELDS:
             if a.get(k) != b.get(k):
                 return {"where": f"{what} {i + 1}", "field": k, "recorded": a.get(k), "replayed": b.get(k)}
+        if params_of(a) != params_of(b):  # (a trace from before typed spaces records no params)
+            return {"where": f"{what} {i + 1}", "field": "params", "recorded": params_of(a), "replayed": params_of(b)}
     if len(old) != len(new):
         return {"where": f"{what} count", "field": "count", "recorded": len(old), "replayed": len(new)}
     return None
@@ -70,12 +73,10 @@ def replay(t: Trace, workdir: Path) -> dict[str, Any]:
         new_rows = []
         for e in t.events:
             if e.get("event") == "trial_evaluated":
-                new_rows.append(
-                    ev.evaluate(e["learning_rate"], e["momentum"], source=e.get("source", "?")).model_dump()
-                )
+                new_rows.append(ev.evaluate(params_of(e), source=e.get("source", "?")).model_dump())
             elif e.get("event") == "tool_error" and "source" in e:
                 try:
-                    ev.evaluate(e.get("learning_rate"), e.get("momentum"), source=e["source"])
+                    ev.evaluate(proposed_arguments(e), source=e["source"])
                 except InvalidProposal:
                     pass
         diff = _first_difference(recorded, new_rows, "trial")

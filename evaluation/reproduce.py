@@ -18,14 +18,16 @@ from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
 from tuneloop.agent.session_config import SessionConfig
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.runner import run_strategy
-from tuneloop.evaluation.strategies import GridSearch, RandomSearch, RefinedGrid, SearchSpace
+from tuneloop.evaluation.strategies import GridSearch, RandomSearch, RefinedGrid
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER
 from tuneloop.tools.formatting import fmt_value
 from tuneloop.tools.momentum import DEFAULT_X0, start_point
 from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.scoring import GOOD_GAP, study_label
-from tuneloop.tools.trials import Bounds, EvaluatorConfig, TrialResult
+from tuneloop.tools.gd_space import DEFAULT_SPACE
+from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trials import EvaluatorConfig, TrialResult
 
 FUNCTIONS = D.FUNCTIONS  # the study's two objectives
 SEEDS = D.SEEDS  # its three seeds
@@ -35,10 +37,10 @@ RANDOM_SAMPLES = 4
 GRID_SIZE = len(GridSearch().points)  # 12
 # the ranges told to random search and the LLM: the grid's span of alpha, beta up to 0.99
 # (tuneloop's default ranges are the study's)
-STUDY_BOUNDS = Bounds()
-STUDY_SPACE = SearchSpace.from_bounds(STUDY_BOUNDS)
-# the grids' runs: the refinement may step past the grid's span (1.4 x 0.1)
-GRID_BOUNDS = Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)
+STUDY_SPACE = DEFAULT_SPACE
+# the grids' runs: the refinement may step past the grid's span (1.4 x 0.1, 0.8 x 1e-4)
+GRID_SPACE = SearchSpace.model_validate({"learning_rate": {"type": "float", "low": 1e-6, "high": 1.0, "log": True},
+                                         "momentum": {"type": "float", "low": 0.0, "high": 0.999}})
 
 
 def _label(t: TrialResult, f_star: float, best_score: float) -> str:
@@ -48,7 +50,7 @@ def _label(t: TrialResult, f_star: float, best_score: float) -> str:
 def _cfg(out: Path, function: str, x0, max_iter: int, budget: int, method: str, seed: int,
          model: ModelSettings | None = None, prompt: str = "paper") -> SessionConfig:
     return SessionConfig(evaluator=EvaluatorConfig(objective=function, x0=x0, max_iter=max_iter, budget=budget,
-                                                   bounds=STUDY_BOUNDS if method in ("random", "llm") else GRID_BOUNDS),
+                                                   space=STUDY_SPACE if method in ("random", "llm") else GRID_SPACE),
                          model=model or ModelSettings(), prompt=prompt, seed=seed, method=method,
                          x0_spec="random" if method in ("random", "llm") else "paper", runs_dir=out / "runs")
 
@@ -62,12 +64,12 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
         obj = get_objective(f)
         f_star = obj.minimum(2)
         say(f"grid on {f}")
-        g = run_strategy(GridSearch(), _cfg(out, f, DEFAULT_X0, GRID_T, GRID_SIZE, "grid", 0), f"grid-{f}")
+        g = run_strategy(GridSearch(GRID_SPACE), _cfg(out, f, DEFAULT_X0, GRID_T, GRID_SIZE, "grid", 0), f"grid-{f}")
         best_score = min(t.score for t in g.trials)
         tables["grid"][f] = [dict(lr=t.learning_rate, momentum=t.momentum, final=t.final_value,
                                   iterations=t.iterations, status=_label(t, f_star, best_score)) for t in g.trials]
         say(f"refined grid on {f}")
-        r = run_strategy(RefinedGrid(), _cfg(out, f, DEFAULT_X0, GRID_T, 2 * GRID_SIZE, "refined", 0), f"refined-{f}")
+        r = run_strategy(RefinedGrid(space=GRID_SPACE), _cfg(out, f, DEFAULT_X0, GRID_T, 2 * GRID_SIZE, "refined", 0), f"refined-{f}")
         refinement = [t for t in r.trials[GRID_SIZE:] if t.charged]
         best = min(refinement or r.trials, key=lambda t: t.score)
         tables["refined"][f] = dict(lr=best.learning_rate, momentum=best.momentum, final=best.final_value,

@@ -63,16 +63,16 @@ def run_strategy(strategy: Strategy, cfg: SessionConfig, session_id: str, *,
                 stop = "strategy_done"
                 break
             try:
-                r = ev.evaluate(p[0], p[1], source=strategy.source)
+                r = ev.evaluate(p, source=strategy.source)
             except InvalidProposal:
                 # reported by the Evaluator (a tool_error event) and counted, not charged
                 p = strategy.rejected()
                 if p is None:
                     continue
-                r = ev.evaluate(p[0], p[1], source=strategy.source)
+                r = ev.evaluate(p, source=strategy.source)
             except BudgetExhausted:
                 break
-            strategy.tell(r.learning_rate, r.momentum, r.score)
+            strategy.tell(r.params, r.score)
     except CentaurError as e:
         stop, error = "model_error", str(e)
     except KeyboardInterrupt:

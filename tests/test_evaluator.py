@@ -4,7 +4,7 @@ import pytest
 import structlog
 
 from tuneloop.tools.scoring import DIVERGED_SCORE, score, study_label
-from tuneloop.tools.trials import Bounds, BudgetExhausted, Evaluator, EvaluatorConfig, InvalidProposal
+from tuneloop.tools.trials import BudgetExhausted, Evaluator, EvaluatorConfig, InvalidProposal
 
 
 class Capture:
@@ -18,18 +18,18 @@ class Capture:
 def test_budget_cache_and_counts():
     cap = Capture()
     ev = Evaluator(EvaluatorConfig(objective="rosenbrock", budget=3, max_iter=2000), logger=cap)
-    r1 = ev.evaluate(1e-3, 0.9, source="t")
+    r1 = ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9}, source="t")
     assert r1.charged and not r1.repeat and r1.budget_left == 2 and r1.trial == 1
-    r2 = ev.evaluate(1e-3, 0.9, source="t")
+    r2 = ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9}, source="t")
     assert r2.repeat and not r2.charged and r2.repeat_of == 1 and r2.budget_left == 2
     assert r2.final_value == r1.final_value and r2.score == r1.score
     with pytest.raises(InvalidProposal, match=r"outside the allowed range \[1e-4, 1e-1\]"):
-        ev.evaluate(2.0, 0.5)
-    ev.evaluate(1e-4, 0.5)
-    ev.evaluate(0.09, 0.9)  # diverges: still charged
+        ev.evaluate({"learning_rate": 2.0, "momentum": 0.5})
+    ev.evaluate({"learning_rate": 1e-4, "momentum": 0.5})
+    ev.evaluate({"learning_rate": 0.09, "momentum": 0.9})  # diverges: still charged
     assert ev.exhausted and ev.budget_left == 0
     with pytest.raises(BudgetExhausted):
-        ev.evaluate(1e-3, 0.9)  # even a repeat is refused once the budget is spent
+        ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9})  # even a repeat is refused once the budget is spent
     assert (ev.charged, ev.invalid, ev.repeats) == (3, 1, 1)
     assert ev.incumbent.trial == 1
     names = [e for e, _ in cap.events]
@@ -44,8 +44,8 @@ def test_budget_cache_and_counts():
     (-0.1, 0.5, "learning_rate=-0.1 is outside"),
     (0.0, 0.5, "learning_rate=0.0 is outside"),
     (float("nan"), 0.5, "finite"),
-    ("fast", 0.5, "valid number"),
-    (None, 0.5, "valid number"),
+    ("fast", 0.5, "must be a number"),
+    (None, 0.5, "learning_rate: missing"),
     (0.01, 1.0, "momentum=1.0 is outside the allowed range [0, 0.99]"),
     (0.5, 0.5, "learning_rate=0.5 is outside the allowed range [1e-4, 1e-1]"),
     (0.01, -0.2, "momentum=-0.2"),
@@ -54,20 +54,20 @@ def test_budget_cache_and_counts():
 def test_invalid_proposals_are_typed_and_not_charged(alpha, beta, msg):
     ev = Evaluator(EvaluatorConfig(budget=2))
     with pytest.raises(InvalidProposal) as e:
-        ev.evaluate(alpha, beta)
+        ev.evaluate({"learning_rate": alpha, "momentum": beta})
     assert msg in str(e.value)
     assert ev.budget_left == 2 and ev.invalid == 1 and not ev.trials
 
 
-def test_configurable_bounds():
-    ev = Evaluator(EvaluatorConfig(budget=2, bounds=Bounds(alpha_min=1e-4, alpha_max=1e-2, beta_max=0.95)))
+def test_bounds_recorded_before_typed_spaces_still_configure_the_range():
+    ev = Evaluator(EvaluatorConfig(budget=2, bounds={"alpha_min": 1e-4, "alpha_max": 1e-2, "beta_max": 0.95}))
     with pytest.raises(InvalidProposal, match=r"\[1e-4, 1e-2\]"):
-        ev.evaluate(0.05, 0.5)
+        ev.evaluate({"learning_rate": 0.05, "momentum": 0.5})
     with pytest.raises(InvalidProposal, match=r"\[0, 0.95\]"):
-        ev.evaluate(1e-3, 0.97)
-    assert ev.evaluate(1e-3, 0.95).charged
-    with pytest.raises(ValueError):
-        Bounds(alpha_min=0.5, alpha_max=0.1)
+        ev.evaluate({"learning_rate": 1e-3, "momentum": 0.97})
+    assert ev.evaluate({"learning_rate": 1e-3, "momentum": 0.95}).charged
+    with pytest.raises(ValueError, match="must be below high"):
+        EvaluatorConfig(bounds={"alpha_min": 0.5, "alpha_max": 0.1})
 
 
 def test_config_validation():
@@ -87,7 +87,7 @@ def test_structlog_logger_receives_events():
             pass
         info = msg
     log = structlog.wrap_logger(Sink(), processors=[lambda _, __, ed: (out.append(ed), "")[1]])
-    Evaluator(EvaluatorConfig(budget=1), logger=log).evaluate(1e-3, 0.5, source="s")
+    Evaluator(EvaluatorConfig(budget=1), logger=log).evaluate({"learning_rate": 1e-3, "momentum": 0.5}, source="s")
     assert out[0]["event"] == "trial_evaluated" and out[0]["source"] == "s"
 
 

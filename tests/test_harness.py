@@ -17,14 +17,20 @@ from tuneloop.evaluation.strategies import (
     GridSearch,
     RandomSearch,
     RefinedGrid,
-    SearchSpace,
     TPEStrategy,
     centaur_schedule,
     refinement_points,
 )
 from tuneloop.evaluation.summary import summarize, write_summary
 from tuneloop.tools.formatting import fmt_lr, fmt_param
+from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.trials import EvaluatorConfig
+
+LR_MOM = ("learning_rate", "momentum")
+
+
+def pair(p):
+    return p["learning_rate"], p["momentum"]
 
 
 def scfg(tmp_path, budget=12, method="x", **kw):
@@ -36,8 +42,8 @@ def test_grid_is_the_studys_grid_and_subsets_evenly():
     g = GridSearch()
     pts = [g.ask() for _ in range(13)]
     assert pts[-1] is None
-    assert pts[:12] == [(a, b) for a in (1e-4, 1e-3, 1e-2, 1e-1) for b in (0.0, 0.5, 0.9)]
-    assert GridSearch(budget=4).points == [(1e-4, 0.0), (1e-3, 0.5), (1e-2, 0.5), (1e-1, 0.9)]
+    assert [pair(p) for p in pts[:12]] == [(a, b) for a in (1e-4, 1e-3, 1e-2, 1e-1) for b in (0.0, 0.5, 0.9)]
+    assert [pair(p) for p in GridSearch(budget=4).points] == [(1e-4, 0.0), (1e-3, 0.5), (1e-2, 0.5), (1e-1, 0.9)]
 
 
 def test_refinement_follows_protocol():
@@ -52,24 +58,19 @@ def test_refinement_follows_protocol():
 
 def test_every_method_searches_the_allowed_ranges():
     """One box for all: the classical methods' default space is the sessions' default
-    bounds (alpha in [1e-4, 0.1] on a log scale, beta in [0, 0.99]), and refinement points
+    space (alpha in [1e-4, 0.1] on a log scale, beta in [0, 0.99]), and refinement points
     outside a space are dropped."""
-    from tuneloop.tools.trials import Bounds
-
-    space = SearchSpace()
-    assert space == SearchSpace.from_bounds(Bounds())
-    assert space.log10_alpha == (-4.0, -1.0) and space.beta == (0.0, 0.99)
-    assert SearchSpace.from_bounds(Bounds(alpha_min=0.0, alpha_max=1.0, beta_max=1.0)) == SearchSpace(
-        (-6.0, 0.0), (0.0, 0.99)
-    )
+    space = DEFAULT_SPACE
+    assert space == EvaluatorConfig().space
+    assert list(space.lows) == [-4.0, 0.0] and list(space.highs) == [-1.0, 0.99]
     assert max(a for a, _ in refinement_points(0.1, 0.5)) == pytest.approx(0.14)  # no space: only alpha <= 1
     assert max(a for a, _ in refinement_points(0.1, 0.5, space)) == 0.1  # 1.2 and 1.4 x 0.1 fall outside
     for s in range(3):  # every strategy's proposals fall inside the bounds
         for strat in (RandomSearch(space, seed=s), CMAESStrategy(space, seed=s)):
             for _ in range(12):
-                a, b = strat.ask()
-                assert Bounds().check(a, b) is None
-                strat.tell(a, b, 1.0)
+                p = strat.ask()
+                assert space.check(p) is None
+                strat.tell(p, 1.0)
 
 
 def test_refined_spends_grid_then_refines_around_its_best(tmp_path):
@@ -83,21 +84,20 @@ def test_refined_spends_grid_then_refines_around_its_best(tmp_path):
 
 
 @pytest.mark.parametrize("make", [
-    lambda s: RandomSearch(SearchSpace(), seed=s),
-    lambda s: RandomSearch(SearchSpace(), seed=s, uniform_alpha=True),
-    lambda s: CMAESStrategy(SearchSpace(), seed=s),
-    lambda s: TPEStrategy(SearchSpace(), seed=s),
+    lambda s: RandomSearch(DEFAULT_SPACE, seed=s),
+    lambda s: RandomSearch(DEFAULT_SPACE, seed=s, uniform_alpha=True),
+    lambda s: CMAESStrategy(DEFAULT_SPACE, seed=s),
+    lambda s: TPEStrategy(DEFAULT_SPACE, seed=s),
 ])
 def test_seeded_strategies_are_reproducible_in_bounds_and_within_budget(tmp_path, make):
-    space = SearchSpace()
+    space = DEFAULT_SPACE
     runs = []
     for i, seed in enumerate((3, 3, 4)):
         r = run_strategy(make(seed), scfg(tmp_path / str(i), budget=9), f"s{i}")
         pts = [(t.learning_rate, t.momentum) for t in r.trials]
         assert r.trials_charged == 9 and len([t for t in r.trials if t.charged]) == 9
         for a, b in pts:
-            assert 10 ** space.log10_alpha[0] * (1 - 1e-12) <= a <= 10 ** space.log10_alpha[1]
-            assert space.beta[0] <= b <= space.beta[1]
+            assert space.check({"learning_rate": a, "momentum": b}) is None
         runs.append(pts)
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
@@ -148,7 +148,7 @@ def test_centaur_calls_llm_on_scheduled_trials_and_tells_cmaes_everything(tmp_pa
     for k, st, text in zip(llm_idx, states, prompts, strict=False):
         assert f"Trials so far: {k} of {budget}." in text
         assert f"sigma: {st['sigma']:.4g}" in text
-        a, b = st["suggestion"]
+        a, b = pair(st["suggestion"])
         assert f"suggestion: learning_rate={fmt_lr(a)}, momentum={fmt_param(b)}" in text
         assert len(st["history"]) == k  # every earlier result was told to CMA-ES first
     assert states[0]["sigma"] != states[-1]["sigma"]  # CMA-ES moved between the calls

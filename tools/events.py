@@ -68,6 +68,7 @@ class TrialEvaluated(EventHead):
     charged: bool
     budget_left: int
     curve: dict[str, Any]
+    params: NotRequired[dict[str, Any]]  # every parameter of the space (absent before typed spaces)
 
 
 class ToolError(EventHead):
@@ -76,7 +77,8 @@ class ToolError(EventHead):
 
     error: str
     source: NotRequired[str]
-    learning_rate: NotRequired[Any]  # as proposed: may be a string, NaN as text, missing
+    arguments: NotRequired[dict[str, Any]]  # as proposed: strings, NaN as text, missing or extra names
+    learning_rate: NotRequired[Any]  # (the same, in a record written before typed spaces)
     momentum: NotRequired[Any]
     tool: NotRequired[str]
     input: NotRequired[Any]

@@ -89,6 +89,15 @@ def fmt_cell(v: Any, spec: str = ".4g", missing: str = "-") -> str:
 _URL_PASSWORD = re.compile(r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 
 
+def spoken_list(items: list[str]) -> str:
+    """Items as a sentence lists them.
+
+    >>> spoken_list(["a"]), spoken_list(["a", "b", "c"])
+    ('a', 'a, b and c')
+    """
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def hide_password(text: str) -> str:
     """Every `scheme://user:password@` in `text` (a URL, or a message that quotes one)
     with the password masked: the one rule for printing and logging URLs.

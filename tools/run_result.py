@@ -3,10 +3,10 @@ Evaluator's event sink. No LangChain here, so a classical run never imports it."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.tools.record import TraceWriter
 from tuneloop.tools.trials import Evaluator, TrialResult
@@ -18,11 +18,19 @@ StopReason = Literal["budget_spent", "final_answer", "model_call_limit", "tool_c
 
 
 class Recommendation(BaseModel):
-    """A recommended configuration and why; the agent's FinalAnswer extends it."""
+    """A recommended configuration and why; the agent's FinalAnswer extends it with a field
+    per parameter of the session's space. The parameters beyond these two are kept as
+    extra fields, so a recommendation reads (and is recorded) like a proposal."""
 
+    model_config = ConfigDict(extra="allow")
     learning_rate: float = Field(description="recommended learning rate alpha")
-    momentum: float = Field(description="recommended momentum beta")
+    momentum: float = Field(default=0.0, description="recommended momentum beta")
     rationale: str = Field(description="one paragraph: why this configuration")
+
+    def params(self, names: Iterable[str]) -> dict[str, Any]:
+        """The recommended value of each of `names` (a space's parameters)."""
+        d = self.model_dump()
+        return {n: d.get(n) for n in names}
 
 
 class SessionResult(BaseModel):

@@ -9,7 +9,7 @@ Example:
 
     >>> from tuneloop.tools.trials import Evaluator, EvaluatorConfig
     >>> ev = Evaluator(EvaluatorConfig(objective="rosenbrock", budget=2))
-    >>> ev.evaluate(1e-3, 0.9, source="manual").status
+    >>> ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9}, source="manual").status
     'converged'
     >>> ev.budget_left
     1
@@ -18,16 +18,19 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneloop.tools import momentum
 from tuneloop.tools.errors import TuneloopError
-from tuneloop.tools.formatting import finite_or_none, fmt_lr
+from tuneloop.tools.formatting import finite_or_none
+from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space, run_kwargs, space_from_bounds
 from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.scoring import score as score_run
+from tuneloop.tools.space import SearchSpace
 
 CURVE_POINTS = 48  # recorded points per run for the loss-curve summary
 
@@ -44,72 +47,6 @@ class BudgetExhausted(TrialError):
     pass
 
 
-class Bounds(BaseModel):
-    """Allowed ranges. alpha must also be > 0 and beta < 1, whatever the bounds say.
-
-    The default, alpha in [1e-4, 0.1] and beta in [0, 0.99], is the study's range (the
-    span of its grid): wide enough for every built-in objective's good region, and
-    without the decades above 0.1 where gradient descent with momentum diverges on all of
-    them. Learning rates are searched on a log scale (see SearchSpace)."""
-
-    model_config = ConfigDict(frozen=True)
-    alpha_min: float = 1e-4
-    alpha_max: float = 0.1
-    beta_min: float = 0.0
-    beta_max: float = 0.99
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Bounds:
-        if not (0.0 <= self.alpha_min < self.alpha_max <= 1.0):
-            raise ValueError("need 0 <= alpha_min < alpha_max <= 1")
-        if not (0.0 <= self.beta_min < self.beta_max <= 1.0):
-            raise ValueError("need 0 <= beta_min < beta_max <= 1")
-        return self
-
-    def alpha_text(self) -> str:
-        lo = "(0" if self.alpha_min == 0.0 else f"[{fmt_lr(self.alpha_min)}"
-        return f"{lo}, {fmt_lr(self.alpha_max)}]"
-
-    def beta_text(self) -> str:
-        hi = "1)" if self.beta_max == 1.0 else f"{self.beta_max:g}]"
-        return f"[{self.beta_min:g}, {hi}"
-
-    def args_schema(self) -> dict[str, Any]:
-        """The JSON schema of a proposal {learning_rate, momentum}, these bounds included:
-        what every model is shown, whether it answers through a tool or in JSON."""
-        lr: dict[str, Any] = {"type": "number", "maximum": self.alpha_max,
-                              "description": f"learning rate alpha, in {self.alpha_text()}"}
-        lr |= {"minimum": self.alpha_min} if self.alpha_min > 0 else {"exclusiveMinimum": 0}
-        mom: dict[str, Any] = {"type": "number", "minimum": self.beta_min,
-                               "description": f"momentum beta, in {self.beta_text()}"}
-        mom |= {"exclusiveMaximum": 1} if self.beta_max >= 1.0 else {"maximum": self.beta_max}
-        return {"type": "object", "properties": {"learning_rate": lr, "momentum": mom},
-                "required": ["learning_rate", "momentum"]}
-
-    def check(self, alpha: float, beta: float) -> str | None:
-        """None if (alpha, beta) is allowed, else what is wrong, in words."""
-        problems = []
-        if not (alpha > 0.0 and self.alpha_min <= alpha <= self.alpha_max):
-            problems.append(f"learning_rate={alpha!r} is outside the allowed range {self.alpha_text()}")
-        if not (beta < 1.0 and self.beta_min <= beta <= self.beta_max):
-            problems.append(f"momentum={beta!r} is outside the allowed range {self.beta_text()}")
-        return "; ".join(problems) or None
-
-
-class Proposal(BaseModel):
-    """A proposal as it arrives: from a model it may be a string, NaN or missing."""
-
-    learning_rate: float
-    momentum: float
-
-    @field_validator("learning_rate", "momentum")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-
 class EvaluatorConfig(BaseModel):
     """Everything that decides a trial's outcome; recorded in every manifest."""
 
@@ -119,7 +56,21 @@ class EvaluatorConfig(BaseModel):
     max_iter: int = Field(default=momentum.DEFAULT_MAX_ITER, ge=1)
     tol: float = Field(default=momentum.DEFAULT_TOL, ge=0.0)
     budget: int = Field(default=10, ge=1)
-    bounds: Bounds = Bounds()
+    space: SearchSpace = DEFAULT_SPACE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bounds(cls, data: Any) -> Any:
+        """A manifest written before typed spaces records `bounds`: the same ranges as a space."""
+        if isinstance(data, dict) and "bounds" in data:
+            data = dict(data)
+            data.setdefault("space", space_from_bounds(data.pop("bounds") or {}))
+        return data
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _parse_space(cls, v: Any) -> SearchSpace:
+        return check_gd_space(SearchSpace.parse(v))
 
     @field_validator("objective")
     @classmethod
@@ -144,7 +95,7 @@ class TrialResult(BaseModel):
     trial: int  # 1-based count of answered proposals (charged and repeats)
     source: str
     learning_rate: float
-    momentum: float
+    momentum: float  # 0 when the space has none (plain gradient descent)
     status: Literal["converged", "max_iter", "diverged"]
     final_value: float | None  # None when diverged
     iterations: int
@@ -157,6 +108,13 @@ class TrialResult(BaseModel):
     charged: bool
     budget_left: int
     curve: CurveSummary
+    params: dict[str, Any] = {}  # the configuration, every parameter of the space
+
+    @model_validator(mode="after")
+    def _params(self) -> TrialResult:
+        if not self.params:  # a trial recorded before typed spaces: its two parameters
+            self.params = {"learning_rate": self.learning_rate, "momentum": self.momentum}
+        return self
 
 
 def _curve(traj: np.ndarray, status: str) -> CurveSummary:
@@ -183,7 +141,7 @@ class Evaluator:
         self.invalid = 0
         self.repeats = 0
         self.outcomes: list[str] = []  # per proposal, in order: charged | repeat | invalid
-        self._cache: dict[tuple[float, float], TrialResult] = {}
+        self._cache: dict[tuple[Any, ...], TrialResult] = {}
         self._every = max(1, config.max_iter // CURVE_POINTS)
 
     # ---------------------------------------------------------------- state
@@ -215,37 +173,39 @@ class Evaluator:
         return best
 
     # ------------------------------------------------------------- evaluate
-    def validate(self, learning_rate: Any, momentum: Any) -> Proposal:
-        """Parse and range-check a raw proposal; raises InvalidProposal."""
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Parse and range-check a raw proposal (a model's arguments: strings, NaN and
+        missing values included); raises InvalidProposal. Returns it typed, in the
+        space's order."""
+        space = self.config.space
+        if not isinstance(params, Mapping):
+            raise InvalidProposal(f"invalid arguments (not an object: {params!r}); allowed: {space.describe()}")
         try:
-            p = Proposal(learning_rate=learning_rate, momentum=momentum)
-        except ValidationError as e:
-            msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-            raise InvalidProposal(
-                f"invalid arguments ({msg}); learning_rate must be a number in "
-                f"{self.config.bounds.alpha_text()}, momentum a number in {self.config.bounds.beta_text()}"
-            ) from None
-        problem = self.config.bounds.check(p.learning_rate, p.momentum)
+            typed = space.coerce(params)
+        except ValueError as e:
+            raise InvalidProposal(f"invalid arguments ({e}); allowed: {space.describe()}") from None
+        problem = space.check(typed)
         if problem:
             raise InvalidProposal(problem)
-        return p
+        return typed
 
-    def evaluate(self, learning_rate: Any, momentum: Any, source: str = "manual") -> TrialResult:
-        """Answer one proposal. Raises InvalidProposal (counted, not charged) or
-        BudgetExhausted (nothing evaluated)."""
+    def evaluate(self, params: Mapping[str, Any], source: str = "manual") -> TrialResult:
+        """Answer one proposal, a mapping of the space's parameters. Raises InvalidProposal
+        (counted, not charged) or BudgetExhausted (nothing evaluated)."""
         if self.exhausted:
             raise BudgetExhausted(
                 f"the evaluation budget of {self.config.budget} is spent; no more trials can run"
             )
         try:
-            p = self.validate(learning_rate, momentum)
+            p = self.validate(params)
         except InvalidProposal as e:
             self.invalid += 1
             self.outcomes.append("invalid")
+            raw = params if isinstance(params, Mapping) else {}
             self._emit("tool_error", source=source, error=str(e),
-                       learning_rate=_jsonable(learning_rate), momentum=_jsonable(momentum))
+                       arguments={str(k): _jsonable(v) for k, v in raw.items()})
             raise
-        key = (p.learning_rate, p.momentum)
+        key = self.config.space.key(p)
         cached = self._cache.get(key)
         if cached is not None:
             self.repeats += 1
@@ -263,22 +223,22 @@ class Evaluator:
         self._emit("trial_evaluated", **self.event_fields(result))
         return result
 
-    def _run(self, p: Proposal, source: str) -> TrialResult:
+    def _run(self, params: dict[str, Any], source: str) -> TrialResult:
         c = self.config
-        r = momentum.run(self.objective, p.learning_rate, p.momentum, x0=c.x0,
-                         max_iter=c.max_iter, tol=c.tol, record_every=self._every)
+        kw = run_kwargs(params)
+        r = momentum.run(self.objective, x0=c.x0, max_iter=c.max_iter, tol=c.tol, record_every=self._every, **kw)
         final = finite_or_none(r.final_value)
         assert r.trajectory is not None  # recorded: record_every = self._every >= 1
         return TrialResult(
             trial=len(self.trials) + 1, source=source,
-            learning_rate=p.learning_rate, momentum=p.momentum,
+            learning_rate=kw["alpha"], momentum=kw["beta"],
             status=r.status, final_value=final, iterations=r.iterations,
             x_final=[finite_or_none(v) for v in r.x_final],
             distance_to_optimum=finite_or_none(r.distance_to_optimum),
             best_value=finite_or_none(r.best_value),
             score=score_run(final, r.iterations, c.max_iter, self.f_star),
             repeat=False, charged=True, budget_left=self.budget_left,
-            curve=_curve(r.trajectory, r.status),
+            curve=_curve(r.trajectory, r.status), params=params,
         )
 
     def restore(self, result: TrialResult) -> None:
@@ -288,7 +248,7 @@ class Evaluator:
         if result.charged:
             self.charged += 1
             self.outcomes.append("charged")
-            self._cache[(result.learning_rate, result.momentum)] = result
+            self._cache[self.config.space.key(result.params)] = result
         elif result.repeat:
             self.repeats += 1
             self.outcomes.append("repeat")

@@ -14,7 +14,7 @@ llm, centaur; an LLM method takes `model=`, or a LangChain chat model as `chat_m
 Evaluate one configuration through the budget gate every method uses:
 
     >>> ev = tuneloop.Evaluator(tuneloop.EvaluatorConfig(objective="rosenbrock", budget=3))
-    >>> ev.evaluate(1e-3, 0.9, source="notebook").status
+    >>> ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9}, source="notebook").status
     'converged'
 
 Run a study (methods x objectives x seeds) and read a run's trace back:
