@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from tuneloop.agent.gguf import DEFAULT_N_CTX
-from tuneloop.tools.cli import DimOpt, FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tuneloop.tools.cli import (
+    DimOpt,
+    FunctionOpt,
+    MaxIterOpt,
+    SpaceOpt,
+    TolOpt,
+    X0Opt,
+    objective_or_exit,
+    space_or_exit,
+    start_or_exit,
+)
 from tuneloop.tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
 from tuneloop.tools.errors import UserError
@@ -109,6 +119,7 @@ def run(
     seed: Annotated[int, typer.Option("--seed", help="seeds the model and a random start")] = 0,
     x0: X0Opt = None,
     dim: DimOpt = None,
+    space: SpaceOpt = None,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where run directories go")] = Path("runs"),
@@ -130,6 +141,7 @@ def run(
         return _resume(resume, as_json, api_key_env, factory)
     obj = objective_or_exit(function)
     label, start = start_or_exit(obj, x0, dim, seed=seed)
+    search_space = space_or_exit(space)
     settings = model_settings_or_exit(model, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                       timeout=timeout, base_url=base_url, api_key_env=api_key_env,
                                       price_in=price_in, price_out=price_out, n_threads=n_threads, n_ctx=n_ctx)
@@ -139,10 +151,12 @@ def run(
     from tuneloop.tools.trials import Evaluator, EvaluatorConfig
 
     template = load_template(prompt)  # a bad template is reported before the model loads
-    evaluator = EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget)
+    evaluator = EvaluatorConfig(objective=obj.name, x0=start, max_iter=max_iter, tol=tol, budget=budget,
+                                space=search_space)
     loads_here = factory is make_chat_model and is_local(settings.model)
     if not as_json:  # first, before llama.cpp's loader holds the terminal's output
         print(f"session: {obj.name}, budget {budget}, model {settings.model}, prompt {prompt}, x0 {start} ({label})"
+              + ("" if space is None else f"\nspace: {search_space.describe()}")
               + ("\nloading the model ..." if loads_here else ""), file=sys.stderr, flush=True)
     if loads_here:
         # the model loads, and reads the system prompt, in a thread while the agent's

@@ -48,6 +48,12 @@ def wait_for(check, timeout=30.0):
 
 
 CMAES = {"method": "cmaes", "function": "rosenbrock", "budget": 3}
+CMAES_BODY = CMAES
+FIVE_KNOBS = {"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+              "momentum": {"type": "float", "low": 0, "high": 0.99},
+              "nesterov": {"type": "categorical", "choices": [False, True]},
+              "lr_decay": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+              "grad_clip": {"type": "float", "low": 0.1, "high": 100, "log": True}}
 
 
 @pytest.mark.parametrize("body,field", [
@@ -66,11 +72,17 @@ CMAES = {"method": "cmaes", "function": "rosenbrock", "budget": 3}
     ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "x0": [1.0]}, "x0"),
     ({"method": "cmaes", "function": "rosenbrock", "budget": 51}, "budget"),  # over this server's --max-budget
     ({"method": "cmaes", "function": "rosenbrock", "budget": 3, "max_iter": 3001}, "max_iter"),
+    ({**CMAES_BODY, "space": {"learning_rate": {"type": "float", "low": 0.1, "high": 0.01}}}, "space"),
+    ({**CMAES_BODY, "space": {"weight_decay": {"type": "float", "low": 0, "high": 1}}}, "space"),
+    ({**CMAES_BODY, "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1},
+                              "momentum": {"type": "float", "low": 0, "high": 1.5}}}, "space"),
+    ({**CMAES_BODY, "space": {"learning_rate": {"type": "wat"}}}, "space"),
+    ({**CMAES_BODY, "space": {}}, "space"),
 ])
 def test_bad_session_bodies_name_the_field_and_the_reason(api, body, field):
     r = api.post("/api/sessions", json=body)
     assert r.status_code == 422
-    assert any(e["field"] == field and e["reason"] for e in r.json()["detail"]), r.json()
+    assert any(e["field"].split(".")[0] == field and e["reason"] for e in r.json()["detail"]), r.json()
 
 
 def test_a_model_this_server_cannot_use_is_refused_at_once(api, monkeypatch):
@@ -201,3 +213,22 @@ def test_a_refused_session_leaves_nothing_behind(api):
     assert codes == [202, 202, 202, 429]  # one held running, two waiting, then the queue is full
     runs = api.manager.runs_dir
     assert len(list(runs.iterdir())) == 3
+
+
+def test_a_session_takes_a_space_and_a_dimension_and_records_both(tmp_path):
+    manager = SessionManager(tmp_path / "runs")
+    client = TestClient(create_app(manager))
+    try:
+        r = client.post("/api/sessions", json={"method": "tpe", "function": "rastrigin", "budget": 4, "dim": 5,
+                                               "space": FIVE_KNOBS})
+        assert r.status_code == 202, r.json()
+        sid = r.json()["id"]
+        wait_for(lambda: client.get(f"/api/sessions/{sid}").json()["status"] == "finished")
+        manifest = client.get(f"/api/sessions/{sid}").json()["manifest"]
+        assert manifest["space"]["nesterov"] == {"type": "categorical", "choices": [False, True]}
+        assert len(manifest["x0"]) == 5
+        trials = [json.loads(line) for line in (tmp_path / "runs" / sid / "trace.jsonl").read_text().splitlines()]
+        trials = [e for e in trials if e["event"] == "trial_evaluated"]
+        assert len(trials) == 4 and all(set(t["params"]) == set(FIVE_KNOBS) for t in trials)
+    finally:
+        manager.shutdown()

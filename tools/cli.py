@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -41,7 +42,27 @@ DimOpt = Annotated[
     typer.Option("--dim", min=2, max=1000,
                  help="dimension of a paper or random start (N-D objectives; default 2)"),
 ]
+SpaceOpt = Annotated[
+    Path | None,
+    typer.Option("--space", help="a search-space JSON file: the parameters to tune and their ranges or choices "
+                                 "(default: learning_rate log [1e-4, 0.1], momentum [0, 0.99]; docs/reference.md)"),
+]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
+
+
+def space_or_exit(path: Path | None) -> Any:
+    """The SearchSpace in `path` (None: the default space), checked against what momentum
+    GD takes, or a UserError naming the file and the problem."""
+    from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
+    from tuneloop.tools.space import SearchSpace, SpaceError
+
+    if path is None:
+        return DEFAULT_SPACE
+    space = SearchSpace.from_file(path)
+    try:
+        return check_gd_space(space)
+    except SpaceError as e:
+        raise SpaceError(f"the space file {path}: {e}") from None
 TolOpt = Annotated[float, typer.Option("--tol", min=0.0, help="stop when ||v|| < tol")]
 
 

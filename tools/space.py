@@ -166,7 +166,14 @@ class SearchSpace(RootModel[dict[str, Param]]):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"] if p not in ("float", "int", "categorical"))
-            raise SpaceError(f"{where}: {loc + ': ' if loc else ''}{err['msg']}") from None
+            given = err.get("input")
+            kind = given.get("type") if isinstance(given, dict) else None
+            msg = {"union_tag_invalid": f"unknown type {kind!r}: a parameter's type is float, int or categorical",
+                   "union_tag_not_found": "every parameter needs a type: float, int or categorical",
+                   "too_short": "needs at least one choice",
+                   "dict_type": "must be a JSON object" + (" of parameters" if not loc else ""),
+                   "extra_forbidden": "is not a setting of this kind of parameter"}.get(err["type"], err["msg"])
+            raise SpaceError(f"{where}: {loc + ': ' if loc else ''}{msg.removeprefix('Value error, ')}") from None
 
     # ------------------------------------------------------------ shape
     def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # names, as a dict iterates

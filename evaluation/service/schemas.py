@@ -26,7 +26,9 @@ from tuneloop.agent.prompts import list_templates
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import METHODS, known_method
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.tools.gd_space import check_gd_space
 from tuneloop.tools.objectives import OBJECTIVES
+from tuneloop.tools.space import SearchSpace
 
 
 def _a_number(v: Any) -> Any:
@@ -124,6 +126,10 @@ class SessionRequest(BaseModel):
                                 "list: a list is its own dimension)")
     max_iter: Integer = Field(default=DEFAULT_MAX_ITER, gt=0, le=MAX_ITER_CAP,
                           description="iteration cap T (at most the server's --max-iter-cap)")
+    space: SearchSpace | None = Field(
+        default=None, description="the parameters to tune, as a space file holds them (default: learning_rate "
+                                  "log [1e-4, 0.1] and momentum [0, 0.99]); momentum GD's: learning_rate, momentum, "
+                                  "nesterov, lr_decay, grad_clip")
     # a union member's bounds go before its validator, or the schema would not state them
     temperature: Annotated[float, AllowInfNan(False), Interval(ge=0.0, le=2.0),
                            BeforeValidator(_a_number)] | None = None
@@ -157,6 +163,11 @@ class SessionRequest(BaseModel):
 
             get_objective(info.data["function"]).check_dim(v)
         return v
+
+    @field_validator("space")
+    @classmethod
+    def _gd_takes_it(cls, v: SearchSpace | None) -> SearchSpace | None:
+        return None if v is None else check_gd_space(v)
 
     @field_validator("prompt")
     @classmethod

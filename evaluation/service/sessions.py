@@ -27,6 +27,7 @@ from typing import Any, Literal
 from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
 from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow, SessionStatus
 from tuneloop.tools.errors import TuneloopError, UserError
+from tuneloop.tools.gd_space import DEFAULT_SPACE
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -153,7 +154,7 @@ class SessionManager:
 
         spec = MethodSpec(method=req.method, function=req.function, budget=req.budget, seed=req.seed,
                           x0=tuple(req.x0) if isinstance(req.x0, list) else req.x0, dim=req.dim or 2,
-                          max_iter=req.max_iter,
+                          max_iter=req.max_iter, space=req.space or DEFAULT_SPACE,
                           model=self._settings(req), prompt=req.prompt if req.method == AGENT_METHOD else None,
                           runs_dir=self.runs_dir, manifest_extra={"started_by": "tuneloop serve"})
         try:
