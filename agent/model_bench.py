@@ -23,8 +23,8 @@ from tuneloop.agent.langchain_tools import args_schema
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 
 PROMPT = ("You are tuning gradient descent with momentum on the Rosenbrock function. Propose a learning rate "
-          f"in {DEFAULT_SPACE['learning_rate'].range_text()} and a momentum in {DEFAULT_SPACE['momentum'].range_text()} "
-          "as a JSON object.")
+          f"in {DEFAULT_SPACE['learning_rate'].range_text()} and a momentum in "
+          f"{DEFAULT_SPACE['momentum'].range_text()} as a JSON object.")
 
 
 @dataclass(frozen=True)

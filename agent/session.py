@@ -88,7 +88,7 @@ def run_session(
     if resume_events is not None:
         restore_into(ev, resume_events)
         history = restored_conversation(resume_events)
-    recommendation: FinalAnswer | None = None
+    recommendation: Recommendation | None = None
     recommended_by: Literal["agent", "tuneloop"] = "agent"
     stop: StopReason = "budget_spent"
     error: str | None = None
@@ -119,7 +119,9 @@ def run_session(
             config={"callbacks": [handler], "recursion_limit": 10 * model_cap + 20},
         )
         model_answer = state.get("structured_response")
-        recommendation, changed = vetted(model_answer, ev)
+        vetted_answer, changed = vetted(model_answer, ev)
+        # as the record's type: the answer's parameters beyond the two become its extra fields
+        recommendation = None if vetted_answer is None else Recommendation.model_validate(vetted_answer.model_dump())
         recommended_by = "tuneloop" if changed else "agent"
         if changed:
             assert model_answer is not None  # vetted changes only an answer there is

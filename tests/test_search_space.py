@@ -181,3 +181,44 @@ def test_centaur_llm_answers_every_parameter_and_its_prompt_names_them(tmp_path)
     assert "index 3: log10(grad_clip), grad_clip in [1e-1, 1e2]" in text
     assert "not searched by CMA-ES, chosen with each proposal: nesterov in {false, true}" in text
     assert '"nesterov": <one of {false, true}>' in text
+
+
+def test_an_agent_session_on_a_space_file_in_10_d_shows_records_and_recommends_every_parameter(tmp_path, capsys):
+    """`tuneloop run --space FILE --dim 10`: the tool's schema and the prompt carry every
+    parameter, each trial line and the trace show them, and the final answer holds them."""
+    from tests.fakes import ScriptedChatModel as Fake
+    from tuneloop.evaluation.cli import main
+
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(FULL_SPACE.to_json()))
+    p1 = {"learning_rate": 1e-3, "momentum": 0.9, "nesterov": True, "lr_decay": 1e-4, "grad_clip": 10.0}
+    p2 = p1 | {"nesterov": False, "momentum": 0.5}
+    seen = {}
+
+    def propose(params):
+        def answer(messages, kwargs):
+            seen.setdefault("prompt", "\n".join(str(m.content) for m in messages))
+            return {"name": "run_momentum_gd", "args": params}
+        return answer
+
+    final = {"name": "FinalAnswer", "args": p1 | {"rationale": "trial 1 converged with the look-ahead gradient on."}}
+    code = main(["run", "--space", str(space_file), "--dim", "10", "--budget", "2", "--runs-dir", str(tmp_path / "r")],
+                model_factory=lambda s: Fake(script=[propose(p1), propose(p2), final]))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "nesterov=true lr_decay=0.0001 grad_clip=10" in out  # the trial line and the best line
+    from tuneloop.agent.langchain_tools import make_gd_tool
+
+    tool = make_gd_tool(Evaluator(EvaluatorConfig(space=FULL_SPACE)))
+    assert tool.args["nesterov"] == {"enum": [False, True], "description": "Nesterov look-ahead gradient, in "
+                                     "{false, true}"} and "nesterov (in {false, true})" in tool.description
+    assert "nesterov in {false, true}, lr_decay (gamma) in [1e-5, 1e-2] and grad_clip (c) in [1e-1, 1e2]" in \
+        seen["prompt"]
+    run_dir = next((tmp_path / "r").iterdir())
+    events = [json.loads(x) for x in (run_dir / "trace.jsonl").read_text().splitlines()]
+    trials = [e for e in events if e["event"] == "trial_evaluated"]
+    assert [t["params"] for t in trials] == [p1, p2] and len(trials[0]["x_final"]) == 10
+    rec = events[-1]["recommendation"]
+    assert {k: rec[k] for k in p1} == p1
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert SearchSpace.parse(manifest["space"]) == FULL_SPACE and len(manifest["x0"]) == 10

@@ -39,13 +39,13 @@ def fmt_param(v: float) -> str:
     wrote: 0.15805), else PARAM_DIGITS of them, so 0.15805 and 0.15821 never both read
     0.158.
 
-    >>> fmt_param(0.15805), fmt_param(0.15821), fmt_param(1e-3), fmt_param(0.0013130280280658597)
-    ('0.15805', '0.15821', '0.001', '0.00131303')
+    >>> fmt_param(0.15805), fmt_param(0.15821), fmt_param(1e-3), fmt_param(0.0013130280280658597), fmt_param(10.0)
+    ('0.15805', '0.15821', '0.001', '0.00131303', '10')
     """
     for digits in range(1, PARAM_DIGITS + 1):
         text = f"{v:.{digits}g}"
         if float(text) == v:
-            return text
+            return f"{v:.{PARAM_DIGITS}g}" if "e+" in text else text  # 10, not 1e+01 (a gradient clip)
     return f"{v:.{PARAM_DIGITS}g}"
 
 
