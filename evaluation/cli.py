@@ -27,7 +27,17 @@ from tuneloop.agent.cli import app as agent_app
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.strategies import METHODS
 from tuneloop.evaluation.trace_cli import trace_app
-from tuneloop.tools.cli import DimOpt, FunctionOpt, MaxIterOpt, TolOpt, X0Opt, objective_or_exit, start_or_exit
+from tuneloop.tools.cli import (
+    DimOpt,
+    FunctionOpt,
+    MaxIterOpt,
+    SpaceOpt,
+    TolOpt,
+    X0Opt,
+    objective_or_exit,
+    space_or_exit,
+    start_or_exit,
+)
 from tuneloop.tools.cli import app as tools_app
 from tuneloop.tools.cli_common import check_out, check_range, exit_fast, new_app, parse_seeds, run_app, split_names
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, SWEEP_LR, SWEEP_MOMENTUM
@@ -121,6 +131,7 @@ def eval_cmd(
     ] = D.BUDGET,
     x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = D.X0,
     dim: DimOpt = None,
+    space: SpaceOpt = None,
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T of each run")] = D.MAX_ITER,
     model: Annotated[
         str,
@@ -178,7 +189,8 @@ def eval_cmd(
               for m in split_names(model, "--model")]
     cfg = eval_config(functions=[objective_or_exit(f).name for f in split_names(functions, "--functions")],
                       methods=split_names(methods, "--methods", METHODS), seeds=parse_seeds(seeds), budget=budget,
-                      x0=x0, dim=dim, max_iter=max_iter, models=models, prompts=split_names(prompt, "--prompt"),
+                      x0=x0, dim=dim, space=space_or_exit(space) if space else None, max_iter=max_iter,
+                      models=models, prompts=split_names(prompt, "--prompt"),
                       centaur_ratio=centaur_ratio, centaur_warmup=centaur_warmup, out=out, concurrency=concurrency,
                       backend=backend, ray_address=ray_address, storage=storage, workers=workers)
     factory = model_factory_of(ctx)

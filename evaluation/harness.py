@@ -29,10 +29,13 @@ from tuneloop.evaluation.arms import Arm, study_arms
 from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.tools.defaults import DEFAULT_TOL
 from tuneloop.tools.files import atomic_open, atomic_write_text
+from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
 from tuneloop.tools.momentum import start_point as kernel_start_point
 from tuneloop.tools.objectives import get_objective, is_objective_file
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.scoring import best_so_far
+from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trials import TrialResult
 from tuneloop.tools.usage import known_sum
 
 CSV_COLUMNS = [
@@ -67,6 +70,7 @@ class EvalConfig(BaseModel):
     budget: int = Field(default=D.BUDGET, ge=1)
     x0: Literal["paper", "random"] = D.X0
     dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # the start points' dimension (N-D objectives)
+    space: SearchSpace = DEFAULT_SPACE  # what every method tunes (--space FILE)
     max_iter: int = Field(default=D.MAX_ITER, ge=1)
     tol: float = DEFAULT_TOL
     models: list[ModelSettings] = [ModelSettings()]  # each model's settings; one row per model
@@ -88,6 +92,14 @@ class EvalConfig(BaseModel):
     def cells(self) -> list[tuple[Arm, str, int]]:
         """Every (arm, function, seed) of the study, in table order."""
         return [(a, f, s) for f in self.functions for a in self.arms() for s in self.seeds]
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _gd_space(cls, v: Any, info: ValidationInfo) -> SearchSpace:
+        space = check_gd_space(SearchSpace.parse(v))
+        if "refined" in info.data.get("methods", []) and space.names != ("learning_rate", "momentum"):
+            raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
+        return space
 
     @field_validator("dim")
     @classmethod
@@ -145,7 +157,7 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
     if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
     spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0, dim=cfg.dim,
-                      max_iter=cfg.max_iter, tol=cfg.tol, model=model_settings,
+                      max_iter=cfg.max_iter, tol=cfg.tol, space=cfg.space, model=model_settings,
                       prompt=arm.prompt or cfg.centaur_prompt, centaur_ratio=cfg.centaur_ratio,
                       centaur_warmup=cfg.centaur_warmup, runs_dir=runs,
                       manifest_extra={"executor": executor} if executor else {})
@@ -153,8 +165,38 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
     row = _row(arm, function, seed, x0, result)
     atomic_write_text(runs / cid / "result.json", json.dumps({
         "row": row, "anytime": anytime(result),
-        "proposals": [(t.learning_rate, t.momentum, t.score, t.source) for t in result.trials if t.charged]}))
+        "proposals": [proposal_record(t) for t in result.trials if t.charged]}))
     return row
+
+
+def proposal_record(t: TrialResult) -> dict[str, Any]:
+    """A charged trial as the cell's result.json lists it: the GD values (for the landscape
+    plots), the score and source (for the summary), and the whole configuration."""
+    return {"learning_rate": t.learning_rate, "momentum": t.momentum, "score": t.score, "source": t.source,
+            "params": t.params}
+
+
+def read_proposal(p: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    """One entry of a cell's `proposals`, as proposal_record writes it; a cell written before
+    typed spaces lists (alpha, beta, score, source)."""
+    if isinstance(p, dict):
+        return p
+    lr, mom, score, source = p
+    return {"learning_rate": lr, "momentum": mom, "score": score, "source": source,
+            "params": {"learning_rate": lr, "momentum": mom}}
+
+
+GD_PARAMS = ("learning_rate", "momentum")  # best_alpha and best_beta: the CSV's names since its first version
+
+
+def best_params(b: TrialResult | None) -> dict[str, Any]:
+    """The best trial's configuration as CSV columns: best_alpha and best_beta (the GD
+    values; beta 0 when the space has no momentum), then best_<name> for each other
+    parameter of the space; a cell without a best trial has only the first two, empty."""
+    if b is None:
+        return {"best_alpha": None, "best_beta": None}
+    return {"best_alpha": b.learning_rate, "best_beta": b.momentum} | {
+        f"best_{n}": v for n, v in b.params.items() if n not in GD_PARAMS}
 
 
 def _row(arm: Arm, function: str, seed: int, x0, r: SessionResult) -> dict[str, Any]:
@@ -166,8 +208,7 @@ def _row(arm: Arm, function: str, seed: int, x0, r: SessionResult) -> dict[str, 
         "function": function,
         "seed": seed,
         "x0": " ".join(f"{v:.6g}" for v in x0),
-        "best_alpha": b.learning_rate if b else None,
-        "best_beta": b.momentum if b else None,
+        **best_params(b),
         "best_value": b.final_value if b else None,
         "iterations": b.iterations if b else None,
         "score": b.score if b else None,
@@ -261,9 +302,19 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int, str], None] | None =
     return rows
 
 
+def csv_columns(rows: list[dict]) -> list[str]:
+    """CSV_COLUMNS, with a best_<name> column after best_beta for each parameter beyond the
+    two that any row's best trial has (in the order they first appear): a study of the
+    default space keeps the header it always had."""
+    extra = dict.fromkeys(k for r in rows for k in r if k.startswith("best_") and k not in CSV_COLUMNS)
+    i = CSV_COLUMNS.index("best_beta") + 1
+    return [*CSV_COLUMNS[:i], *extra, *CSV_COLUMNS[i:]]
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
+    columns = csv_columns(rows)
     with atomic_open(path, newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})

@@ -27,11 +27,11 @@ from tuneloop.evaluation.strategies import (
     make_strategy,
 )
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
+from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
 from tuneloop.tools.momentum import start_point
 from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
-from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import EvaluatorConfig
 

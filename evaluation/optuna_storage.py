@@ -1,7 +1,10 @@
 """A study's cells as Optuna studies, so that `optuna-dashboard URL` shows them: one
-Optuna study per cell (named after the cell), one trial per charged evaluation, params
-`log10_learning_rate` and `momentum`, value the score, user attrs status, final value,
-iterations and source. Written by the parent process (no two writers on one SQLite file).
+Optuna study per cell (named after the cell), one trial per charged evaluation, value the
+score, user attrs status, final value, iterations and source. Params: for a run of
+learning_rate and momentum (every run before typed spaces), `log10_learning_rate` and
+`momentum` as ever; for any other space, each parameter under its name with the space's
+distribution (float and int with their log scale and step, categorical with its choices).
+Written by the parent process (no two writers on one SQLite file).
 
 Every cell of the study is recorded, whether it finished in an earlier run or in this
 one, and recording is idempotent: a study carries its cell's run dir, trial count and the
@@ -24,6 +27,7 @@ lets optuna-dashboard read while tuneloop writes.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from typing import Any
 
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.formatting import hide_password
+from tuneloop.tools.space import CategoricalParam, FloatParam, IntParam, SearchSpace
 
 SHA_ATTR = "trace_sha256"  # the study's last write: its presence means the study is complete
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
@@ -108,8 +113,8 @@ def record_cell(storage: Any, study_name: str, run_dir: Path, known: dict[str, d
     written, or None when the study was left alone. `known` maps study names to their user
     attrs (all the storage's studies, read once); it is kept up to date."""
     import optuna
-    from optuna.distributions import BaseDistribution, FloatDistribution
 
+    from tuneloop.evaluation.trace_params import run_space
     from tuneloop.evaluation.traces import trial_rows
     from tuneloop.tools.record import read_trace
 
@@ -117,7 +122,8 @@ def record_cell(storage: Any, study_name: str, run_dir: Path, known: dict[str, d
     attrs = known.get(study_name) if known is not None else study_attrs(storage, study_name)
     if holds(storage, study_name, attrs, run_dir, sha):
         return None
-    rows = [r for r in trial_rows(read_trace(run_dir)) if r["charged"]]
+    t = read_trace(run_dir)
+    rows = [r for r in trial_rows(t) if r["charged"]]
     try:
         optuna.delete_study(study_name=study_name, storage=storage)  # a cell run again replaces its study
     except KeyError:
@@ -126,21 +132,55 @@ def record_cell(storage: Any, study_name: str, run_dir: Path, known: dict[str, d
     study.set_user_attr("run_dir", str(run_dir))
     study.set_user_attr("n_trials", len(rows))
     if rows:
-        # one distribution for the whole study, wide enough for every proposal (a model may
-        # go below the classical methods' 1e-5)
-        low = min(-5.0, math.floor(min(math.log10(r["learning_rate"]) for r in rows)))
-        dists: dict[str, BaseDistribution] = {"log10_learning_rate": FloatDistribution(low, 0.0),
-                                              "momentum": FloatDistribution(0.0, 1.0)}
+        dists, params = trial_params(run_space(t), rows)
         study.add_trials([optuna.trial.create_trial(
-            params={"log10_learning_rate": math.log10(r["learning_rate"]), "momentum": r["momentum"]},
-            distributions=dists, value=r["score"],
+            params=p, distributions=dists, value=r["score"],
             user_attrs={"status": r["status"], "final_value": r["final_value"], "iterations": r["iterations"],
                         "source": r["source"], "trial": r["trial"], "learning_rate": r["learning_rate"]})
-            for r in rows])
+            for r, p in zip(rows, params, strict=True)])
     study.set_user_attr(SHA_ATTR, sha)  # last: a study cut short by a crash never matches
     if known is not None:
         known[study_name] = {"run_dir": str(run_dir), "n_trials": len(rows), SHA_ATTR: sha}
     return len(rows)
+
+
+def trial_params(space: SearchSpace, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(distributions, each row's params) of a study. A space of exactly learning_rate and
+    momentum (every run written before typed spaces) is recorded as it always was, so its
+    studies line up with the old ones; any other space with its own distributions."""
+    if space.names == ("learning_rate", "momentum"):
+        return two_param_study(rows)
+    dists = {n: distribution(space[n], [r[n] for r in rows if r.get(n) is not None]) for n in space.names}
+    return dists, [{n: r[n] for n in space.names if r.get(n) is not None} for r in rows]
+
+
+def two_param_study(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`log10_learning_rate` and `momentum`: one distribution for the whole study, wide
+    enough for every proposal (a model may go below the classical methods' 1e-5)."""
+    from optuna.distributions import BaseDistribution, FloatDistribution
+
+    logs = [math.log10(r["learning_rate"]) for r in rows]
+    low, high = min(-5.0, math.floor(min(logs))), max(0.0, math.ceil(max(logs)))
+    dists: dict[str, BaseDistribution] = {"log10_learning_rate": FloatDistribution(low, high),
+                                          "momentum": FloatDistribution(0.0, 1.0)}
+    return dists, [{"log10_learning_rate": lg, "momentum": r["momentum"]} for lg, r in zip(logs, rows, strict=True)]
+
+
+def distribution(p: FloatParam | IntParam | CategoricalParam, values: list[Any]) -> Any:
+    """The Optuna distribution of one parameter of the space (FloatDistribution and
+    IntDistribution with its log and step, CategoricalDistribution), widened to hold
+    every recorded value, as Optuna refuses a trial whose value lies outside."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(p, CategoricalParam):
+        seen = {json.dumps(c) for c in p.choices}
+        extra = {json.dumps(v): v for v in values if json.dumps(v) not in seen}
+        return CategoricalDistribution([*p.choices, *extra.values()])
+    low, high = min([p.low, *values]), max([p.high, *values])
+    if isinstance(p, IntParam):
+        step = p.step if (low, high) == (p.low, p.high) else 1  # a value off the range: off its grid too
+        return IntDistribution(int(low), int(high), log=p.log, step=step)
+    return FloatDistribution(float(low), float(high), log=p.log)
 
 
 @dataclass

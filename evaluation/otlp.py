@@ -46,7 +46,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,10 +54,12 @@ from typing import Any
 
 from tuneloop.agent.gguf import is_local
 from tuneloop.evaluation.strategies import AGENT_METHOD
+from tuneloop.evaluation.trace_params import flat_params, float_params, gd_values, recommended_params, run_space
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
 from tuneloop.tools.formatting import hide_password
 from tuneloop.tools.record import Redactor, Trace
+from tuneloop.tools.space import params_of
 
 SCOPE = AGENT_NAME = "tuneloop"
 KIND_INTERNAL, KIND_CLIENT, STATUS_ERROR = 1, 3, 2  # SpanKind and StatusCode: OTLP/JSON writes enums as integers
@@ -140,14 +142,19 @@ def _span(tid: str, sid: str, parent: str | None, name: str, kind: int, start: i
             "endTimeUnixNano": str(max(start, end)), "attributes": attrs} | {k: v for k, v in optional.items() if v}
 
 
-def _trial_attrs(e: dict[str, Any]) -> dict[str, Any]:
-    """The Evaluator's record of one proposal; an invalid one (tool_error) carries its error."""
-    invalid = {"tuneloop.status": "error", "error.type": "invalid_proposal", "tuneloop.error": e.get("error")}
-    return {f"tuneloop.{k}": e.get(k) for k in TRIAL_FIELDS} | (invalid if e["event"] == "tool_error" else {})
+def _trial_attrs(e: dict[str, Any], floats: Collection[str] = ()) -> dict[str, Any]:
+    """The Evaluator's record of one proposal, every parameter of the space; an invalid one
+    (tool_error) its error and raw arguments (JSON text), its GD values read from them."""
+    invalid = {"tuneloop.status": "error", "error.type": "invalid_proposal", "tuneloop.error": e.get("error"),
+               "tuneloop.arguments": e.get("arguments")}
+    trial = {f"tuneloop.{k}": e.get(k) for k in TRIAL_FIELDS} | {f"tuneloop.{k}": v for k, v in gd_values(e).items()}
+    trial |= flat_params("tuneloop.", params_of(e), floats, TRIAL_FIELDS)
+    return trial | (invalid if e["event"] == "tool_error" else {})
 
 
 def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[dict[str, Any]]:
     sid, man, evs = t.session_id, t.manifest or {}, t.events
+    floats = float_params(run_space(t))
     start_us = run_start_us(t)
     tid, root = trace_id(sid, start_us), span_id(sid, start_us, "root")
     ns = [unix_nano(e["timestamp"]) for e in evs]
@@ -160,7 +167,7 @@ def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[di
     def evaluate(i: int, parent: str) -> None:
         error = redact.scrub(evs[i].get("error")) if evs[i]["event"] == "tool_error" else None
         spans.append(_span(tid, span_id(sid, start_us, evs[i]["seq"]), parent, "evaluate", KIND_INTERNAL, prev[i],
-                           ns[i], _attrs(_trial_attrs(evs[i]), redact), error))
+                           ns[i], _attrs(_trial_attrs(evs[i], floats), redact), error))
 
     def flush() -> None:  # Evaluator events no tool call claimed (classical runs): children of the root
         for i in pending:
@@ -185,7 +192,7 @@ def _session_spans(t: Trace, include_content: bool, redact: Redactor) -> list[di
             if error is not None:  # "ValueError: ...": the exception's class, as error.type wants
                 a["error.type"] = str(error).split(":", 1)[0] or "_OTHER"
             if len(pending) == 1:  # the usual case: one proposal, one Evaluator record
-                a |= _trial_attrs(evs[pending[0]])
+                a |= _trial_attrs(evs[pending[0]], floats)
                 error = evs[pending[0]].get("error") if evs[pending[0]]["event"] == "tool_error" else error
             me = span_id(sid, start_us, e["seq"])
             for j in pending if len(pending) > 1 else ():
@@ -240,6 +247,9 @@ def _root(t: Trace, tid: str, root: str, ns: list[int], children: list[dict], ev
     # the rationale is the model's own text: content, opt-in
     a |= {f"tuneloop.recommendation.{k}": rec.get(k) for k in ("learning_rate", "momentum", "rationale")
           if include_content or k != "rationale"}
+    space = run_space(t)  # the parameters beyond the two: tuneloop.best_<name>, tuneloop.recommendation.<name>
+    a |= flat_params("tuneloop.best_", params_of(best), float_params(space))
+    a |= flat_params("tuneloop.recommendation.", recommended_params(rec, space.names), float_params(space))
     if not fin:
         a["tuneloop.stop_reason"] = "unfinished (no session_finished event)"
     if agent:

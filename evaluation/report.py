@@ -15,6 +15,7 @@ from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from tuneloop.evaluation.landscape import search_landscape  # noqa: E402
 from tuneloop.tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
+from tuneloop.tools.space import CategoricalParam, FloatParam, IntParam, SearchSpace  # noqa: E402
 from tuneloop.tools.sweep import Landscape  # noqa: E402
 
 
@@ -205,7 +206,7 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
 
 def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
     """All of `tuneloop eval`'s figures, per function."""
-    from tuneloop.evaluation.harness import function_slug, start_point
+    from tuneloop.evaluation.harness import function_slug, read_proposal, start_point
     from tuneloop.evaluation.summary import load_cells
     from tuneloop.tools.objectives import get_objective
 
@@ -221,7 +222,8 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
         x0 = start_point(cfg, cfg.seeds[0])
         land = search_landscape(f, x0, cfg.max_iter, resolution, tol=cfg.tol)
-        props = {m: [(p[0], p[1]) for c in cs for p in c["proposals"]] for m, cs in cells.items()}
+        props = {m: [(p["learning_rate"], p["momentum"]) for c in cs for p in map(read_proposal, c["proposals"])]
+                 for m, cs in cells.items()}
         files.append(str(plot_landscape_proposals(
             land, props, plots_dir / f"landscape_{slug}.png",
             f"{f}: proposals of every method over all seeds on the landscape from seed {cfg.seeds[0]}'s start")))
@@ -264,23 +266,89 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
     draw_landscape(ax, land, colorbar=True)
     lo, hi = (land.log10_alphas[0], land.betas[0]), (land.log10_alphas[-1], land.betas[-1])
-    span = (hi[0] - lo[0], hi[1] - lo[1])
-    # a margin, so proposals on the box's edge are drawn whole, numbers included
-    ax.set_xlim(lo[0] - 0.04 * span[0], hi[0] + 0.04 * span[0])
-    ax.set_ylim(lo[1] - 0.04 * span[1], hi[1] + 0.04 * span[1])
-    finite = np.array([t["score"] is not None and t["score"] < DIVERGED_SCORE for t in charged], bool)
+    span = _frame(ax, lo, hi)
+    finite = _finite(charged)
     if charged:
         xy = np.column_stack([np.log10([t["learning_rate"] for t in charged]), [t["momentum"] for t in charged]])
         ax.plot(xy[:, 0], xy[:, 1], "-", color="white", lw=0.8, alpha=0.6)
         ax.scatter(xy[finite, 0], xy[finite, 1], s=70, color="white", edgecolor="black", zorder=3, label="finite")
-        ax.scatter(xy[~finite, 0], xy[~finite, 1], s=80, color="#d62728", edgecolor="white", marker="X", zorder=3,
-                   label="diverged")
-        for g in _label_groups(xy, span):
-            ax.annotate(", ".join(str(charged[i]["trial"]) for i in g), xy[g[0]], xytext=(6, 5),
-                        textcoords="offset points", color="white", fontsize=8, weight="bold", clip_on=False,
-                        bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.55, lw=0))
-        ax.legend(loc="best", fontsize=8, framealpha=0.8)  # "best" keeps clear of the points
+        _draw_numbered(ax, xy, finite, charged, span)
     ax.set_title(title, fontsize=10)
+    _draw_best_so_far(ax2, charged, finite)
+    return _save(fig, path)
+
+
+def plot_trace_params(trials: list[dict], space: SearchSpace, axes: tuple[str, str], path: Path | str,
+                      title: str) -> Path:
+    """A session's proposals, numbered in order, on two parameters of its space (log10 on a
+    log parameter), coloured by score, beside the best-so-far curve. No landscape: the
+    sweep behind one is plain momentum GD on (alpha, beta), which these trials are not; the
+    title names the space's other parameters, which vary from trial to trial."""
+    charged = [t for t in trials if t["charged"] and all(t.get(n) is not None for n in axes)]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
+    params = [_continuous(space, n) for n in axes]
+    span = _frame(ax, (_coord(params[0], params[0].low), _coord(params[1], params[1].low)),
+                  (_coord(params[0], params[0].high), _coord(params[1], params[1].high)))
+    finite = _finite(charged)
+    if charged:
+        xy = np.array([[_coord(p, t[n]) for p, n in zip(params, axes, strict=True)] for t in charged], float)
+        ax.plot(xy[:, 0], xy[:, 1], "-", color="grey", lw=0.8, alpha=0.6)
+        scores = np.array([t["score"] for t, f in zip(charged, finite, strict=True) if f], float)
+        im = ax.scatter(xy[finite, 0], xy[finite, 1], s=70, c=scores, cmap="viridis", edgecolor="black", zorder=3,
+                        label="finite")
+        if finite.any():
+            ax.figure.colorbar(im, ax=ax).set_label("score (log10 of the gap to the minimum)")
+        _draw_numbered(ax, xy, finite, charged, span)
+    ax.set_xlabel(_axis_label(axes[0], params[0]))
+    ax.set_ylabel(_axis_label(axes[1], params[1]))
+    others = [n for n in space.names if n not in axes]
+    ax.set_title(title + (f"\n(other parameters vary: {', '.join(others)})" if others else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    _draw_best_so_far(ax2, charged, finite)
+    return _save(fig, path)
+
+
+def _continuous(space: SearchSpace, name: str) -> FloatParam | IntParam:
+    p = space[name]
+    assert not isinstance(p, CategoricalParam), f"{name} is categorical"  # plot_axes lets none through
+    return p
+
+
+def _coord(p: FloatParam | IntParam, v: float) -> float:
+    return math.log10(v) if p.log else float(v)
+
+
+def _axis_label(name: str, p: FloatParam | IntParam) -> str:
+    return f"log₁₀ {name}" if p.log else name  # plain Unicode, as draw_landscape's labels
+
+
+def _frame(ax, lo: tuple[float, float], hi: tuple[float, float]) -> tuple[float, float]:
+    """Axes limits with a margin, so proposals on the box's edge are drawn whole, numbers
+    included; returns the box's span."""
+    span = (hi[0] - lo[0], hi[1] - lo[1])
+    ax.set_xlim(lo[0] - 0.04 * span[0], hi[0] + 0.04 * span[0])
+    ax.set_ylim(lo[1] - 0.04 * span[1], hi[1] + 0.04 * span[1])
+    return span
+
+
+def _finite(charged: list[dict]) -> np.ndarray:
+    return np.array([t["score"] is not None and t["score"] < DIVERGED_SCORE for t in charged], bool)
+
+
+def _draw_numbered(ax, xy: np.ndarray, finite: np.ndarray, charged: list[dict], span: tuple[float, float]) -> None:
+    """The diverged proposals as red crosses, and every proposal's trial number (nearby
+    ones written together)."""
+    ax.scatter(xy[~finite, 0], xy[~finite, 1], s=80, color="#d62728", edgecolor="white", marker="X", zorder=3,
+               label="diverged")
+    for g in _label_groups(xy, span):
+        ax.annotate(", ".join(str(charged[i]["trial"]) for i in g), xy[g[0]], xytext=(6, 5),
+                    textcoords="offset points", color="white", fontsize=8, weight="bold", clip_on=False,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="black", alpha=0.55, lw=0))
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)  # "best" keeps clear of the points
+
+
+def _draw_best_so_far(ax2, charged: list[dict], finite: np.ndarray) -> None:
+    """The best-so-far curve of the score, or a sentence saying why there is none."""
     if finite.any():
         sc = np.array([t["score"] if f else np.inf for t, f in zip(charged, finite, strict=False)], float)
         best = np.array(best_so_far(sc))
@@ -297,6 +365,9 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
         ax2.text(0.5, 0.5, "no charged trial had a finite result:\n" +
                  ("every one diverged" if charged else "no trial was charged"),
                  ha="center", va="center", fontsize=12, transform=ax2.transAxes)
+
+
+def _save(fig, path: Path | str) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

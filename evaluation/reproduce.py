@@ -21,11 +21,11 @@ from tuneloop.evaluation.runner import run_strategy
 from tuneloop.evaluation.strategies import GridSearch, RandomSearch, RefinedGrid
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER
 from tuneloop.tools.formatting import fmt_value
+from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.momentum import DEFAULT_X0, start_point
 from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.scoring import GOOD_GAP, study_label
-from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import EvaluatorConfig, TrialResult
 
@@ -69,7 +69,8 @@ def reproduce(out: Path, models: list[str], no_llm: bool = False, model_settings
         tables["grid"][f] = [dict(lr=t.learning_rate, momentum=t.momentum, final=t.final_value,
                                   iterations=t.iterations, status=_label(t, f_star, best_score)) for t in g.trials]
         say(f"refined grid on {f}")
-        r = run_strategy(RefinedGrid(space=GRID_SPACE), _cfg(out, f, DEFAULT_X0, GRID_T, 2 * GRID_SIZE, "refined", 0), f"refined-{f}")
+        r = run_strategy(RefinedGrid(space=GRID_SPACE), _cfg(out, f, DEFAULT_X0, GRID_T, 2 * GRID_SIZE, "refined", 0),
+                         f"refined-{f}")
         refinement = [t for t in r.trials[GRID_SIZE:] if t.charged]
         best = min(refinement or r.trials, key=lambda t: t.score)
         tables["refined"][f] = dict(lr=best.learning_rate, momentum=best.momentum, final=best.final_value,

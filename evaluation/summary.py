@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tuneloop.evaluation.arms import Arm
-from tuneloop.evaluation.harness import EvalConfig, cell_dir, pad_curves
+from tuneloop.evaluation.harness import EvalConfig, cell_dir, pad_curves, read_proposal
 from tuneloop.evaluation.strategies import AGENT_METHOD
 from tuneloop.tools.files import atomic_write_text
 from tuneloop.tools.formatting import fmt_cell
@@ -38,13 +38,13 @@ def summarize(cfg: EvalConfig) -> dict[str, dict[str, dict]]:
             iters = np.array([c["row"]["iterations"] or 0 for c in cells], float)
             med_curve = np.median(pad_curves([c["anytime"] for c in cells]), axis=0).tolist()
             finite = vals[np.isfinite(vals)]
-            proposals = [p for c in cells for p in c["proposals"]]  # charged: (alpha, beta, score, source)
+            proposals = [read_proposal(p) for c in cells for p in c["proposals"]]  # the charged trials
             charged = len(proposals)
             repeated = sum(c["row"]["repeated"] or 0 for c in cells)
             per[m] = {
                 # shares of what the method proposed: charged trials that diverged, and
                 # proposals that repeated a tried configuration (answered free)
-                "diverged_share": sum(p[2] >= DIVERGED_SCORE for p in proposals) / charged if charged else None,
+                "diverged_share": sum(p["score"] >= DIVERGED_SCORE for p in proposals) / charged if charged else None,
                 "repeat_share": repeated / (charged + repeated) if charged + repeated else None,
                 "n": len(cells), "diverged": int(np.sum(~np.isfinite(vals))),
                 "mean": float(finite.mean()) if finite.size else None,

@@ -12,13 +12,14 @@ from tuneloop.agent.cli import read_trace_warning
 from tuneloop.tools.cli_common import EXIT_DIFFERS, JsonOpt, check_out, console, new_app
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER
 from tuneloop.tools.errors import UserError
-from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_sci
+from tuneloop.tools.formatting import fmt_cell, fmt_sci
 
 if TYPE_CHECKING:
     from tuneloop.tools.record import Trace
 
 trace_app = new_app("Analyse, compare, plot, export and replay traces.")
 RunDirArg = Annotated[Path, typer.Argument(help="a run directory (holding trace.jsonl)")]
+PARAM_HEADERS = {"learning_rate": "alpha", "momentum": "beta"}  # summary's columns; other parameters by name
 
 
 def load_run(run_dir: Path) -> Trace:
@@ -38,7 +39,9 @@ def load_run(run_dir: Path) -> Trace:
 
 @trace_app.command("summary", short_help="Settings, trials, model calls, stop reason, time split.")
 def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
-    """Settings, the per-trial table, invalid proposals, model calls, stop reason, time split."""
+    """Settings, the per-trial table (a column per parameter of the run's space), invalid
+    proposals, model calls, stop reason, time split."""
+    from tuneloop.evaluation.trace_params import param_text, recommended_params
     from tuneloop.evaluation.traces import summary
 
     s = summary(load_run(run_dir))
@@ -49,15 +52,16 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
 
     con = console()
     con.print(f"[bold]{s['session_id']}[/bold]  " + "  ".join(f"{k}={fmt_cell(v)}" for k, v in s["settings"].items()))
+    names = s["parameters"]
     tab = Table(show_edge=False)
-    for col in ("trial", "source", "alpha", "beta", "status", "final value", "iters", "score", "repeat", "best so far"):
+    for col in ("trial", "source", *(PARAM_HEADERS.get(n, n) for n in names), "status", "final value", "iters",
+                "score", "repeat", "best so far"):
         tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
     for r in s["trials"]:
         tab.add_row(
             fmt_cell(r["trial"]),
             fmt_cell(r["source"]),
-            fmt_param(r["learning_rate"]),
-            fmt_param(r["momentum"]),
+            *(param_text(r.get(n)) for n in names),
             fmt_cell(r["status"]),
             fmt_cell(r["final_value"]),
             fmt_cell(r["iterations"]),
@@ -85,8 +89,9 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
                   f"{fmt_cell(tm['tool_s'], '.3f')}{wait} + overhead {fmt_cell(tm['overhead_s'], '.3f')} s")
     rec = s["recommendation"]
     if rec:
-        con.print(f"recommendation: lr={fmt_param(rec['learning_rate'])} momentum={fmt_param(rec['momentum'])}: "
-                  f"{rec['rationale']}")
+        config = " ".join(f"{'lr' if n == 'learning_rate' else n}={param_text(v)}"
+                          for n, v in recommended_params(rec, names).items())
+        con.print(f"recommendation: {config}: {rec['rationale']}")
     con.print(f"stop: {s['stop_reason']}")
 
 
@@ -94,16 +99,20 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
 def trace_compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories")], as_json: JsonOpt = False
 ) -> None:
-    """Runs side by side: best value, evaluations to within 1 % of it, invalid/repeated, tokens, time."""
-    from tuneloop.evaluation.traces import compare
+    """Runs side by side: best value and its configuration (a column per parameter of any of
+    the runs' spaces), evaluations to within 1 % of it, invalid/repeated, tokens, time."""
+    from tuneloop.evaluation.trace_params import run_space, union
+    from tuneloop.evaluation.traces import best_columns, compare
 
-    rows = compare([load_run(d) for d in run_dirs])
+    traces = [load_run(d) for d in run_dirs]
+    rows = compare(traces)
     if as_json:
         print(json.dumps(rows))
         return
     from rich.table import Table
 
     tab = Table(show_edge=False)
+    best = best_columns(union(run_space(t).names for t in traces))
     cols = (
         "run",
         "method",
@@ -111,8 +120,7 @@ def trace_compare(
         "model",
         "objective",
         "best_value",
-        "best_lr",
-        "best_momentum",
+        *best,
         "evals_to_1pct",
         "charged",
         "invalid",
@@ -125,20 +133,35 @@ def trace_compare(
     for c in cols:
         tab.add_column(c.replace("_", " "), no_wrap=True)
     for r in rows:
-        tab.add_row(*(fmt_cell(r[c]) for c in cols))
-    console().print(tab)
+        tab.add_row(*(_cell(r.get(c)) for c in cols))
+    con = console()
+    if not con.is_terminal:  # piped: as much room for each parameter beyond the two as the two have
+        con.width += 16 * (len(best) - 2)
+    con.print(tab)
+
+
+def _cell(v: object) -> str:
+    """A compare cell: a choice true/false as the space writes it, anything else as fmt_cell does."""
+    from tuneloop.evaluation.trace_params import param_text
+
+    return param_text(v) if isinstance(v, bool) else fmt_cell(v)
 
 
 @trace_app.command("state", short_help="Did each proposal repeat a tried or failed configuration?")
 def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
-    """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?"""
-    from tuneloop.evaluation.traces import FAILED_BOX, state_audit
+    """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?
+    Distances and failed regions are measured over every parameter of the run's space
+    (evaluation/traces.py's AuditGeometry)."""
+    from tuneloop.evaluation.trace_params import run_space
+    from tuneloop.evaluation.traces import AuditGeometry, state_audit
     from tuneloop.tools.scoring import GOOD_GAP
 
-    a = state_audit(load_run(run_dir))
+    t = load_run(run_dir)
+    a = state_audit(t)
     if as_json:
         print(json.dumps(a, default=str))
         return
+    names = a["parameters"]
     for x in a["turns"]:
         if x["invalid"]:
             print(f"seq {x['seq']:>4}  invalid proposal: {x['error']}")
@@ -154,8 +177,8 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             )
             if x[k]
         ]
-        print(f"trial {x['trial']:>3}  proposed lr={x['proposal'][0]:.4g} mom={x['proposal'][1]:.4g}  | incumbent "
-              f"{'none' if inc is None else f'lr={inc[0]:.4g} mom={inc[1]:.4g}'}  failed so far {x['failed_so_far']}  "
+        print(f"trial {x['trial']:>3}  proposed {_config_text(names, x['proposal'])}  | incumbent "
+              f"{'none' if inc is None else _config_text(names, inc)}  failed so far {x['failed_so_far']}  "
               f"{' '.join(flags)}")
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.0f} %"
@@ -166,28 +189,56 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
         f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}"
     )
     print(f"(failed: diverged, or stopped more than {fmt_sci(GOOD_GAP)} above the minimum; failed region: within "
-          f"{FAILED_BOX[0]} decade of alpha and {FAILED_BOX[1]} of beta of a failed trial; ignored the incumbent: "
+          f"{AuditGeometry.of(run_space(t)).describe()} of a failed trial; ignored the incumbent: "
           f"closer to a failed trial than to the incumbent)")
+
+
+STATE_LABELS = {"learning_rate": "lr", "momentum": "mom"}  # the audit's short names; others by their own
+
+
+def _config_text(names: list[str], values: list | tuple) -> str:
+    """'lr=0.001 mom=0.9 nesterov=true': a configuration in the audit's lines (numbers to 4 digits)."""
+    from tuneloop.evaluation.trace_params import param_text
+
+    return " ".join(f"{STATE_LABELS.get(n, n)}={param_text(v, '.4g')}" for n, v in zip(names, values, strict=False))
 
 
 @trace_app.command("plot", short_help="Proposals on the landscape, and the best-so-far curve (PNG).")
 def trace_plot(
     run_dir: RunDirArg,
     out: Annotated[Path | None, typer.Option("--out", help="PNG (default RUN_DIR/proposals.png)")] = None,
+    axes: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--axes", metavar="NAME NAME",
+                     help="two continuous parameters of the run's space (default: learning_rate and momentum when "
+                     "it has them, else its first two continuous ones)"),
+    ] = None,
 ) -> None:
-    """Proposals in order on the (log alpha, beta) landscape, coloured by score, with the best-so-far curve."""
+    """Proposals in order on two parameters, coloured by score, with the best-so-far curve.
+    On learning_rate and momentum, when the rest of the space is absent or off in every
+    trial (plain momentum GD), over the (log alpha, beta) landscape; otherwise a scatter on
+    the two axes (log10 on a log parameter) whose title names the parameters that vary."""
+    from tuneloop.evaluation.trace_params import on_landscape, plot_axes, run_space
     from tuneloop.evaluation.traces import trial_rows
 
     check_out(out, ".png")
     t = load_run(run_dir)
-    m = t.manifest or {}
-    if not m.get("objective") or not m.get("x0"):
-        raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
+    space = run_space(t)
+    x, y = plot_axes(space, axes)
+    rows = trial_rows(t)
     target = out or (t.run_dir / "proposals.png")
-    from tuneloop.evaluation.report import plot_trace
+    title = f"{t.session_id}: {t.method} on {t.objective}"
+    if on_landscape(space, (x, y), rows):
+        m = t.manifest or {}
+        if not m.get("objective") or not m.get("x0"):
+            raise UserError(f"{run_dir} has no usable manifest.json: the plot needs the objective and start point")
+        from tuneloop.evaluation.report import plot_trace
 
-    plot_trace(m["objective"], m["x0"], int(m.get("max_iter", DEFAULT_MAX_ITER)), trial_rows(t), target,
-               f"{t.session_id}: {t.method} on {t.objective}")
+        plot_trace(m["objective"], m["x0"], int(m.get("max_iter", DEFAULT_MAX_ITER)), rows, target, title)
+    else:
+        from tuneloop.evaluation.report import plot_trace_params
+
+        plot_trace_params(rows, space, (x, y), target, title)
     print(f"wrote {target}")
 
 
@@ -226,7 +277,7 @@ def trace_export(
     Langfuse, Jaeger or any OTLP collector: a file of OTLP/JSON, or sent over OTLP/HTTP."""
     import csv
 
-    from tuneloop.evaluation.traces import EXPORT_FIELDS, export_rows
+    from tuneloop.evaluation.traces import export_columns, export_rows
     from tuneloop.tools.files import atomic_open
 
     if fmt not in ("csv", "jsonl", "otlp"):
@@ -265,7 +316,7 @@ def trace_export(
     try:
         with atomic_open(out, newline="") as f:
             if fmt == "csv":
-                w = csv.DictWriter(f, fieldnames=EXPORT_FIELDS)
+                w = csv.DictWriter(f, fieldnames=export_columns(traces))
                 w.writeheader()
                 w.writerows(rows)
             else:

@@ -2,18 +2,31 @@
 
 Traces are read with agent.tracing.read_trace (the format's one home); see
 docs/design.md for the run directory and the events.
+
+Every view shows every parameter of the run's search space (trace_params.run_space): a
+trial row carries the GD values `learning_rate` and `momentum` as the event records them
+(momentum 0 when the space has none) and, beside them, each other parameter under its own
+name. A run of the default space (learning_rate, momentum), and every run written before
+typed spaces, gives the same rows, columns and text as before.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from tuneloop.evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
+from tuneloop.evaluation.trace_params import extra_params, gd_values, run_space, union
+from tuneloop.tools.formatting import spoken_list
+from tuneloop.tools.gd_space import SYMBOLS
 from tuneloop.tools.record import Trace
 from tuneloop.tools.scoring import best_so_far, is_failed
+from tuneloop.tools.space import CategoricalParam, FloatParam, IntParam, SearchSpace, params_of
 from tuneloop.tools.usage import known_sum
 
 
@@ -30,19 +43,35 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def trial_rows(t: Trace) -> list[dict[str, Any]]:
+    """One row per answered proposal: the GD fields, then each other parameter of the
+    trial under its own name (GD parameter names never clash with the row's fields)."""
     rows, best = [], math.inf
     best_value = None
     for e in t.of("trial_evaluated"):
         if e.get("charged", True) and e.get("score") is not None and e["score"] < best:
             best, best_value = e["score"], e.get("final_value")
+        params = params_of(e)
         rows.append({
-            "trial": e.get("trial"), "source": e.get("source"), "learning_rate": e.get("learning_rate"),
-            "momentum": e.get("momentum"), "status": e.get("status"), "final_value": e.get("final_value"),
+            "trial": e.get("trial"), "source": e.get("source"),
+            "learning_rate": e.get("learning_rate", params.get("learning_rate")),
+            "momentum": e.get("momentum", params.get("momentum")),
+        } | {k: params[k] for k in extra_params(params)} | {
+            "status": e.get("status"), "final_value": e.get("final_value"),
             "iterations": e.get("iterations"), "score": e.get("score"), "repeat": bool(e.get("repeat")),
             "charged": bool(e.get("charged", True)), "best_score_so_far": None if best == math.inf else best,
             "best_value_so_far": best_value,
         })
     return rows
+
+
+def invalid_rows(t: Trace) -> list[dict[str, Any]]:
+    """The rejected proposals. A record written before typed spaces holds learning_rate and
+    momentum; a newer one its raw `arguments` (kept whole), from which the two are read."""
+    out = []
+    for e in t.of("tool_error"):
+        row = {"source": e.get("source"), "error": e.get("error")} | gd_values(e)
+        out.append(row | ({"arguments": e["arguments"]} if "arguments" in e else {}))
+    return out
 
 
 def summary(t: Trace) -> dict[str, Any]:
@@ -60,16 +89,9 @@ def summary(t: Trace) -> dict[str, Any]:
         "run_dir": str(t.run_dir),
         "session_id": t.session_id,
         "settings": settings,
+        "parameters": list(run_space(t).names),  # the space's, in its order: the table's columns
         "trials": rows,
-        "invalid": [
-            {
-                "source": e.get("source"),
-                "error": e.get("error"),
-                "learning_rate": e.get("learning_rate"),
-                "momentum": e.get("momentum"),
-            }
-            for e in t.of("tool_error")
-        ],
+        "invalid": invalid_rows(t),
         "model_calls": {
             "count": len(calls),
             "input_tokens": known_sum(c.get("input_tokens") for c in calls),
@@ -104,9 +126,16 @@ def evals_to_within(rows: list[dict], rel: float = 0.01) -> int | None:
     return next(k for k, best in enumerate(curve, 1) if best <= target)
 
 
+def best_columns(names: Iterable[str]) -> list[str]:
+    """compare's columns of the best trial's configuration: best_lr and best_momentum as
+    ever, then best_<name> for each other parameter."""
+    return ["best_lr", "best_momentum", *(f"best_{n}" for n in extra_params(names))]
+
+
 def compare(traces: list[Trace]) -> list[dict[str, Any]]:
     """One row per run, grouped by (method, prompt, model), arms in the order they first
-    appear, so the runs of one arm sit together."""
+    appear, so the runs of one arm sit together. A run's row holds best_<name> for each
+    parameter of its space beyond the two (see best_columns)."""
     out = []
     for t in traces:
         s = summary(t)
@@ -117,6 +146,7 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
             "model": ((t.manifest or {}).get("model") or {}).get("model"), "objective": t.objective,
             "best_value": b["final_value"] if b else None, "best_score": b["score"] if b else None,
             "best_lr": b["learning_rate"] if b else None, "best_momentum": b["momentum"] if b else None,
+        } | {f"best_{n}": b.get(n) if b else None for n in extra_params(s["parameters"])} | {
             "evals_to_1pct": evals_to_within(s["trials"]),
             "charged": sum(r["charged"] for r in s["trials"]),
             "invalid": len(s["invalid"]), "repeated": sum(r["repeat"] for r in s["trials"]),
@@ -133,55 +163,162 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ state audit
-FAILED_BOX = (0.1, 0.05)  # |d log10 alpha| <= 0.1 decade and |d beta| <= 0.05 around a failed trial
-BETA_UNIT = 0.1  # one unit of normalised distance: 1 decade of alpha or 0.1 of beta
+# Where the audit measures, per kind of axis: in decades on a log axis; on a linear axis in
+# fractions of its magnitude, the power of ten at or above its span (1 for momentum's
+# [0, 0.99], 0.01 for [0, 0.01], 10 for an integer in [1, 4]); a categorical axis adds 0
+# when the choices are equal, else 1 (one step), and a failed region needs the same choice.
+# These are the space's unit coordinates (to_unit's cube) with each axis scaled by its own
+# step rather than by its range: the cube itself would weigh a decade of the default alpha
+# as 1/3 and 0.1 of beta as 0.101 (the audit weighs them 1 : 1), would move flags of
+# default runs, and its rounding would flip box edges (beta 0.99 against 0.94, 28 such pairs
+# of two-decimal betas).
+LOG_STEP, LOG_BOX = 1.0, 0.1  # one unit of distance: a decade; a failed region: +-0.1 decade
+LINEAR_STEP, LINEAR_BOX = 0.1, 0.05  # a tenth of the magnitude; +-5 % of it (0.1 and 0.05 of beta)
 
 
-def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
-    return math.hypot(math.log10(a[0]) - math.log10(b[0]), (a[1] - b[1]) / BETA_UNIT)
+@dataclass(frozen=True)
+class AuditAxis:
+    """One parameter as the state audit measures it. Continuous axes are read in the
+    coordinate to_unit scales to [0, 1] (log10 on a log axis, the value on a linear one),
+    in units of `step`; a categorical axis is 0 apart when equal, else 1 (one step)."""
+
+    name: str
+    kind: Literal["log", "linear", "categorical"]
+    step: float = 1.0  # one unit of audit distance, in the axis' coordinate
+    box: float = 0.0  # the failed region's half-width, in the axis' coordinate
+
+    @classmethod
+    def of(cls, name: str, p: FloatParam | IntParam | CategoricalParam) -> AuditAxis:
+        if isinstance(p, CategoricalParam):
+            return cls(name, "categorical")
+        if p.log:
+            return cls(name, "log", LOG_STEP, LOG_BOX)
+        magnitude = 10.0 ** math.ceil(math.log10(p.high - p.low))
+        return cls(name, "linear", LINEAR_STEP * magnitude, LINEAR_BOX * magnitude)
+
+    def coord(self, v: Any) -> Any:
+        """The value where it is measured; a choice by its JSON text (true is not 1)."""
+        if self.kind == "categorical":
+            return json.dumps(v)
+        if v is None:
+            return math.nan
+        return math.log10(v) if self.kind == "log" else float(v)
+
+    def gap(self, a: Any, b: Any) -> float:
+        """a - b in steps (categorical: 0 or 1)."""
+        if self.kind == "categorical":
+            return 0.0 if a == b else 1.0
+        return (a - b) / self.step
+
+    def near(self, a: Any, b: Any) -> bool:
+        """Within the failed region's box of each other (categorical: the same choice)."""
+        return a == b if self.kind == "categorical" else abs(a - b) <= self.box
+
+    def describe(self) -> str:
+        label = SYMBOLS.get(self.name, self.name)
+        if self.kind == "categorical":
+            return f"the same {label}"
+        return f"{self.box:g} decade of {label}" if self.kind == "log" else f"{self.box:g} of {label}"
+
+
+@dataclass(frozen=True)
+class AuditGeometry:
+    """Distances and failed regions over a whole space: Euclidean over the axes' steps.
+    On the default space this is the audit as it always was: 1 decade of alpha weighs as
+    0.1 of beta, a failed region is +-0.1 decade of alpha and +-0.05 of beta (the same
+    arithmetic, so not one flag moves)."""
+
+    axes: tuple[AuditAxis, ...]
+
+    @classmethod
+    def of(cls, space: SearchSpace) -> AuditGeometry:
+        return cls(tuple(AuditAxis.of(n, space[n]) for n in space.names))
+
+    def coords(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(ax.coord(v) for ax, v in zip(self.axes, values, strict=True))
+
+    def distance(self, a: Sequence[Any], b: Sequence[Any]) -> float:
+        return math.hypot(*(ax.gap(x, y) for ax, x, y in zip(self.axes, a, b, strict=True)))
+
+    def near(self, a: Sequence[Any], b: Sequence[Any]) -> bool:
+        return all(ax.near(x, y) for ax, x, y in zip(self.axes, a, b, strict=True))
+
+    def describe(self) -> str:
+        """The failed region in words: '0.1 decade of alpha and 0.05 of beta'."""
+        return spoken_list([ax.describe() for ax in self.axes])
+
+
+def proposal_values(space: SearchSpace, e: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A trial's configuration as a tuple in the space's order (floats as floats, as the
+    events' numbers were read before typed spaces)."""
+    params = params_of(e)
+    return tuple(_typed(space[n], params.get(n)) for n in space.names)
+
+
+def _typed(p: FloatParam | IntParam | CategoricalParam, v: Any) -> Any:
+    return float(v) if isinstance(p, FloatParam) and isinstance(v, (int, float)) else v
+
+
+class _Memory:
+    """What the run knew before each trial: configurations tried, failed ones, the incumbent."""
+
+    def __init__(self, geo: AuditGeometry, f_star: float | None) -> None:
+        self.geo, self.f_star = geo, f_star
+        self.tried: list[tuple[Any, ...]] = []
+        self.failed: list[tuple[Any, ...]] = []
+        self.incumbent: tuple[Any, ...] | None = None  # the configuration's values, then its score
+
+    def judge(self, e: Mapping[str, Any], p: tuple[Any, ...]) -> dict[str, Any]:
+        """One model proposal's turn: the state it saw and the flags it earns."""
+        geo, c = self.geo, self.geo.coords(p)
+        failed = [geo.coords(q) for q in self.failed]
+        repeat = p in self.tried or bool(e.get("repeat"))
+        ignored = bool(self.incumbent and failed and min(geo.distance(c, q) for q in failed)
+                       < geo.distance(c, geo.coords(self.incumbent[:-1])))
+        return {"seq": e["seq"], "trial": e.get("trial"), "proposal": p, "invalid": False,
+                "incumbent": self.incumbent, "failed_so_far": len(failed), "repeat_tried": repeat,
+                "repeat_failed": repeat and p in self.failed, "in_failed_region": any(geo.near(c, q) for q in failed),
+                "ignored_incumbent": ignored}
+
+    def learn(self, e: Mapping[str, Any], p: tuple[Any, ...]) -> None:
+        if p not in self.tried:
+            self.tried.append(p)
+        if is_failed(e.get("status", ""), e.get("final_value"), self.f_star) and p not in self.failed:
+            self.failed.append(p)
+        score = e.get("score")
+        if e.get("charged", True) and score is not None and (self.incumbent is None or score < self.incumbent[-1]):
+            self.incumbent = (*p, score)
 
 
 def state_audit(t: Trace) -> dict[str, Any]:
     """For every proposal the model made, what was true at that moment, and whether the
-    proposal (a) repeated a configuration already tried, (b) fell in a failed region (within
-    FAILED_BOX of a trial that diverged or stopped away from the minimum), or (c) ignored
-    the incumbent (it lies closer to a failed trial than to the incumbent)."""
-    f_star = _f_star(t)
-    tried: list[tuple[float, float]] = []
-    failed: list[tuple[float, float]] = []
-    incumbent: tuple[float, float, float] | None = None  # lr, mom, score
+    proposal (a) repeated a configuration already tried, (b) fell in a failed region (near,
+    in AuditGeometry's box, a trial that diverged or stopped away from the minimum), or
+    (c) ignored the incumbent (it lies closer to a failed trial than to the incumbent).
+    A proposal and the incumbent are tuples of the space's parameters in its order
+    (`parameters`), the incumbent's score last."""
+    space = run_space(t)
+    memory = _Memory(AuditGeometry.of(space), _f_star(t))
     turns = []
     model_sources = {*LLM_METHODS, Centaur.LLM_SOURCE} | ({t.method} if t.method not in CLASSICAL else set())
     for e in t.events:
         if e.get("event") == "tool_error" and e.get("source") in model_sources:
             turns.append({"seq": e["seq"], "invalid": True, "error": e.get("error")})
-            continue
-        if e.get("event") != "trial_evaluated":
-            continue
-        p = (float(e["learning_rate"]), float(e["momentum"]))
-        if e.get("source") in model_sources:
-            repeat = p in tried or bool(e.get("repeat"))
-            in_failed = any(
-                abs(math.log10(p[0]) - math.log10(q[0])) <= FAILED_BOX[0] and abs(p[1] - q[1]) <= FAILED_BOX[1]
-                for q in failed
-            )
-            ignored = bool(incumbent and failed and min(_dist(p, q) for q in failed) < _dist(p, incumbent[:2]))
-            turns.append({"seq": e["seq"], "trial": e.get("trial"), "proposal": p, "invalid": False,
-                          "incumbent": incumbent, "failed_so_far": len(failed), "repeat_tried": repeat,
-                          "repeat_failed": repeat and p in failed, "in_failed_region": in_failed,
-                          "ignored_incumbent": ignored})
-        if p not in tried:
-            tried.append(p)
-        fv = e.get("final_value")
-        if is_failed(e.get("status", ""), fv, f_star):
-            if p not in failed:
-                failed.append(p)
-        if e.get("charged", True) and e.get("score") is not None and (incumbent is None or e["score"] < incumbent[2]):
-            incumbent = (p[0], p[1], e["score"])
+        elif e.get("event") == "trial_evaluated":
+            p = proposal_values(space, e)
+            if e.get("source") in model_sources:
+                turns.append(memory.judge(e, p))
+            memory.learn(e, p)
+    return _rates(turns) | {"parameters": list(space.names)}
+
+
+def _rates(turns: list[dict[str, Any]]) -> dict[str, Any]:
     valid = [x for x in turns if not x["invalid"]]
     n = len(valid)
-    def rate(k):
+
+    def rate(k: str) -> float | None:
         return (sum(x[k] for x in valid) / n) if n else None
+
     return {"turns": turns, "n_turns": len(turns), "n_valid": n,
             "invalid_rate": (len(turns) - n) / len(turns) if turns else None,
             "repeat_tried_rate": rate("repeat_tried"), "repeat_failed_rate": rate("repeat_failed"),
@@ -204,11 +341,24 @@ EXPORT_FIELDS = ["run", "method", "objective", "seed", "trial", "source", "learn
                  "final_value", "iterations", "score", "repeat", "charged", "best_score_so_far"]
 
 
+def export_fields(extra: Iterable[str] = ()) -> list[str]:
+    """EXPORT_FIELDS with a column for each parameter beyond the two, after momentum."""
+    i = EXPORT_FIELDS.index("momentum") + 1
+    return [*EXPORT_FIELDS[:i], *extra, *EXPORT_FIELDS[i:]]
+
+
+def export_columns(traces: list[Trace]) -> list[str]:
+    """The export's columns for these runs: every parameter of any of their spaces."""
+    return export_fields(extra_params(union(run_space(t).names for t in traces)))
+
+
 def export_rows(traces: list[Trace]) -> list[dict[str, Any]]:
+    """One row per trial across runs, with the parameters of its own run's space."""
     rows = []
     for t in traces:
         seed = (t.manifest or {}).get("seed")
+        fields = export_fields(extra_params(run_space(t).names))
         for r in trial_rows(t):
             rows.append({"run": t.run_dir.name, "method": t.method, "objective": t.objective, "seed": seed}
-                        | {k: r[k] for k in EXPORT_FIELDS if k in r})
+                        | {k: r[k] for k in fields if k in r})
     return rows

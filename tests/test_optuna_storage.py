@@ -9,7 +9,7 @@ import sqlite3
 import optuna
 import pytest
 
-from tuneloop.evaluation.harness import EvalConfig, cell_id, run_eval
+from tuneloop.evaluation.harness import EvalConfig, cell_id, read_proposal, run_eval
 from tuneloop.evaluation.optuna_storage import (
     FastSQLiteConnection,
     StudyRecorder,
@@ -38,8 +38,8 @@ def studies(url):
 
 
 def charged(cfg, name):
-    """The cell's charged trials as its result.json lists them: (lr, momentum, score, source)."""
-    return json.loads((cfg.out / "runs" / name / "result.json").read_text())["proposals"]
+    """The cell's charged trials as its result.json lists them (read_proposal: lr, momentum, score, source)."""
+    return [read_proposal(p) for p in json.loads((cfg.out / "runs" / name / "result.json").read_text())["proposals"]]
 
 
 def test_a_finished_study_rerun_with_storage_records_all_its_cells(tmp_path):
@@ -93,7 +93,8 @@ def test_recorded_trials_are_the_cells_charged_trials(tmp_path):
         study = optuna.load_study(study_name=name, storage=url)
         want = charged(wider, name)
         assert len(want) == 4 and len(study.trials) == len(want)
-        for t, (lr, momentum, score, source) in zip(study.trials, want, strict=True):
+        for t, p in zip(study.trials, want, strict=True):
+            lr, momentum, score, source = p["learning_rate"], p["momentum"], p["score"], p["source"]
             assert t.state == optuna.trial.TrialState.COMPLETE and t.value == score
             assert t.params["momentum"] == momentum
             assert t.params["log10_learning_rate"] == pytest.approx(math.log10(lr), abs=1e-12)

@@ -37,8 +37,9 @@ from tuneloop.evaluation.otlp import (  # noqa: E402
     write_otlp,
 )
 from tuneloop.evaluation.runner import run_strategy  # noqa: E402
-from tuneloop.evaluation.strategies import RandomSearch, SearchSpace  # noqa: E402
+from tuneloop.evaluation.strategies import RandomSearch  # noqa: E402
 from tuneloop.tools.errors import UserError  # noqa: E402
+from tuneloop.tools.gd_space import DEFAULT_SPACE  # noqa: E402
 from tuneloop.tools.record import TraceWriter, read_trace  # noqa: E402
 from tuneloop.tools.trials import EvaluatorConfig  # noqa: E402
 
@@ -187,7 +188,7 @@ def test_export_is_deterministic_and_writes_a_file(agent_trace, tmp_path):
 
 
 def test_classical_run_has_one_evaluate_span_per_trial(tmp_path):
-    r = run_strategy(RandomSearch(SearchSpace(), seed=0), cfg(tmp_path, budget=3, method="random"), "rs0")
+    r = run_strategy(RandomSearch(DEFAULT_SPACE, seed=0), cfg(tmp_path, budget=3, method="random"), "rs0")
     t = read_trace(r.run_dir)
     spans = spans_of(otlp_request([t]))
     root, kids = spans[0], spans[1:]
@@ -282,12 +283,12 @@ def _clean_env(monkeypatch):
 def studies(tmp_path):
     """Two eval folders (<study>/runs/<cell>) whose cells share a name, with different budgets."""
     cfgs = [cfg(tmp_path / study / "runs", budget=b, method="random") for study, b in (("a", 2), ("b", 3))]
-    return [Path(run_strategy(RandomSearch(SearchSpace(), seed=0), c, "random-rosenbrock-s0").run_dir) for c in cfgs]
+    return [Path(run_strategy(RandomSearch(DEFAULT_SPACE, seed=0), c, "random-rosenbrock-s0").run_dir) for c in cfgs]
 
 
 def test_send_json_to_an_otlp_http_receiver(agent_trace, tmp_path, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector%20key")
-    classical = run_strategy(RandomSearch(SearchSpace(), seed=1), cfg(tmp_path / "c", budget=2, method="random"), "r")
+    classical = run_strategy(RandomSearch(DEFAULT_SPACE, seed=1), cfg(tmp_path / "c", budget=2, method="random"), "r")
     req = otlp_request([agent_trace, read_trace(classical.run_dir)])
     with Receiver(accept=(JSON,), answer=b"{}", answer_type=JSON) as rec:
         send_otlp(req, rec.url + "/v1/traces", protocol="http/json")

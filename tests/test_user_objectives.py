@@ -130,7 +130,8 @@ def test_without_a_minimum_the_score_ranks_by_the_final_value(tmp_path):
                  .replace("** 2\n\n\ndef grad", "** 2 - 5.0\n\n\ndef grad"))
     ev = Evaluator(EvaluatorConfig(objective=str(p), budget=3, max_iter=2000))
     assert ev.f_star is None
-    good, slow = ev.evaluate({"learning_rate": 0.01, "momentum": 0.5}), ev.evaluate({"learning_rate": 1e-4, "momentum": 0.0})
+    good = ev.evaluate({"learning_rate": 0.01, "momentum": 0.5})
+    slow = ev.evaluate({"learning_rate": 1e-4, "momentum": 0.0})
     assert good.final_value < slow.final_value and good.score < slow.score < DIVERGED_SCORE
     assert good.distance_to_optimum is None  # no minimiser named
     values = [-1e300, -5.0, -1e-9, 0.0, 1e-9, 3.0, 1e300]
