@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,27 @@ def test_an_agent_session_on_a_space_file_in_10_d_shows_records_and_recommends_e
     assert {k: rec[k] for k in p1} == p1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert SearchSpace.parse(manifest["space"]) == FULL_SPACE and len(manifest["x0"]) == 10
+
+
+@pytest.mark.parametrize("method", ["tpe", "centaur", "llm"])
+def test_runs_on_a_five_parameter_space_replay_identically(tmp_path, method):
+    """A classical run re-evaluates its proposals; an LLM method re-runs from its recorded
+    replies: on the five-parameter space in 5-D, the same trials come out."""
+    from tests.fakes import ScriptedChatModel as Fake
+    from tuneloop.evaluation.methods import MethodSpec, run_method
+    from tuneloop.evaluation.replay import replay
+    from tuneloop.tools.record import read_trace
+
+    p = {"learning_rate": 1e-3, "momentum": 0.9, "nesterov": True, "lr_decay": 1e-4, "grad_clip": 10.0}
+    script = {"llm": [{"name": "run_momentum_gd", "args": p},
+                      {"name": "run_momentum_gd", "args": p | {"nesterov": False}},
+                      {"name": "run_momentum_gd", "args": p | {"momentum": 0.5}},
+                      {"name": "FinalAnswer", "args": p | {"rationale": "trial 1 had the lowest final value."}}],
+              "centaur": [{"name": "CentaurProposal", "args": p}] * 4}.get(method)
+    spec = MethodSpec(method=method, function="rastrigin", budget=12 if method == "centaur" else 3, seed=2,
+                      x0="random", dim=5, max_iter=800, space=FULL_SPACE, runs_dir=tmp_path / "runs",
+                      centaur_ratio=0.5)
+    r = run_method(spec, chat_model=Fake(script=script) if script else None)
+    assert r.trials_charged == spec.budget and all(FULL_SPACE.check(t.params) is None for t in r.trials)
+    out = replay(read_trace(Path(r.run_dir)), tmp_path / "replay")
+    assert out["identical"], out
