@@ -2,15 +2,18 @@
 
 llama.cpp's grammar sampler checks all 262,144 tokens of Gemma's vocabulary against the
 grammar at every step (about 0.1 s per token on two cores, four times the model's own
-step). The values a tool call needs are far simpler: a bounded number from a finite
-language (`agent.gbnf.number_sentences`) or the text of a JSON string. So:
+step). The values a tool call needs are far simpler: a sentence of a finite language
+(`agent.gbnf.value_sentences`: a bounded number, an integer, one of an enum's literals) or
+the text of a JSON string. So:
 
 - once per model file the vocabulary is read and two things are kept (cached on disk,
   it takes a second): the few hundred tokens made only of number characters, and which
   tokens may stand inside a JSON string (no quote, backslash, control character or
   special token);
 - at each step the tokens allowed next are those whose text continues the value toward
-  a sentence of its language; the other logits are dropped and the token is sampled in
+  a sentence of its language (for numbers, among the number tokens; for an enum's
+  literals, `true` or `"relu"`, which need other tokens, along each literal's spelling by
+  the model's tokenizer); the other logits are dropped and the token is sampled in
   NumPy, from a seeded generator, with llama.cpp's own filter order (top-k, top-p,
   min-p, then temperature);
 - keys and punctuation are written into the reply by us, never decoded.
@@ -22,34 +25,25 @@ reused), so a prompt whose stable part comes first costs only its new tail.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from tuneloop.agent.gbnf import number_sentences
-from tuneloop.tools.files import atomic_write_text
+from tuneloop.agent.gbnf import choice_literals, is_choice, is_free_string, value_sentences
+from tuneloop.agent.vocabulary import Vocabulary
 
-NUMBER_CHARS = frozenset("0123456789.e-,}")  # a number's characters and the terminators after it
-NUMBER_TOKENS = 12  # a number of the decoding language takes at most 7 tokens and its terminator
 STRING_TOKENS = 48  # a rationale: a sentence or two (each token is a model step)
 STRING_SENTENCES = 1  # ... closed at the end of its first sentence
 # a sentence's end: a word, then . ! or ?, then a space or the end of the text so far; after
 # a digit, "." ends a sentence only once a space follows ("momentum of 0." may go on "9")
 SENTENCE_END = re.compile(r"(?:[^\W\d][.!?]|\d[!?])(?:\s|$)|\d\.\s")
-CACHE_VERSION = 3
 _LOCKS: dict[int, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-_VOCABS: dict[str, Vocabulary] = {}
-_VOCAB_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,18 @@ def sample(logits: np.ndarray, ids: np.ndarray, rng: np.random.Generator, s: Sam
     return int(ids[top[rng.choice(len(top), p=q / q.sum())]])
 
 
+class Language(Protocol):
+    """A value's language as the decoder walks it: the tokens allowed after `text` (among
+    the candidates `ids`, whose texts are `pieces`), and whether `text` is complete."""
+
+    terminator: str
+    longest: int  # the most tokens a sentence and its terminator can take
+
+    def allowed(self, text: str, ids: np.ndarray, pieces: list[str]) -> np.ndarray: ...
+
+    def done(self, text: str) -> bool: ...
+
+
 class NumberLanguage:
     """Which candidate tokens may come next while writing a number of `sentences`
     followed by `terminator` (',' or '}'): those whose text keeps the reply a prefix of
@@ -93,115 +99,101 @@ class NumberLanguage:
     def __init__(self, sentences: tuple[str, ...], terminator: str) -> None:
         self.terminator = terminator
         self.prefixes = {w[:i] for s in sentences for w in [s + terminator] for i in range(1, len(w) + 1)}
-        self._cache: dict[str, np.ndarray] = {}
+        self.longest = max(len(s) for s in sentences) + len(terminator)  # a token has a character or more
+        # per candidate array (one per model's vocabulary, held so that its id is never
+        # reused): text -> allowed tokens. Languages are shared by every model in the process.
+        self._cache: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
 
     def allowed(self, text: str, ids: np.ndarray, pieces: list[str]) -> np.ndarray:
-        if text not in self._cache:
-            self._cache[text] = np.array(
+        cache = self._cache.setdefault(id(ids), (ids, {}))[1]
+        if text not in cache:
+            cache[text] = np.array(
                 [i for i, p in zip(ids, pieces, strict=False) if text + p in self.prefixes], dtype=np.int64
             )
-        return self._cache[text]
+        return cache[text]
 
     def done(self, text: str) -> bool:
         return text.endswith(self.terminator)
 
 
-@dataclass(frozen=True)
-class Vocabulary:
-    """What constrained decoding needs to know about a model's vocabulary."""
+Spelling = list[tuple[int, str]]  # a text as tokens: (token, its text), in order
 
-    number_ids: np.ndarray  # tokens made only of NUMBER_CHARS, one per piece
-    number_pieces: list[str]
-    string_ids: np.ndarray  # tokens that may stand inside a JSON string
-    quote_id: int  # the token '"' alone: ends a string
 
-    @staticmethod
-    def read(llama: Any) -> Vocabulary:
-        n = llama.n_vocab()
-        number: dict[str, int] = {}  # piece -> its token (byte tokens such as <0x2C> repeat ',')
-        string_ok = np.zeros(n, dtype=bool)
-        quote: int | None = None
-        for i in range(n):
-            raw = llama.detokenize([i])
-            try:
-                piece = raw.decode("utf-8")
-            except UnicodeDecodeError:  # a byte of a multi-byte character: not whole text
-                continue
-            if not piece:  # special tokens (turn markers, <eos>) detokenize to nothing
-                continue
-            if set(piece) <= NUMBER_CHARS:
-                number.setdefault(piece, i)
-            if not any(c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F for c in piece):
-                string_ok[i] = True
-            if piece == '"' and quote is None:
-                quote = i
-        for piece in number:  # prefer the token the tokenizer itself uses for the piece
-            ids = llama.tokenize(piece.encode(), add_bos=False, special=False)
-            # (a SentencePiece tokenizer that adds a leading space returns " 1" for "1": not it)
-            if len(ids) == 1 and llama.detokenize([int(ids[0])]) == piece.encode():
-                number[piece] = int(ids[0])
-        ids = llama.tokenize(b'"', add_bos=False, special=False)
-        if len(ids) == 1 and llama.detokenize([int(ids[0])]) == b'"':
-            quote = int(ids[0])
-        if quote is None:
-            raise ValueError("the model's vocabulary has no '\"' token")
-        return Vocabulary(np.array(list(number.values()), dtype=np.int64), list(number),
-                          np.flatnonzero(string_ok), quote)
+class ChoiceLanguage:
+    """Which tokens may come next while writing one of an enum's literals (`true`,
+    `"relu"`, `16`) followed by `terminator`. The number tokens cannot write `"relu"`, and
+    reading the whole vocabulary for each enum would be slow, so each literal + terminator
+    is spelled by the model's own tokenizer (the split it reads in prompts) and the tokens
+    allowed after a text are the next tokens of the spellings passing through it: a trie
+    of token sequences, keyed by text. A JSON literal ends before a ',' or '}' after it,
+    so the words are prefix-free and a text is complete exactly when it is one of them."""
 
-    def to_json(self) -> str:
-        mask = np.zeros(int(self.string_ids.max()) + 1 if len(self.string_ids) else 0, dtype=bool)
-        mask[self.string_ids] = True
-        return json.dumps(
-            {
-                "version": CACHE_VERSION,
-                "number": dict(zip(map(int, self.number_ids), self.number_pieces, strict=False)),
-                "string_mask": base64.b64encode(np.packbits(mask).tobytes()).decode(),
-                "string_len": len(mask),
-                "quote_id": self.quote_id,
-            }
-        )
+    def __init__(self, spellings: Sequence[Spelling], terminator: str) -> None:
+        self.terminator = terminator
+        self.words = {"".join(p for _, p in sp) for sp in spellings}
+        after: dict[str, list[int]] = {}
+        for sp in spellings:
+            text = ""
+            for token, piece in sp:
+                nxt = after.setdefault(text, [])
+                if token not in nxt:
+                    nxt.append(token)
+                text += piece
+        self._next = {t: np.array(ids, dtype=np.int64) for t, ids in after.items()}
+        self.longest = max(len(sp) for sp in spellings)
 
     @staticmethod
-    def from_json(text: str) -> Vocabulary:
-        d = json.loads(text)
-        if d.get("version") != CACHE_VERSION:
-            raise ValueError("old cache")
-        bits = np.frombuffer(base64.b64decode(d["string_mask"]), dtype=np.uint8)
-        mask = np.unpackbits(bits)[: d["string_len"]].astype(bool)
-        return Vocabulary(np.array([int(k) for k in d["number"]], dtype=np.int64), list(d["number"].values()),
-                          np.flatnonzero(mask), int(d["quote_id"]))
+    def spelled(llama: Any, literals: Sequence[str], terminator: str) -> ChoiceLanguage:
+        """The language of `literals` + `terminator` in the tokens of `llama`'s tokenizer."""
+        return ChoiceLanguage([spelling(llama, x + terminator) for x in literals], terminator)
+
+    def allowed(self, text: str, ids: np.ndarray | None = None, pieces: list[str] | None = None) -> np.ndarray:
+        """The next tokens after `text` (`ids` and `pieces` go unused: the spellings hold them)."""
+        return self._next.get(text, np.zeros(0, dtype=np.int64))
+
+    def done(self, text: str) -> bool:
+        return text in self.words
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneloop"
-
-
-def vocabulary(llama: Any, model_path: str) -> Vocabulary:
-    """The model's Vocabulary: from memory, else from the disk cache (keyed by the file's
-    path, size and modification time), else read from the model and cached."""
-    with _VOCAB_LOCK:  # a preloading thread may be reading it already
-        return _vocabulary(llama, model_path)
-
-
-def _vocabulary(llama: Any, model_path: str) -> Vocabulary:
-    st = os.stat(model_path)
-    key = hashlib.sha256(
-        f"{os.path.abspath(model_path)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode()
-    ).hexdigest()[:20]
-    if key in _VOCABS:
-        return _VOCABS[key]
-    path = cache_dir() / f"vocab-{key}.json"
+def _piece(llama: Any, token: int) -> str | None:
     try:
-        vocab = Vocabulary.from_json(path.read_text())
-    except (OSError, ValueError, KeyError):
-        vocab = Vocabulary.read(llama)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, vocab.to_json())
-        except OSError:  # a read-only home: fine, read again next time
-            pass
-    _VOCABS[key] = vocab
-    return vocab
+        return llama.detokenize([token]).decode("utf-8")
+    except UnicodeDecodeError:  # a byte of a multi-byte character: not whole text
+        return None
+
+
+def spelling(llama: Any, text: str) -> Spelling:
+    """`text` in the model's tokens: the tokenizer's split when its pieces give the text
+    back, else one token per character (a tokenizer that adds a leading space, say); a
+    ValueError when neither writes it."""
+    ids = [int(i) for i in llama.tokenize(text.encode(), add_bos=False, special=False)]
+    pieces = [_piece(llama, i) for i in ids]
+    if all(p is not None for p in pieces) and "".join(p or "" for p in pieces) == text:
+        return [(i, p or "") for i, p in zip(ids, pieces, strict=True)]
+    out: Spelling = []
+    for c in text:
+        one = llama.tokenize(c.encode(), add_bos=False, special=False)
+        if len(one) != 1 or _piece(llama, int(one[0])) != c:
+            raise ValueError(f"constrained decoding cannot spell {text!r} in tokens of this model: "
+                             "its vocabulary does not suit it")
+        out.append((int(one[0]), c))
+    return out
+
+
+def json_key(value: Any) -> tuple[str, Any]:
+    """A value as JSON compares it: 1 and 1.0 are the same number, but true is not 1
+    (Python's True == 1 would let a tried `true` keep the number 1 from being written).
+
+    >>> json_key(True) == json_key(1), json_key(1) == json_key(1.0), json_key("1") == json_key(1)
+    (False, True, False)
+    """
+    if isinstance(value, bool):
+        return ("boolean", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("json", json.dumps(value, sort_keys=True))
 
 
 @dataclass
@@ -219,7 +211,7 @@ class Evaluated:
 
 class ConstrainedDecoder:
     """Writes a reply into llama.cpp's context piece by piece: text we fix (`write`),
-    numbers and strings the model chooses (`number`, `string`).
+    values and strings the model chooses (`value`, `string`).
 
     One call at a time per llama.cpp instance (its KV cache is shared state): hold
     `lock` around a call.
@@ -294,18 +286,25 @@ class ConstrainedDecoder:
         self.reply += piece
         return piece
 
-    def number(
-        self, prop: dict, terminator: str, max_tokens: int, exclude: frozenset[float] = frozenset()
-    ) -> str | None:
-        """The model writes one number of the property's language (minus the values in
-        `exclude`) and then `terminator`. Returns the number, or None if it had not
-        finished after max_tokens."""
-        lang = number_language(json.dumps(prop, sort_keys=True), terminator, exclude)
+    def language(self, prop: dict, terminator: str, exclude: Collection[Any] = ()) -> Language:
+        """The language of a property's value followed by `terminator`, less the values in
+        `exclude` (compared as JSON values, see json_key): its choices spelled in this
+        model's tokens, or its numbers over the number tokens."""
+        literals = choice_literals(prop) if is_choice(prop) else None
+        if literals is None:
+            return number_language(json.dumps(prop, sort_keys=True), terminator, exclude)
+        keys = {json_key(v) for v in exclude}
+        kept = tuple(x for x in literals if json_key(json.loads(x)) not in keys)
+        return ChoiceLanguage.spelled(self.llama, kept or literals, terminator)  # all tried: any may repeat
+
+    def value(self, lang: Language, max_tokens: int) -> str | None:
+        """The model writes one sentence of `lang` and then its terminator. Returns the
+        sentence, or None if it had not finished after max_tokens."""
         value = ""
         for _ in range(max_tokens):
             value += self._step(lang.allowed(value, self.vocab.number_ids, self.vocab.number_pieces))
             if lang.done(value):
-                return value[: -len(terminator)]
+                return value[: -len(lang.terminator)]
         return None
 
     def string(self, max_tokens: int, sentences: int = 0) -> str:
@@ -325,9 +324,10 @@ class ConstrainedDecoder:
         return out
 
 
-def number_supported(prop: dict) -> bool:
-    """A property this decoder writes: a bounded number or a string."""
-    return prop.get("type") == "string" or number_sentences(prop) is not None
+def value_supported(prop: dict) -> bool:
+    """A property this decoder writes: a free string, or a value with a finite language
+    (a bounded number or integer, an enum, a boolean: agent.gbnf.value_sentences)."""
+    return is_free_string(prop) or value_sentences(prop) is not None
 
 
 def lock_for(llama: Any) -> threading.Lock:
@@ -339,14 +339,17 @@ def lock_for(llama: Any) -> threading.Lock:
 
 def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, seed: int, sampling: Sampling,
                      max_tokens: int, avoid: Sequence[dict] = (), string_tokens: int = STRING_TOKENS,
-                     number_tokens: int = NUMBER_TOKENS):
+                     value_tokens: int | None = None):
     """A tool call's arguments object written after `prompt`: keys and punctuation by us,
-    each value by the model under its mask. `avoid`: argument sets never to complete
-    (configurations already tried). Returns (the object's text, Evaluated, tokens the
-    model sampled, finish reason: "stop", or "length" when a number was cut off)."""
+    each value by the model under its mask, by its type (value_supported). `avoid`:
+    argument sets never to complete (configurations already tried), compared as JSON
+    values. `value_tokens` caps a value's tokens; by default its language's longest
+    sentence bounds them (a finite language cannot run on). Returns (the object's text,
+    Evaluated, tokens the model sampled, finish reason: "stop", or "length" when a value
+    was cut off)."""
     decoder = ConstrainedDecoder(llama, vocab, sampling, seed, prompt)
     finish = "stop"
-    chosen: dict[str, float] = {}
+    chosen: dict[str, Any] = {}
     with decoder.lock:
         decoder.write("{")
         items = list(props.items())
@@ -354,43 +357,55 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
             last = i == len(items) - 1
             left = max_tokens - decoder.generated
             decoder.write(f'"{name}": ')
-            if prop.get("type") == "string":
+            if is_free_string(prop):
                 decoder.write('"')
                 decoder.string(min(left, string_tokens), sentences=STRING_SENTENCES)
                 decoder.write("}" if last else ", ")
                 continue
-            value = decoder.number(prop, "}" if last else ",", min(left, number_tokens),
-                                   exclude=completing(avoid, chosen, name))
+            lang = decoder.language(prop, "}" if last else ",", exclude=_completed(avoid, chosen, name))
+            value = decoder.value(lang, min(left, lang.longest if value_tokens is None else value_tokens))
             if value is None:
                 finish = "length"  # left unparseable: the caller shows it as text
                 break
-            chosen[name] = float(value)
+            chosen[name] = json.loads(value)
             if not last:
                 decoder.write(" ")
     return decoder.reply, decoder.tokens, decoder.generated, finish
 
 
-def completing(avoid: Sequence[dict[str, float]], chosen: dict[str, float], name: str) -> frozenset[float]:
+def _completed(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], name: str) -> list[Any]:
     """The values of `name` that would complete one of the `avoid` argument sets, given
-    the values already `chosen`.
+    the values already `chosen`, all compared as JSON values (json_key); a list, since a
+    set would merge true and 1."""
+    return [a[name] for a in avoid
+            if name in a and set(a) - {name} == set(chosen)
+            and all(json_key(a[k]) == json_key(chosen[k]) for k in chosen)]
+
+
+def completing(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], name: str) -> frozenset[Any]:
+    """The values of `name` that would complete one of the `avoid` argument sets, given
+    the values already `chosen` (as a set: decode_arguments uses _completed's list, which
+    keeps true and 1 apart).
 
     >>> sorted(completing([{"a": 1.0, "b": 0.5}, {"a": 1.0, "b": 0.9}, {"a": 2.0, "b": 0.1}], {"a": 1.0}, "b"))
     [0.5, 0.9]
+    >>> completing([{"a": True, "b": 0.5}, {"a": 1, "b": 0.9}], {"a": True}, "b")
+    frozenset({0.5})
     """
-    return frozenset(a[name] for a in avoid
-                     if name in a and set(a) - {name} == set(chosen) and all(a[k] == chosen[k] for k in chosen))
+    return frozenset(_completed(avoid, chosen, name))
 
 
 _LANGS: dict[tuple[str, str], NumberLanguage] = {}
 
 
-def number_language(prop_json: str, terminator: str, exclude: frozenset[float] = frozenset()) -> NumberLanguage:
-    """The NumberLanguage of a property (its JSON, keys sorted), less the values in
-    `exclude`; cached when nothing is excluded."""
-    sentences = number_sentences(json.loads(prop_json))
+def number_language(prop_json: str, terminator: str, exclude: Collection[Any] = ()) -> NumberLanguage:
+    """The NumberLanguage of a number or integer property (its JSON, keys sorted), less
+    the values in `exclude` (compared as JSON values); cached when nothing is excluded."""
+    sentences = value_sentences(json.loads(prop_json))
     assert sentences is not None
     if exclude:  # rare enough (a repeat in the making) to build each time
-        kept = tuple(s for s in sentences if float(s) not in exclude)
+        keys = {json_key(v) for v in exclude}
+        kept = tuple(s for s in sentences if json_key(json.loads(s)) not in keys)
         return NumberLanguage(kept or sentences, terminator)
     key = (prop_json, terminator)
     if key not in _LANGS:

@@ -164,7 +164,8 @@ def preload(path: str | None, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None 
     Errors are left for that call to report."""
     def work() -> None:
         try:
-            from tuneloop.agent.decoding import ConstrainedDecoder, Sampling, vocabulary
+            from tuneloop.agent.decoding import ConstrainedDecoder, Sampling
+            from tuneloop.agent.vocabulary import vocabulary
 
             p = path or embedded_file()
             llama = load_llama(p, n_ctx, n_threads)

@@ -6,11 +6,12 @@ tool choice), so this is a small BaseChatModel of our own:
   - `bind_tools` records the tools (OpenAI tool schemas) and the tool choice;
   - when one tool must be called (every proposal, the final answer), its name and keys
     are written by us and the model chooses only the values, under token masks
-    (agent/decoding.py): a number from the bounded language of agent/gbnf.py, or a
-    string's text, so even a 270M model always emits a well-formed call inside the
-    bounds, at about the unconstrained token rate. With `avoid` (passed by
-    TurnMiddleware) it does not complete a configuration already tried (unless every
-    value of the last one was tried with the others);
+    (agent/decoding.py): a bounded number, an integer or one of an enum's choices from
+    the finite languages of agent/gbnf.py, or a string's text, so even a 270M model
+    always emits a well-formed call inside the bounds and choices, at about the
+    unconstrained token rate. With `avoid` (passed by TurnMiddleware) it does not
+    complete a configuration already tried (unless every value of the last one was
+    tried with the others);
   - a free choice between tools and text goes through llama.cpp's grammar sampler;
   - token usage goes into usage_metadata, with the prompt tokens reused from the KV
     cache as input_token_details.cache_read;
@@ -35,7 +36,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, number_supported, vocabulary
+from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, value_supported
 from tuneloop.agent.gbnf import object_gbnf, tool_call_schema
 from tuneloop.agent.gguf import (
     DEFAULT_N_CTX,
@@ -46,13 +47,15 @@ from tuneloop.agent.gguf import (
     format_chat,
     load_llama,
 )
+from tuneloop.agent.vocabulary import vocabulary
 
 
 @functools.lru_cache(maxsize=32)
 def grammar_for(schema_json: str):
-    """GBNF for a JSON schema. A flat object of numbers and strings (every tool we bind)
-    gets our own grammar, which also enforces numeric bounds inside [0, 1] (llama.cpp's
-    converter ignores minimum/maximum for floats); anything else goes to llama.cpp's."""
+    """GBNF for a JSON schema. A flat object of numbers, integers, enums, booleans and
+    strings (every tool we bind) gets our own grammar, which writes each value in the
+    language the token masks use (agent/gbnf.py value_sentences), so bounds are enforced
+    (llama.cpp's converter ignores minimum/maximum); anything else goes to llama.cpp's."""
     from llama_cpp import LlamaGrammar
 
     schema = json.loads(schema_json)
@@ -184,7 +187,7 @@ class LocalChatModel(BaseChatModel):
             sampling = dataclasses.replace(sampling, top_k=0, top_p=1.0, min_p=0.0)
         seed = self._seed_for(chat, temperature)
         props = (schema or {}).get("properties") or {}
-        if prefix and props and all(number_supported(p) for p in props.values()):
+        if prefix and props and all(value_supported(p) for p in props.values()):
             # the reply is the arguments object alone (the name costs prompt tokens, and
             # is known): the message gets the name back here
             args, tokens, out_tok, finish = decode_arguments(

@@ -17,9 +17,10 @@ import json
 import time
 from dataclasses import dataclass
 
-from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for, vocabulary
+from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for
 from tuneloop.agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
 from tuneloop.agent.langchain_tools import args_schema
+from tuneloop.agent.vocabulary import vocabulary
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 
 PROMPT = ("You are tuning gradient descent with momentum on the Rosenbrock function. Propose a learning rate "

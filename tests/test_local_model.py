@@ -19,9 +19,10 @@ from tuneloop.tools.trials import EvaluatorConfig  # noqa: E402
 def test_the_bounded_grammar_compiles_in_llama_cpp():
     g = grammar_for(json.dumps(SCHEMA))
     assert g is not None and g is grammar_for(json.dumps(SCHEMA))  # compiled once, cached
-    from tuneloop.tools.trials import Bounds
+    from tuneloop.agent.langchain_tools import args_schema
+    from tuneloop.tools.gd_space import DEFAULT_SPACE
 
-    assert grammar_for(json.dumps(Bounds().args_schema())) is not None  # the default ranges' language too
+    assert grammar_for(json.dumps(args_schema(DEFAULT_SPACE))) is not None  # the default ranges' language too
 
 
 @pytest.mark.slow
@@ -44,10 +45,11 @@ def test_embedded_model_session_end_to_end(tmp_path):
 
 
 def _proposal_tool():
-    from tuneloop.tools.trials import Bounds
+    from tuneloop.agent.langchain_tools import args_schema
+    from tuneloop.tools.gd_space import DEFAULT_SPACE
 
     return {"type": "function", "function": {"name": "run_momentum_gd", "description": "run it",
-                                             "parameters": Bounds().args_schema()}}
+                                             "parameters": args_schema(DEFAULT_SPACE)}}
 
 
 @pytest.mark.slow
@@ -55,9 +57,10 @@ def test_constrained_calls_stay_in_the_language_and_reuse_the_prompt():
     from langchain_core.messages import HumanMessage, SystemMessage
 
     from tuneloop.agent.gbnf import number_sentences
-    from tuneloop.tools.trials import Bounds
+    from tuneloop.agent.langchain_tools import args_schema
+    from tuneloop.tools.gd_space import DEFAULT_SPACE
 
-    props = Bounds().args_schema()["properties"]
+    props = args_schema(DEFAULT_SPACE)["properties"]
     lrs, moms = set(number_sentences(props["learning_rate"])), set(number_sentences(props["momentum"]))
     model = LocalChatModel(seed=3, n_threads=2).bind_tools([_proposal_tool()], tool_choice="any")
     system = SystemMessage("You tune gradient descent with momentum on Rosenbrock. " * 8)
