@@ -15,11 +15,13 @@ from tuneloop.tools.cli import (
     FunctionOpt,
     MaxIterOpt,
     SpaceOpt,
+    TaskOpt,
     TolOpt,
     X0Opt,
     objective_or_exit,
     space_or_exit,
     start_or_exit,
+    task_or_exit,
 )
 from tuneloop.tools.cli_common import EXIT_INTERRUPTED, JsonOpt, new_app
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL
@@ -120,6 +122,7 @@ def run(
     x0: X0Opt = None,
     dim: DimOpt = None,
     space: SpaceOpt = None,
+    task: TaskOpt = None,
     max_iter: MaxIterOpt = DEFAULT_MAX_ITER,
     tol: TolOpt = DEFAULT_TOL,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="where run directories go")] = Path("runs"),
@@ -139,6 +142,10 @@ def run(
     factory = model_factory_of(ctx)
     if resume is not None:
         return _resume(resume, as_json, api_key_env, factory)
+    if task is not None:
+        return _run_task(ctx, task, space, budget, prompt, seed, runs_dir, as_json, settings_flags=dict(
+            model=model, temperature=temperature, max_tokens=max_tokens, timeout=timeout, base_url=base_url,
+            api_key_env=api_key_env, price_in=price_in, price_out=price_out, n_threads=n_threads, n_ctx=n_ctx))
     obj = objective_or_exit(function)
     label, start = start_or_exit(obj, x0, dim, seed=seed)
     search_space = space_or_exit(space)
@@ -175,6 +182,31 @@ def run(
     chat_model = factory(settings)
     show = None if as_json else TrialLines()
     _report_session(run_session(cfg, chat_model=chat_model, on_trial=show), as_json)
+
+
+def _run_task(ctx: typer.Context, spec: str, space: Path | None, budget: int, prompt: str, seed: int,
+              runs_dir: Path, as_json: bool, settings_flags: dict[str, Any]) -> None:
+    """`tuneloop run --task`: one agent session on a task (the `task` template unless
+    --prompt names another)."""
+    spec, search_space = task_or_exit(spec, space)
+    model = settings_flags.pop("model")
+    settings = model_settings_or_exit(model, seed=seed, **settings_flags)
+    from tuneloop.agent.prompts import TASK_TEMPLATES, load_template
+    from tuneloop.agent.session import run_session
+    from tuneloop.agent.session_config import SessionConfig
+    from tuneloop.agent.session_view import TrialLines
+    from tuneloop.tools.trials import EvaluatorConfig
+
+    prompt = TASK_TEMPLATES[0] if prompt == "default" else prompt
+    load_template(prompt)  # a bad template is reported before the model loads
+    evaluator = EvaluatorConfig(task=spec, seed=seed, budget=budget, space=search_space)
+    if not as_json:
+        print(f"session: task {spec}, budget {budget}, model {settings.model}, prompt {prompt}\n"
+              f"space: {search_space.describe()}", file=sys.stderr, flush=True)
+    cfg = SessionConfig(evaluator=evaluator, model=settings, prompt=prompt, seed=seed, x0_spec="task",
+                        runs_dir=runs_dir)
+    chat_model = model_factory_of(ctx)(settings)
+    _report_session(run_session(cfg, chat_model=chat_model, on_trial=None if as_json else TrialLines()), as_json)
 
 
 @app.command(short_help="Speed: the kernel, and the local model's constrained decoding.")

@@ -14,12 +14,11 @@ from typing import Any
 from langchain_core.tools import StructuredTool
 
 from tuneloop.agent import AGENT_METHOD
+from tuneloop.agent.prompt_state import tool_name
 from tuneloop.tools.formatting import spoken_list
 from tuneloop.tools.gd_space import DESCRIPTIONS
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
-
-TOOL_NAME = "run_momentum_gd"
 
 
 def args_schema(space: SearchSpace) -> dict[str, Any]:
@@ -28,8 +27,22 @@ def args_schema(space: SearchSpace) -> dict[str, Any]:
     return space.args_schema(DESCRIPTIONS)
 
 
+def task_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
+    """What the model reads after a task's trial: its value, metrics, and a failure's reason."""
+    inc = ev.incumbent
+    reply: dict[str, Any] = {"trial": r.trial, "budget_left": r.budget_left, **r.params, "status": r.status,
+                             "value": r.final_value, "metrics": r.metrics, "repeat": r.repeat}
+    if r.error:
+        reply["error"] = r.error
+    if inc is not None:
+        reply["incumbent"] = {"trial": inc.trial, **inc.params, "value": inc.final_value}
+    return reply
+
+
 def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
     """The compact JSON the model reads after a trial."""
+    if ev.task is not None:
+        return _notes(task_reply(r, ev), r, ev)
     inc = ev.incumbent
     reply: dict[str, Any] = {
         "trial": r.trial,
@@ -43,12 +56,16 @@ def trial_reply(r: TrialResult, ev: Evaluator) -> dict[str, Any]:
                        "oscillating": r.curve.oscillating},
         "repeat": r.repeat,
     }
-    if r.repeat:
-        reply["note"] = (f"repeat of trial {r.repeat_of}: not charged, and it teaches nothing new; "
-                         "propose a configuration you have not tried")
     if inc is not None:
         reply["incumbent"] = {"trial": inc.trial, **inc.params, "final_value": inc.final_value,
                               "iterations": inc.iterations}
+    return _notes(reply, r, ev)
+
+
+def _notes(reply: dict[str, Any], r: TrialResult, ev: Evaluator) -> dict[str, Any]:
+    if r.repeat:
+        reply["note"] = (f"repeat of trial {r.repeat_of}: not charged, and it teaches nothing new; "
+                         "propose a configuration you have not tried")
     if ev.exhausted:
         reply["note"] = (reply.get("note", "") + " The budget is now spent: give your final recommendation.").strip()
     return reply
@@ -70,14 +87,15 @@ def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD) -> StructuredTool:
 
     space = ev.config.space
     given = spoken_list([f"{n} (in {space[n].range_text()})" for n in space])
-    return StructuredTool.from_function(
-        func=run_momentum_gd,
-        name=TOOL_NAME,
-        description=(
+    what = (f"Run one trial of {ev.objective.name} with the given {given}; returns its status, value and "
+            "metrics. Each new configuration spends one evaluation.") if ev.task is not None else (
             f"Run gradient descent with momentum on {ev.objective.name} with the given {given}; returns the "
             "run's status, final value, iterations and a loss-curve summary. Each new configuration spends one "
-            "evaluation."
-        ),
+            "evaluation.")
+    return StructuredTool.from_function(
+        func=run_momentum_gd,
+        name=tool_name(ev),
+        description=what,
         # a plain dict, so LangChain does not validate: the Evaluator does, and counts what it rejects
         args_schema=args_schema(space),
     )

@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from tuneloop.agent.models import ModelError, classify_error
+from tuneloop.agent.prompt_state import tool_name
 from tuneloop.tools.trials import Evaluator
 from tuneloop.tools.usage import Usage
 
@@ -77,7 +78,7 @@ class TurnMiddleware(AgentMiddleware):
             if self.usage is not None:
                 self.usage.text_replies += 1  # a turn that proposed nothing (a server under "auto")
             return {"messages": [HumanMessage(
-                f"You have {self.ev.budget_left} evaluations left. Call run_momentum_gd now.")],
+                f"You have {self.ev.budget_left} evaluations left. Call {tool_name(self.ev)} now.")],
                 "jump_to": "model"}
         return None
 

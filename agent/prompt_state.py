@@ -21,6 +21,8 @@ def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE)
     rows = [t for t in trials if not t.repeat]
     if not rows:
         return "(none yet)"
+    if all(t.status in ("ok", "failed") for t in rows):  # a task's trials: value and metrics
+        return _task_table(rows, space)
     lines = [" | ".join(["trial", *space.names, "status", "final_value", "iterations"])]
     lines += [
         " | ".join([str(t.trial), *(space.fmt(n, t.params[n]) for n in space), t.status,
@@ -30,10 +32,24 @@ def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE)
     return "\n".join(lines)
 
 
+def _task_table(rows: list[TrialResult], space: SearchSpace) -> str:
+    metrics = list(dict.fromkeys(k for t in rows for k in t.metrics))
+    lines = [" | ".join(["trial", *space.names, "status", "value", *metrics])]
+    lines += [" | ".join([str(t.trial), *(space.fmt(n, t.params[n]) for n in space), t.status,
+                          fmt_value(t.final_value), *(_metric(t.metrics.get(k)) for k in metrics)]) for t in rows]
+    return "\n".join(lines)
+
+
+def _metric(v: Any) -> str:
+    return fmt_value(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v if v is not None else "-")
+
+
 def incumbent_text(ev: Evaluator) -> str:
     inc = ev.incumbent
     if inc is None:
         return "(none yet)"
+    if ev.task is not None:
+        return f"trial {inc.trial}: {ev.config.space.format(inc.params)}, value={fmt_value(inc.final_value)}"
     return (f"trial {inc.trial}: {ev.config.space.format(inc.params)}, "
             f"final_value={fmt_value(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
 
@@ -94,9 +110,9 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
         max_iter=str(c.max_iter),
         tol=f"{c.tol:g}",
-        space=space_text(c.space),
+        space=space_text(c.space) if ev.task is None else c.space.describe(),
         parameters=spoken_list(list(c.space.names)),
-        alpha_range=c.space["learning_rate"].range_text(),
+        alpha_range=c.space["learning_rate"].range_text() if "learning_rate" in c.space else "-",
         beta_range=c.space["momentum"].range_text() if "momentum" in c.space else "[0, 0]",
         budget=str(c.budget),
         budget_left=str(ev.budget_left),
@@ -106,4 +122,17 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         failed=failed_text(ev.trials, ev.f_star, c.space),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
         cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),
+        tool=tool_name(ev), direction_text=direction_text(ev),
     )
+
+
+def tool_name(ev: Evaluator) -> str:
+    """The tool a model calls to run a trial: GD's, or a task's."""
+    return "run_trial" if ev.task is not None else "run_momentum_gd"
+
+
+def direction_text(ev: Evaluator) -> str:
+    """Which way is better, in words."""
+    if ev.task is None:
+        return "Lower final value is better; a diverged run is the worst outcome; fewer iterations break ties."
+    return f"{'Lower' if ev.task.direction == 'minimize' else 'Higher'} value is better."

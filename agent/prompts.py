@@ -49,6 +49,8 @@ VARIABLES = {
     "sigma": "CMA-ES step size",
     "mean": "CMA-ES mean",
     "suggestion": "CMA-ES's own next proposal",
+    "tool": "the tool that runs a trial: run_momentum_gd, or run_trial on a task",
+    "direction_text": "which way is better, in words (a task: lower or higher value)",
     "cma_names": "CMA-ES's coordinates by name, e.g. log10 lr, momentum",
     "answer_json": "the JSON of an answer, every parameter with its kind of value",
     "cma_axes": "CMA-ES's coordinates, one line per continuous parameter, and the parameters it does not search",
@@ -56,6 +58,7 @@ VARIABLES = {
     "top5": "the five best configurations",
     "recent": "the last 20 trials",
 }
+TASK_TEMPLATES = ("task", "centaur-task")  # the agent's and Centaur's templates on a task, not GD
 SYSTEM_MARK = "--- system ---"
 TURN_MARK = "--- turn ---"
 FINAL_MARK = "--- final ---"

@@ -57,7 +57,7 @@ def vetted(answer, ev: Evaluator):
     best = ev.incumbent
     space = ev.config.space
     tried = {space.key(t.params): t for t in ev.trials if not t.repeat}
-    params = answer.params(space.names)
+    params = {n: getattr(answer, n, None) for n in space.names}
     picked = tried.get(space.key(params)) if None not in params.values() else None
     update, notes = dict(params), []
     # a finite trial exists, and the model picked no finite one

@@ -19,11 +19,11 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from pydantic import Field, create_model
 
-from tuneloop.agent.langchain_tools import TOOL_NAME, args_schema, make_gd_tool
+from tuneloop.agent.langchain_tools import args_schema, make_gd_tool
 from tuneloop.agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
 from tuneloop.agent.models import ModelError, ModelFactory, api_key_for, is_local, make_chat_model
 from tuneloop.agent.pricing import session_cost
-from tuneloop.agent.prompt_state import prompt_values
+from tuneloop.agent.prompt_state import prompt_values, tool_name
 from tuneloop.agent.prompts import template_for
 from tuneloop.agent.ratelimit import RateLimitMiddleware, shared_limiter
 from tuneloop.agent.recommendation import vetted
@@ -55,6 +55,10 @@ def final_answer_for(space: SearchSpace) -> type[FinalAnswer]:
         name: (kinds[space[name].type], Field(json_schema_extra={k: v for k, v in props[name].items() if k != "type"}))
         for name in space
     }
+    if "learning_rate" not in space:  # a task's parameters, then the rationale: nothing of GD's in the schema
+        rationale = Recommendation.model_fields["rationale"]
+        return create_model("FinalAnswer", __doc__=FinalAnswer.__doc__, **fields,  # type: ignore[call-overload]
+                            rationale=(str, Field(description=rationale.description)))
     return create_model("FinalAnswer", __base__=FinalAnswer, __doc__=FinalAnswer.__doc__, **fields)
 
 
@@ -155,7 +159,7 @@ def _middleware(cfg: SessionConfig, ev: Evaluator, template: Any, handler: Trace
                        max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
                        usage=handler.usage),
         ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
-        ToolCallLimitMiddleware(tool_name=TOOL_NAME, run_limit=tool_cap, exit_behavior="end"),
+        ToolCallLimitMiddleware(tool_name=tool_name(ev), run_limit=tool_cap, exit_behavior="end"),
         RetryMiddleware(writer.emit, usage=handler.usage, attempts=cfg.model.retry_attempts,
                         initial_s=cfg.model.retry_initial_s, total_s=cfg.model.retry_total_s),
         *([RateLimitMiddleware(limiter, writer.emit)] if limiter else []),

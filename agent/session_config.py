@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from tuneloop.agent import AGENT_METHOD
 from tuneloop.agent.models import ModelSettings
 from tuneloop.tools.objectives import USER_FID, UserObjective, get_objective
+from tuneloop.tools.tasks import load_task
 from tuneloop.tools.trials import EvaluatorConfig
 
 # The model-call cap (MODEL_CALLS_PER_TRIAL x budget + MODEL_CALLS_EXTRA) and the tool-call
@@ -49,16 +50,21 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     ev = cfg.evaluator
     model_calls, tool_calls = call_limits(ev.budget)
     model = cfg.model.model_dump() if with_model else None
-    obj = get_objective(ev.objective)
     source: dict[str, Any] = {}
-    if obj.fid == USER_FID:  # an objective from a file: which file, and exactly which content
-        assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
-        source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}}
+    if ev.task is not None:  # a task: which one, from which file, exactly which content
+        task = load_task(ev.task)
+        source = {"task": {"spec": ev.task, "name": task.name, "path": task.path, "sha256": task.sha256,
+                           "direction": task.direction}, "task_seed": ev.seed}
+    else:
+        obj = get_objective(ev.objective)
+        if obj.fid == USER_FID:  # an objective from a file: which file, and exactly which content
+            assert isinstance(obj, UserObjective)  # the only objectives with USER_FID
+            source = {"objective_file": {"path": obj.path, "sha256": obj.sha256}}
     return (extra or {}) | source | {
         "format": 1,
         "session_id": session_id,
         "method": cfg.method,
-        "objective": ev.objective,
+        "objective": load_task(ev.task).name if ev.task is not None else ev.objective,
         "x0": list(ev.x0),
         "x0_spec": cfg.x0_spec,
         "max_iter": ev.max_iter,
@@ -76,7 +82,9 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
 
 def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
     """The SessionConfig a manifest describes (the prompt by its recorded text)."""
-    ev = EvaluatorConfig(objective=m["objective"], x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
+    task = (m.get("task") or {}).get("spec")
+    ev = EvaluatorConfig(objective=m["objective"] if task is None else EvaluatorConfig().objective, task=task,
+                         seed=m.get("task_seed", 0), x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
                          budget=m["budget"],
                          **({"space": m["space"]} if "space" in m else {"bounds": m.get("bounds") or {}}))
     model = ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})

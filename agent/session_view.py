@@ -36,6 +36,14 @@ class TrialLines:
             self.best = dict(f)
         best = self.best.get("final_value")
         tag = "  repeat" if f["repeat"] else ""
+        if f["status"] in ("ok", "failed"):  # a task's trial: its configuration, value and metrics
+            extra = " ".join(f"{k}={fmt_value(v, 3) if isinstance(v, float) else v}"
+                             for k, v in (f.get("metrics") or {}).items())
+            value = fmt_value(f["final_value"], 4)
+            print(f"#{f['trial']:<3} {config_text(params_of(f))}  {f['status']:<6} value={value}"
+                  f"{'  ' + extra if extra else ''}{'  error: ' + f['error'] if f.get('error') else ''}  "
+                  f"best={fmt_value(best, 4) if best is not None else '-'}  left={f['budget_left']}{tag}", flush=True)
+            return
         print(f"#{f['trial']:<3} lr={fmt_param(f['learning_rate']):<10} mom={fmt_param(f['momentum']):<9}"
               f"{_extras(params_of(f))} "
               f"{f['status']:<9} f={fmt_value(f['final_value'], 3):<9} it={f['iterations']:<5} "
@@ -57,6 +65,9 @@ def outcome_advice(r) -> str | None:
     charged = [t for t in r.trials if t.charged]
     if not charged:
         return None
+    if all(t.status in ("ok", "failed") for t in charged):  # a task's
+        return "every trial failed: see each trial's error (tuneloop trace summary)" \
+            if all(t.status == "failed" for t in charged) else None
     if all(t.status == "diverged" for t in charged):
         return (f"every trial diverged: the learning rates tried are too large for {r.objective} from this start. "
                 f"Try smaller ones, or a prompt that shows the allowed range (`tuneloop prompts list`), and "
@@ -76,7 +87,8 @@ def print_summary(out, r, earlier: dict[str, Any] | None = None) -> None:
     if b is not None:
         fv = "nan (diverged)" if b.final_value is None else f"{b.final_value:.6g}"
         out.print(f"[bold]best[/bold]   trial {b.trial}: {config_text(b.params)} "
-                  f"-> {b.status}, f={fv}, {b.iterations} iterations")
+                  + (f"-> {b.status}, value={fv}" if b.status in ("ok", "failed") else
+                     f"-> {b.status}, f={fv}, {b.iterations} iterations"))
     else:
         out.print("[bold]best[/bold]   no trial was charged")
     advice = outcome_advice(r)

@@ -32,11 +32,13 @@ from tuneloop.tools.cli import (
     FunctionOpt,
     MaxIterOpt,
     SpaceOpt,
+    TaskOpt,
     TolOpt,
     X0Opt,
     objective_or_exit,
     space_or_exit,
     start_or_exit,
+    task_or_exit,
 )
 from tuneloop.tools.cli import app as tools_app
 from tuneloop.tools.cli_common import check_out, check_range, exit_fast, new_app, parse_seeds, run_app, split_names
@@ -132,6 +134,7 @@ def eval_cmd(
     x0: Annotated[str, typer.Option("--x0", help="paper | random (drawn per seed, shared by all methods)")] = D.X0,
     dim: DimOpt = None,
     space: SpaceOpt = None,
+    task: TaskOpt = None,
     max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T of each run")] = D.MAX_ITER,
     model: Annotated[
         str,
@@ -187,9 +190,17 @@ def eval_cmd(
     models = [model_settings_or_exit(m, temperature=temperature, base_url=base_url, api_key_env=api_key_env,
                                      price_in=price_in, price_out=price_out, rpm=rpm, tpm=tpm)
               for m in split_names(model, "--model")]
-    cfg = eval_config(functions=[objective_or_exit(f).name for f in split_names(functions, "--functions")],
+    if task is not None:  # every cell tunes the task; its name stands where a function's would
+        task, task_space = task_or_exit(task, space)
+        from tuneloop.tools.tasks import load_task
+
+        functions, space_given = load_task(task).name, task_space
+    else:
+        space_given = space_or_exit(space) if space else None
+    cfg = eval_config(task=task, functions=[f if task else objective_or_exit(f).name
+                                            for f in split_names(functions, "--functions")],
                       methods=split_names(methods, "--methods", METHODS), seeds=parse_seeds(seeds), budget=budget,
-                      x0=x0, dim=dim, space=space_or_exit(space) if space else None, max_iter=max_iter,
+                      x0=x0, dim=dim, space=space_given, max_iter=max_iter,
                       models=models, prompts=split_names(prompt, "--prompt"),
                       centaur_ratio=centaur_ratio, centaur_warmup=centaur_warmup, out=out, concurrency=concurrency,
                       backend=backend, ray_address=ray_address, storage=storage, workers=workers)

@@ -4,6 +4,8 @@ command both take them from here, so the CLI can show them without importing pyd
 from pathlib import Path
 from typing import Literal
 
+from tuneloop.agent.prompts import TASK_TEMPLATES
+
 FUNCTIONS = ("rosenbrock", "rastrigin")
 METHODS = ("grid", "random", "cmaes", "tpe")
 SEEDS = (0, 1, 2)
@@ -12,6 +14,7 @@ X0: Literal["paper", "random"] = "random"  # drawn per seed, shared by every met
 MAX_ITER = 2000  # the study's T for random search and the LLM
 PROMPT = "default"
 CENTAUR_PROMPT = "centaur"
+TASK_PROMPT, CENTAUR_TASK_PROMPT = TASK_TEMPLATES  # the templates on a task (tools/tasks.py) instead of GD
 CONCURRENCY = 8  # cells waiting on a remote model at once, in threads
 CENTAUR_RATIO = 0.3  # the fraction r of post-warm-up trials the LLM proposes
 OUT = Path("results")

@@ -29,7 +29,7 @@ from tuneloop.evaluation.arms import Arm, study_arms
 from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.tools.defaults import DEFAULT_TOL
 from tuneloop.tools.files import atomic_open, atomic_write_text
-from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space
+from tuneloop.tools.gd_space import check_gd_space
 from tuneloop.tools.momentum import start_point as kernel_start_point
 from tuneloop.tools.objectives import get_objective, is_objective_file
 from tuneloop.tools.run_result import SessionResult
@@ -62,15 +62,17 @@ CSV_COLUMNS = [
 
 
 class EvalConfig(BaseModel):
-    """A study: methods x functions x seeds on one budget (defaults in evaluation/defaults.py)."""
+    """A study: methods x functions x seeds on one budget (defaults in evaluation/defaults.py).
+    With a `task`, `functions` is its name alone and every cell tunes the task."""
 
+    task: str | None = None  # a task (tools/tasks.py) instead of GD on `functions`
     functions: list[str] = list(D.FUNCTIONS)
     methods: list[str] = list(D.METHODS)
     seeds: list[int] = list(D.SEEDS)
     budget: int = Field(default=D.BUDGET, ge=1)
     x0: Literal["paper", "random"] = D.X0
     dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # the start points' dimension (N-D objectives)
-    space: SearchSpace = DEFAULT_SPACE  # what every method tunes (--space FILE)
+    space: SearchSpace | None = None  # what every method tunes (--space FILE); None: GD's default, a task's SPACE
     max_iter: int = Field(default=D.MAX_ITER, ge=1)
     tol: float = DEFAULT_TOL
     models: list[ModelSettings] = [ModelSettings()]  # each model's settings; one row per model
@@ -95,8 +97,10 @@ class EvalConfig(BaseModel):
 
     @field_validator("space", mode="before")
     @classmethod
-    def _gd_space(cls, v: Any, info: ValidationInfo) -> SearchSpace:
-        space = check_gd_space(SearchSpace.parse(v))
+    def _gd_space(cls, v: Any, info: ValidationInfo) -> SearchSpace | None:
+        if v is None:
+            return None
+        space = SearchSpace.parse(v) if info.data.get("task") else check_gd_space(SearchSpace.parse(v))
         if "refined" in info.data.get("methods", []) and space.names != ("learning_rate", "momentum"):
             raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
         return space
@@ -104,6 +108,8 @@ class EvalConfig(BaseModel):
     @field_validator("dim")
     @classmethod
     def _every_function_takes_it(cls, dim: int, info: ValidationInfo) -> int:
+        if info.data.get("task"):
+            return dim
         for f in info.data.get("functions", []):
             get_objective(f).check_dim(dim)  # a 2-D-only objective says so
         return dim
@@ -114,6 +120,15 @@ class EvalConfig(BaseModel):
     @property
     def uses_llm(self) -> bool:
         return any(a.uses_llm for a in self.arms())
+
+
+def cell_prompt(cfg: EvalConfig, arm: Arm) -> str:
+    """The template a cell runs with: its arm's, Centaur's, and on a task the task's
+    versions of the default ones."""
+    prompt = arm.prompt or cfg.centaur_prompt
+    if cfg.task is not None:
+        prompt = {D.PROMPT: D.TASK_PROMPT, D.CENTAUR_PROMPT: D.CENTAUR_TASK_PROMPT}.get(prompt, prompt)
+    return prompt
 
 
 def function_slug(function: str) -> str:
@@ -157,8 +172,8 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
     if threads_per_worker:  # the embedded model's share of the cores (API models ignore it)
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
     spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0, dim=cfg.dim,
-                      max_iter=cfg.max_iter, tol=cfg.tol, space=cfg.space, model=model_settings,
-                      prompt=arm.prompt or cfg.centaur_prompt, centaur_ratio=cfg.centaur_ratio,
+                      max_iter=cfg.max_iter, tol=cfg.tol, space=cfg.space, task=cfg.task, model=model_settings,
+                      prompt=cell_prompt(cfg, arm), centaur_ratio=cfg.centaur_ratio,
                       centaur_warmup=cfg.centaur_warmup, runs_dir=runs,
                       manifest_extra={"executor": executor} if executor else {})
     result = run_method(spec, session_id=cid, model_factory=model_factory)

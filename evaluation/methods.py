@@ -33,6 +33,7 @@ from tuneloop.tools.objectives import get_objective
 from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.tasks import load_task
 from tuneloop.tools.trials import EvaluatorConfig
 
 
@@ -48,7 +49,8 @@ class MethodSpec(BaseModel):
     dim: int = Field(default=2, ge=2, le=D.MAX_DIM)  # a "paper" or "random" start's dimension
     max_iter: int = Field(default=DEFAULT_MAX_ITER, ge=1)
     tol: float = Field(default=DEFAULT_TOL, ge=0.0)
-    space: SearchSpace = DEFAULT_SPACE
+    space: SearchSpace | None = None  # None: the default, GD's or the task's SPACE
+    task: str | None = None  # a task (a built-in name or a file) instead of GD on `function`
     model: ModelSettings = ModelSettings()  # LLM methods only
     prompt: str | None = None  # None: the method's own default template
     prompt_text: str | None = None  # a recorded template's text (replay) instead of the named one
@@ -64,16 +66,27 @@ class MethodSpec(BaseModel):
 
     @field_validator("space", mode="before")
     @classmethod
-    def _gd_space(cls, v: Any) -> SearchSpace:
-        return check_gd_space(SearchSpace.parse(v))
+    def _a_space(cls, v: Any) -> SearchSpace | None:
+        return None if v is None else SearchSpace.parse(v)
 
     @model_validator(mode="after")
     def _fits_the_objective(self) -> MethodSpec:
-        # refused here, not when it runs: an unknown function, a dimension it does not take
-        get_objective(self.function).check_dim(len(self.x0) if isinstance(self.x0, tuple) else self.dim)
-        if self.method == "refined" and self.space.names != ("learning_rate", "momentum"):
+        # refused here, not when it runs: an unknown function or task, a dimension it does not take
+        if self.task is not None:
+            load_task(self.task)
+        else:
+            get_objective(self.function).check_dim(len(self.x0) if isinstance(self.x0, tuple) else self.dim)
+            check_gd_space(self.search_space)
+        if self.method == "refined" and self.search_space.names != ("learning_rate", "momentum"):
             raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
         return self
+
+    @property
+    def search_space(self) -> SearchSpace:
+        """What is searched: the space given, else GD's default or the task's SPACE."""
+        if self.space is not None:
+            return self.space
+        return load_task(self.task).space if self.task is not None else DEFAULT_SPACE
 
     @property
     def uses_llm(self) -> bool:
@@ -82,9 +95,11 @@ class MethodSpec(BaseModel):
     def session_config(self) -> SessionConfig:
         x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed, self.dim)
         default_prompt = D.PROMPT if self.method == AGENT_METHOD else D.CENTAUR_PROMPT
+        if self.task is not None:  # the templates that speak of a task, not of GD
+            default_prompt = D.TASK_PROMPT if self.method == AGENT_METHOD else D.CENTAUR_TASK_PROMPT
         return SessionConfig(
             evaluator=EvaluatorConfig(objective=self.function, x0=x0, max_iter=self.max_iter, tol=self.tol,
-                                      budget=self.budget, space=self.space),
+                                      budget=self.budget, space=self.search_space, task=self.task, seed=self.seed),
             model=self.model, prompt=self.prompt or default_prompt, prompt_text=self.prompt_text, seed=self.seed,
             x0_spec=self.x0 if isinstance(self.x0, str) else "explicit", method=self.method,
             runs_dir=self.runs_dir, manifest_extra=self.manifest_extra)
@@ -97,7 +112,7 @@ class MethodSpec(BaseModel):
         settings = m.get(cfg.method) or {}  # a hybrid's own settings (Centaur: ratio, warm-up)
         fields: dict[str, Any] = dict(
             method=cfg.method, function=ev.objective, budget=ev.budget, seed=cfg.seed, x0=tuple(ev.x0), dim=len(ev.x0),
-            max_iter=ev.max_iter, tol=ev.tol, space=ev.space, model=cfg.model, prompt=cfg.prompt,
+            max_iter=ev.max_iter, tol=ev.tol, space=ev.space, task=ev.task, model=cfg.model, prompt=cfg.prompt,
             prompt_text=cfg.prompt_text, centaur_ratio=settings.get("ratio", D.CENTAUR_RATIO),
             centaur_warmup=settings.get("warmup"))
         return cls(**(fields | update))

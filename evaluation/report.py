@@ -220,6 +220,12 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{slug}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
+        vals = {m: [c["row"]["best_value"] for c in cs] for m, cs in cells.items()}
+        if cfg.task is not None:  # a task: no landscape, no minimum, no GD path to draw
+            files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{slug}.png",
+                                           f"{f}: best value per seed", None)))
+            made[f] = files
+            continue
         x0 = start_point(cfg, cfg.seeds[0])
         land = search_landscape(f, x0, cfg.max_iter, resolution, tol=cfg.tol)
         props = {m: [(p["learning_rate"], p["momentum"]) for c in cs for p in map(read_proposal, c["proposals"])]

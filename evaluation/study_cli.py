@@ -15,7 +15,8 @@ from tuneloop.tools.errors import UserError
 
 # EvalConfig's fields under the flag a user typed
 FLAG_OF = {"functions": "--functions", "methods": "--methods", "seeds": "--seeds", "budget": "--budget",
-           "x0": "--x0", "dim": "--dim", "space": "--space", "max_iter": "--max-iter", "prompts": "--prompt",
+           "x0": "--x0", "dim": "--dim", "space": "--space", "task": "--task", "max_iter": "--max-iter",
+           "prompts": "--prompt",
            "centaur_ratio": "--centaur-ratio", "centaur_warmup": "--centaur-warmup", "workers": "--workers",
            "concurrency": "--concurrency", "backend": "--backend", "ray_address": "--ray-address",
            "storage": "--storage", "out": "--out"}

@@ -15,6 +15,7 @@ from tuneloop.evaluation.strategies import AGENT_METHOD
 from tuneloop.tools.files import atomic_write_text
 from tuneloop.tools.formatting import fmt_cell
 from tuneloop.tools.scoring import DIVERGED_SCORE
+from tuneloop.tools.tasks import FAILED_SCORE
 from tuneloop.tools.usage import known_sum
 
 
@@ -113,8 +114,10 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
                          f"{_num(s['mean_iterations'], '.0f')} | {_num(s['mean_tokens'], '.0f')} | "
                          f"{_num(s['cost_usd'], '.4f')} | {wins} |")
         k_max = max(len(per[m]["anytime_median"]) for m in labels)
-        lines += ["", "Anytime: median over seeds of the best score after k evaluations "
-                  f"(score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged).", "",
+        score_rule = (f"score = the task's value, negated when it maximises; {FAILED_SCORE:g} = failed"
+                      if cfg.task is not None else
+                      f"score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged")
+        lines += ["", f"Anytime: median over seeds of the best score after k evaluations ({score_rule}).", "",
                   "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
                   "|---|" + "---:|" * k_max]
         for m in labels:

@@ -47,7 +47,22 @@ SpaceOpt = Annotated[
     typer.Option("--space", help="a search-space JSON file: the parameters to tune and their ranges or choices "
                                  "(default: learning_rate log [1e-4, 0.1], momentum [0, 0.99]; docs/reference.md)"),
 ]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option("--task", help="tune a task instead of GD: a built-in one (mlp-digits) or a Python file with SPACE "
+                                "and evaluate(params, seed) (docs/tasks.md)"),
+]
 MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=1, help="iteration cap T")]
+
+
+def task_or_exit(spec: str, space: Path | None) -> tuple[str, Any]:
+    """(the task's spec, its search space: a --space file if given, else its SPACE), or a
+    UserError naming what is wrong."""
+    from tuneloop.tools.space import SearchSpace
+    from tuneloop.tools.tasks import load_task
+
+    task = load_task(spec)
+    return spec, task.space if space is None else SearchSpace.from_file(space)
 
 
 def space_or_exit(path: Path | None) -> Any:

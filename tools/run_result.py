@@ -23,8 +23,8 @@ class Recommendation(BaseModel):
     extra fields, so a recommendation reads (and is recorded) like a proposal."""
 
     model_config = ConfigDict(extra="allow")
-    learning_rate: float = Field(description="recommended learning rate alpha")
-    momentum: float = Field(default=0.0, description="recommended momentum beta")
+    learning_rate: float | None = Field(default=None, description="recommended learning rate alpha")  # GD's
+    momentum: float | None = Field(default=None, description="recommended momentum beta")
     rationale: str = Field(description="one paragraph: why this configuration")
 
     def params(self, names: Iterable[str]) -> dict[str, Any]:

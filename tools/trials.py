@@ -28,9 +28,10 @@ from tuneloop.tools import momentum
 from tuneloop.tools.errors import TuneloopError
 from tuneloop.tools.formatting import finite_or_none
 from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space, run_kwargs, space_from_bounds
-from tuneloop.tools.objectives import get_objective
+from tuneloop.tools.objectives import Objective, get_objective
 from tuneloop.tools.scoring import score as score_run
 from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.tasks import Task, load_task, run_task
 
 CURVE_POINTS = 48  # recorded points per run for the loss-curve summary
 
@@ -57,28 +58,35 @@ class EvaluatorConfig(BaseModel):
     tol: float = Field(default=momentum.DEFAULT_TOL, ge=0.0)
     budget: int = Field(default=10, ge=1)
     space: SearchSpace = DEFAULT_SPACE
+    # a task (tools/tasks.py: a built-in name or a file) instead of GD on `objective`: its
+    # SPACE is the default space, and evaluate(params, seed) gets `seed`
+    task: str | None = None
+    seed: int = 0
 
     @model_validator(mode="before")
     @classmethod
     def _from_bounds(cls, data: Any) -> Any:
-        """A manifest written before typed spaces records `bounds`: the same ranges as a space."""
+        """A manifest written before typed spaces records `bounds`: the same ranges as a
+        space. A task's space is its SPACE unless one is given."""
         if isinstance(data, dict) and "bounds" in data:
             data = dict(data)
             data.setdefault("space", space_from_bounds(data.pop("bounds") or {}))
+        if isinstance(data, dict) and data.get("task") and data.get("space") is None:
+            data = dict(data) | {"space": load_task(data["task"]).space}
         return data
 
     @field_validator("space", mode="before")
     @classmethod
     def _parse_space(cls, v: Any) -> SearchSpace:
-        return check_gd_space(SearchSpace.parse(v))
-
-    @field_validator("objective")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return get_objective(v).name
+        return SearchSpace.parse(v)
 
     @model_validator(mode="after")
-    def _dims(self) -> EvaluatorConfig:
+    def _fits(self) -> EvaluatorConfig:
+        if self.task is not None:
+            load_task(self.task)  # a task that cannot load is refused here
+            return self
+        self.__dict__["objective"] = get_objective(self.objective).name  # frozen: set once, validated
+        check_gd_space(self.space)
         get_objective(self.objective).check_dim(len(self.x0))
         if not all(math.isfinite(v) for v in self.x0):
             raise ValueError("x0 must be finite")
@@ -94,10 +102,10 @@ class CurveSummary(BaseModel):
 class TrialResult(BaseModel):
     trial: int  # 1-based count of answered proposals (charged and repeats)
     source: str
-    learning_rate: float
-    momentum: float  # 0 when the space has none (plain gradient descent)
-    status: Literal["converged", "max_iter", "diverged"]
-    final_value: float | None  # None when diverged
+    learning_rate: float | None = None  # GD's (None for a task)
+    momentum: float | None = None  # GD's: 0 when the space has none (plain gradient descent)
+    status: Literal["converged", "max_iter", "diverged", "ok", "failed"]  # the last two: a task's
+    final_value: float | None  # None when diverged (a task: its value; None when failed)
     iterations: int
     x_final: list[float | None]
     distance_to_optimum: float | None
@@ -109,10 +117,12 @@ class TrialResult(BaseModel):
     budget_left: int
     curve: CurveSummary
     params: dict[str, Any] = {}  # the configuration, every parameter of the space
+    metrics: dict[str, Any] = {}  # a task's, beside its value
+    error: str | None = None  # why a task's trial failed
 
     @model_validator(mode="after")
     def _params(self) -> TrialResult:
-        if not self.params:  # a trial recorded before typed spaces: its two parameters
+        if not self.params and self.learning_rate is not None:  # recorded before typed spaces: its two
             self.params = {"learning_rate": self.learning_rate, "momentum": self.momentum}
         return self
 
@@ -133,8 +143,10 @@ class Evaluator:
 
     def __init__(self, config: EvaluatorConfig, logger: Any | None = None) -> None:
         self.config = config
-        self.objective = get_objective(config.objective)
-        self.f_star = self.objective.minimum(len(config.x0))
+        self.task = load_task(config.task) if config.task is not None else None
+        # what is tuned: a GD objective, or a task (both have a name, a title and a formula)
+        self.objective: Objective | Task = self.task or get_objective(config.objective)
+        self.f_star = None if self.task else get_objective(config.objective).minimum(len(config.x0))
         self.logger = logger
         self.trials: list[TrialResult] = []
         self.charged = 0
@@ -224,6 +236,8 @@ class Evaluator:
         return result
 
     def _run(self, params: dict[str, Any], source: str) -> TrialResult:
+        if self.task is not None:
+            return self._run_task(self.task, params, source)
         c = self.config
         kw = run_kwargs(params)
         r = momentum.run(self.objective, x0=c.x0, max_iter=c.max_iter, tol=c.tol, record_every=self._every, **kw)
@@ -239,6 +253,17 @@ class Evaluator:
             score=score_run(final, r.iterations, c.max_iter, self.f_star),
             repeat=False, charged=True, budget_left=self.budget_left,
             curve=_curve(r.trajectory, r.status), params=params,
+        )
+
+    def _run_task(self, task: Task, params: dict[str, Any], source: str) -> TrialResult:
+        out = run_task(task, params, self.config.seed)
+        return TrialResult(
+            trial=len(self.trials) + 1, source=source,
+            learning_rate=_number(params.get("learning_rate")), momentum=_number(params.get("momentum")),
+            status=out.status, final_value=out.value, iterations=0, x_final=[], distance_to_optimum=None,
+            best_value=out.value, score=task.score(out), repeat=False, charged=True, budget_left=self.budget_left,
+            curve=CurveSummary(checkpoints=[], increases=0, oscillating=False), params=params,
+            metrics=out.metrics, error=out.error,
         )
 
     def restore(self, result: TrialResult) -> None:
@@ -267,6 +292,10 @@ class Evaluator:
     def _emit(self, event: str, **fields: Any) -> None:
         if self.logger is not None:
             self.logger.info(event, **fields)
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Built-in task files: real objectives written in the task-file form a user writes their own in."""
