@@ -54,9 +54,9 @@ class TrialEvaluated(EventHead):
 
     trial: int
     source: str
-    learning_rate: float
-    momentum: float
-    status: Literal["converged", "max_iter", "diverged"]
+    learning_rate: float | None  # GD's (None on a task)
+    momentum: float | None
+    status: Literal["converged", "max_iter", "diverged", "ok", "failed"]
     final_value: float | None
     iterations: int
     x_final: list[float | None]
@@ -69,6 +69,8 @@ class TrialEvaluated(EventHead):
     budget_left: int
     curve: dict[str, Any]
     params: NotRequired[dict[str, Any]]  # every parameter of the space (absent before typed spaces)
+    metrics: NotRequired[dict[str, Any]]  # a task's, beside its value
+    error: NotRequired[str | None]  # why a task's trial failed
 
 
 class ToolError(EventHead):

@@ -229,7 +229,12 @@ class Evaluator:
         else:
             self.charged += 1
             self.outcomes.append("charged")
-            result = self._run(p, source)
+            try:
+                result = self._run(p, source)
+            except BaseException:  # a Ctrl-C inside a task's evaluate: nothing ran to the end, nothing charged
+                self.charged -= 1
+                self.outcomes.pop()
+                raise
             self._cache[key] = result
         self.trials.append(result)
         self._emit("trial_evaluated", **self.event_fields(result))
