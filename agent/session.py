@@ -128,7 +128,7 @@ def run_session(
         recommendation = None if vetted_answer is None else Recommendation.model_validate(vetted_answer.model_dump())
         recommended_by = "tuneloop" if changed else "agent"
         if changed:
-            assert model_answer is not None  # vetted changes only an answer there is
+            assert model_answer is not None and recommendation is not None  # vetted changes only an answer
             writer.emit("recommendation_vetted", model_recommendation=model_answer.model_dump(),
                         reported=recommendation.model_dump())
         stop = _stop_reason(recommendation is not None, ev, handler.usage.calls, model_cap, tool_cap)

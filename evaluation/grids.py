@@ -78,7 +78,7 @@ class GridSearch(Strategy):
     def __init__(self, space: SearchSpace = DEFAULT_SPACE, budget: int | None = None) -> None:
         points = study_grid(space)
         if points is None:
-            n_cat = math.prod(len(space[n].choices) for n in space.categorical)  # type: ignore[union-attr]
+            n_cat = math.prod(len(axis_values(space, n, 0)) for n in space.categorical)
             target = max(1, -(-(budget or 1) // n_cat)) if budget else 1
             counts = dict(zip(space.continuous, grid_counts(len(space.continuous), target), strict=True))
             axes = [axis_values(space, n, counts.get(n, 0)) for n in space.names]

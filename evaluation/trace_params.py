@@ -94,7 +94,8 @@ def recommended_params(rec: Mapping[str, Any], names: Iterable[str]) -> dict[str
 def gd_values(e: Mapping[str, Any]) -> dict[str, Any]:
     """learning_rate and momentum of a trial, or of a rejected proposal: its own fields
     (written before typed spaces), else those of its raw `arguments`."""
-    args = e.get("arguments") if isinstance(e.get("arguments"), dict) else {}
+    raw = e.get("arguments")
+    args: dict[str, Any] = raw if isinstance(raw, dict) else {}
     return {k: e.get(k, args.get(k)) for k in GD_FIELDS}
 
 

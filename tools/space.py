@@ -202,7 +202,8 @@ class SearchSpace(RootModel[dict[str, Param]]):
         return tuple(n for n, p in self.root.items() if isinstance(p, CategoricalParam))
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        out: dict[str, Any] = self.model_dump(mode="json")
+        return out
 
     # ------------------------------------------------------------ values
     def coerce(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -305,7 +306,8 @@ class SearchSpace(RootModel[dict[str, Param]]):
             lo, hi, log = self._axis(name)
             v = float(params[name])
             vals.append(math.log10(v) if log else v)
-        return np.clip((np.array(vals) - self.lows) / (self.highs - self.lows), 0.0, 1.0)
+        z: np.ndarray = np.clip((np.array(vals) - self.lows) / (self.highs - self.lows), 0.0, 1.0)
+        return z
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One configuration drawn uniformly (log-uniformly on a log axis), one draw per

@@ -126,9 +126,10 @@ def _task_from(module: Any, path: Path, shown: str, digest: str) -> Task:
         space = SearchSpace.parse(module.SPACE, where=f"{shown}: SPACE")
     except SpaceError as e:
         raise TaskError(str(e)) from None
-    direction = getattr(module, "DIRECTION", "minimize")
-    if direction not in ("minimize", "maximize"):
-        raise TaskError(f"{shown}: DIRECTION must be 'minimize' or 'maximize', got {direction!r}")
+    given = getattr(module, "DIRECTION", "minimize")
+    if given not in ("minimize", "maximize"):
+        raise TaskError(f"{shown}: DIRECTION must be 'minimize' or 'maximize', got {given!r}")
+    direction: Literal["minimize", "maximize"] = "maximize" if given == "maximize" else "minimize"
     return Task(name=str(getattr(module, "NAME", path.stem)), space=space, evaluate=module.evaluate,
                 description=str(getattr(module, "DESCRIPTION", "")), direction=direction,
                 path=str(path.resolve()), sha256=digest)

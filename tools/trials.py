@@ -145,6 +145,7 @@ class Evaluator:
         self.config = config
         self.task = load_task(config.task) if config.task is not None else None
         # what is tuned: a GD objective, or a task (both have a name, a title and a formula)
+        self.gd_objective = None if self.task else get_objective(config.objective)
         self.objective: Objective | Task = self.task or get_objective(config.objective)
         self.f_star = None if self.task else get_objective(config.objective).minimum(len(config.x0))
         self.logger = logger
@@ -245,7 +246,8 @@ class Evaluator:
             return self._run_task(self.task, params, source)
         c = self.config
         kw = run_kwargs(params)
-        r = momentum.run(self.objective, x0=c.x0, max_iter=c.max_iter, tol=c.tol, record_every=self._every, **kw)
+        assert self.gd_objective is not None  # not a task: GD on an objective
+        r = momentum.run(self.gd_objective, x0=c.x0, max_iter=c.max_iter, tol=c.tol, record_every=self._every, **kw)
         final = finite_or_none(r.final_value)
         assert r.trajectory is not None  # recorded: record_every = self._every >= 1
         return TrialResult(
