@@ -87,11 +87,26 @@ def is_task_name(spec: str) -> bool:
 
 
 _CACHE: dict[tuple[str, str], Task] = {}
+_IN_MEMORY: dict[str, Task] = {}  # tasks made in this process (an ask/tell study), by spec
+IN_MEMORY_PREFIX = "ask-tell:"
+
+
+def register_task(task: Task, key: str) -> str:
+    """Make an in-memory task (no file: the user answers each trial, evaluation/study.py)
+    loadable by a spec of its own, which manifests record."""
+    spec = IN_MEMORY_PREFIX + key
+    _IN_MEMORY[spec] = task
+    return spec
 
 
 def load_task(spec: str) -> Task:
     """The task called `spec` (a built-in name or a path to a .py file), checked: a file
     that cannot load, lacks SPACE or evaluate, or has a bad SPACE is one TaskError."""
+    if spec.startswith(IN_MEMORY_PREFIX):
+        if spec not in _IN_MEMORY:
+            raise TaskError(f"{spec} was an ask/tell study of another process: its trials are in its trace, "
+                            "but nothing here can evaluate them again")
+        return _IN_MEMORY[spec]
     path = task_dir() / BUILTIN_TASKS[spec] if spec in BUILTIN_TASKS else Path(spec).expanduser()
     if not path.is_file():
         raise TaskError(f"task not found: {spec} (a built-in task: {', '.join(BUILTIN_TASKS)}, or a .py file)")

@@ -17,6 +17,16 @@ Evaluate one configuration through the budget gate every method uses:
     >>> ev.evaluate({"learning_rate": 1e-3, "momentum": 0.9}, source="notebook").status
     'converged'
 
+Tune your own code, ask/tell (any method; the loop is yours):
+
+    >>> study = tuneloop.Study({"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}}, method="cmaes",
+    ...                        budget=3, runs_dir=tmp)
+    >>> for _ in range(3):
+    ...     trial = study.ask()
+    ...     study.tell(trial, {"value": abs(trial.params["lr"] - 0.01), "epochs": 3})
+    >>> study.close(), len(study.trials)
+    ('budget_spent', 3)
+
 Run a study (methods x objectives x seeds) and read a run's trace back:
 
     >>> rows = tuneloop.run_eval(tuneloop.EvalConfig(functions=["rosenbrock"], methods=["grid"], seeds=[0],
@@ -51,6 +61,9 @@ _HOMES = {
     "SessionResult": "tuneloop.tools.run_result",
     "Trace": "tuneloop.tools.record",
     "read_trace": "tuneloop.tools.record",
+    "Study": "tuneloop.evaluation.study",
+    "StudyError": "tuneloop.evaluation.study",
+    "tune": "tuneloop.evaluation.study",
     "TuneloopError": "tuneloop.tools.errors",
     "UserError": "tuneloop.tools.errors",
 }
@@ -61,6 +74,8 @@ __all__ = [
     "EvaluatorConfig",
     "MethodSpec",
     "SessionResult",
+    "Study",
+    "StudyError",
     "Trace",
     "TrialResult",
     "TuneloopError",
@@ -69,6 +84,7 @@ __all__ = [
     "read_trace",
     "run_eval",
     "run_method",
+    "tune",
 ]
 
 
