@@ -63,13 +63,15 @@ def check_settings(settings: ModelSettings) -> None:
     if is_local(spec):
         local_model_path(spec)
         return
+    if spec == "uniform":  # the null model: nothing to check
+        return
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         if api_key_for(settings) is None and (settings.base_url is None or settings.api_key_env != "OPENAI_API_KEY"):
             raise UserError(f"{settings.api_key_env} is not set: export it with your API key"
                             + ("" if settings.base_url else " (or pass --base-url for a local server)"))
         return
-    raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file) or 'openai:<model>' "
-                    "(e.g. openai:gpt-4o-mini)")
+    raise UserError(f"unknown model {spec!r}: use 'local', 'gguf:PATH' (a GGUF file), 'openai:<model>' "
+                    "(e.g. openai:gpt-4o-mini) or 'uniform' (the null model: uniform valid answers, no LLM)")
 
 
 def make_chat_model(settings: ModelSettings) -> BaseChatModel:
@@ -82,6 +84,10 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         return LocalChatModel(model_path=path, temperature=settings.temperature, max_tokens=settings.max_tokens,
                               seed=settings.seed, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
                               model_name=spec if path else EMBEDDED_NAME)
+    if spec == "uniform":
+        from tuneloop.agent.uniform_model import UniformChatModel
+
+        return UniformChatModel(seed=settings.seed)
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         name = spec.split(":", 1)[1]
         # check_settings let a missing key through only for a local server: many take no key

@@ -34,6 +34,7 @@ from tuneloop.agent.session_config import (
     manifest_for,
 )
 from tuneloop.agent.tracing import TraceCallbackHandler
+from tuneloop.agent.uniform_model import UNIFORM_MODEL
 from tuneloop.tools.record import TraceWriter, new_session_id
 from tuneloop.tools.run_result import EventSink, Recommendation, SessionResult, StopReason, finish_session
 from tuneloop.tools.space import SearchSpace
@@ -156,7 +157,8 @@ def _middleware(cfg: SessionConfig, ev: Evaluator, template: Any, handler: Trace
         *([CancelMiddleware(should_stop)] if should_stop else []),
         TurnMiddleware(ev, lambda: template.render_turn(**prompt_values(ev)),
                        lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
-                       max_temperature=2.0 if local else 1.5, compact=local, avoid_repeats=local,
+                       max_temperature=2.0 if local else 1.5, compact=local,
+                       avoid_repeats=local or cfg.model.model == UNIFORM_MODEL,
                        usage=handler.usage),
         ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
         ToolCallLimitMiddleware(tool_name=tool_name(ev), run_limit=tool_cap, exit_behavior="end"),
