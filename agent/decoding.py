@@ -26,6 +26,7 @@ reused), so a prompt whose stable part comes first costs only its new tail.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Collection, Sequence
@@ -362,7 +363,8 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
                 decoder.string(min(left, string_tokens), sentences=STRING_SENTENCES)
                 decoder.write("}" if last else ", ")
                 continue
-            lang = decoder.language(prop, "}" if last else ",", exclude=_completed(avoid, chosen, name))
+            rest = [p for _, p in items[i + 1:] if not is_free_string(p)]
+            lang = decoder.language(prop, "}" if last else ",", exclude=exhausted(avoid, chosen, name, rest))
             value = decoder.value(lang, min(left, lang.longest if value_tokens is None else value_tokens))
             if value is None:
                 finish = "length"  # left unparseable: the caller shows it as text
@@ -380,6 +382,33 @@ def _completed(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], name: st
     return [a[name] for a in avoid
             if name in a and set(a) - {name} == set(chosen)
             and all(json_key(a[k]) == json_key(chosen[k]) for k in chosen)]
+
+
+def exhausted(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], name: str, rest: Sequence[dict]) -> list[Any]:
+    """The values of `name` that lead, given the values already `chosen`, only to argument
+    sets in `avoid`: for the last value those that would complete one (`_completed`); for
+    an earlier one those whose every completion over the `rest` of the properties'
+    languages was tried (a learning rate and momentum whose two Nesterov settings were
+    both run), so that the model never writes itself into a repeat it cannot leave.
+
+    >>> tried = [{"a": 1, "b": False}, {"a": 1, "b": True}, {"a": 2, "b": False}]
+    >>> exhausted(tried, {}, "a", [{"enum": [False, True]}]), exhausted(tried, {"a": 2}, "b", [])
+    ([1], [False])
+    """
+    if not rest:
+        return _completed(avoid, chosen, name)
+    sizes = [len(s) if (s := value_sentences(p)) else 0 for p in rest]
+    if 0 in sizes:  # a later value from an unbounded language: never exhausted
+        return []
+    room = math.prod(sizes)
+    counts: dict[tuple[str, Any], int] = {}
+    values: dict[tuple[str, Any], Any] = {}
+    for a in avoid:
+        if name in a and all(k in a and json_key(a[k]) == json_key(v) for k, v in chosen.items()):
+            key = json_key(a[name])
+            counts[key] = counts.get(key, 0) + 1
+            values[key] = a[name]
+    return [values[k] for k, n in counts.items() if n >= room]
 
 
 def completing(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], name: str) -> frozenset[Any]:

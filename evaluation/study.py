@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,7 @@ class _Ticket:
 
 
 _FINISHED = object()  # put on the queue when the method's run has ended
+RECORD_WAIT_S = 5.0  # how long `trials` waits for the last told trial to reach the trace
 
 
 class StudyClosed(KeyboardInterrupt):
@@ -186,8 +188,14 @@ class Study:
         run_dir = self.spec.runs_dir / self.session_id
         if not (run_dir / "trace.jsonl").exists():
             return []
+        deadline = time.monotonic() + RECORD_WAIT_S
+        while True:  # a trial just told is recorded by the method's thread a moment later
+            events = [e for e in read_trace(run_dir).of("trial_evaluated") if e.get("charged")]
+            if len(events) >= len(self._told) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         return [TrialResult.model_validate({k: v for k, v in e.items() if k in TrialResult.model_fields})
-                for e in read_trace(run_dir).of("trial_evaluated") if e.get("charged")]
+                for e in events]
 
     @property
     def best(self) -> TrialResult | None:

@@ -412,9 +412,9 @@ def test_avoid_works_for_every_type_and_keeps_true_apart_from_1(fake):
     avoid = [{"layers": 1, "nesterov": True}, {"layers": 3, "nesterov": True}, {"layers": 2.0, "nesterov": False}]
     written = [json.loads(decode(fake, props, seed, avoid)) for seed in range(40)]
     assert not [a for a in written if a in avoid] and {a["layers"] for a in written} == {1, 2, 3, 4}
-    # the last value is the one kept from a repeat, unless every choice was tried with the others
+    # a value whose every completion was tried is not written: no dead end into a repeat
     everything = [{"layers": 4, "nesterov": False}, {"layers": 4, "nesterov": True}]
-    assert {json.loads(decode(fake, props, seed, everything))["layers"] for seed in range(40)} == {1, 2, 3, 4}
+    assert {json.loads(decode(fake, props, seed, everything))["layers"] for seed in range(40)} == {1, 2, 3}
     odd = {"x": {"enum": [1, True]}}
     for seed in range(10):
         assert json.loads(decode(fake, odd, seed, avoid=[{"x": True}]))["x"] is not True  # 1, never true
