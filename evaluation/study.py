@@ -89,6 +89,7 @@ class Study:
         self._chat_model = chat_model
         self._asked: queue.Queue[Any] = queue.Queue()
         self._pending: _Ticket | None = None
+        self._pending_id = 0  # the id of the trial out (when _pending is set)
         self._told: list[Trial] = []
         self._stop = threading.Event()
         self._result: SessionResult | None = None
