@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator, PercentFormatter  # noqa: E402
 
 from tuneloop.evaluation.landscape import search_landscape  # noqa: E402
 from tuneloop.tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
@@ -102,6 +102,33 @@ def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_ecdf(curves: dict[str, list[list[float]]], path: Path | str, title: str, relative: bool = False) -> Path:
+    """The runtime ECDF (evaluation/stats.py runtime_ecdf): per arm, the share of (seed,
+    target) pairs reached after k charged evaluations, a step per evaluation."""
+    from tuneloop.evaluation.stats import ECDF_RELATIVE_TAUS, ECDF_TAUS, runtime_ecdf
+
+    taus = ECDF_RELATIVE_TAUS if relative else ECDF_TAUS
+    ks, share = runtime_ecdf(curves, taus, relative)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for i, (m, y) in enumerate(share.items()):
+        marker, color = _style(m)
+        lw = 1.5 + 0.6 * (len(share) - 1 - i)  # the first arms widest: a line under another still shows
+        ax.step(ks, y, where="post", color=color, lw=lw, alpha=0.85, label=m, marker=marker, ms=5)
+    ax.set_xlim(0.5, max(len(ks), 1) + 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("charged evaluations k")
+    ax.set_ylabel("(seed, target) pairs reached")
+    target = ("best + τ·|best|, τ ∈ {" if relative else "best + τ, τ ∈ {") + ", ".join(f"{t:g}" for t in taus) + (
+        "}" if relative else "} decades of the gap")
+    ax.set_title(f"{title}\ntargets per seed: {target}\n(best: the lowest score any arm reached on that seed)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
 
 
 def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[float, float]]],
@@ -220,6 +247,9 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{slug}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
+        files.append(str(plot_ecdf({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
+                                   plots_dir / f"ecdf_{slug}.png",
+                                   f"{f}: runtime ECDF over {len(cfg.seeds)} seeds", relative=cfg.task is not None)))
         vals = {m: [c["row"]["best_value"] for c in cs] for m, cs in cells.items()}
         if cfg.task is not None:  # a task: no landscape, no minimum, no GD path to draw
             files.append(str(plot_per_seed(vals, cfg.seeds, plots_dir / f"per_seed_{slug}.png",

@@ -138,6 +138,28 @@ def trace_compare(
     if not con.is_terminal:  # piped: as much room for each parameter beyond the two as the two have
         con.width += 16 * (len(best) - 2)
     con.print(tab)
+    _print_seed_pairs(traces)
+
+
+def _print_seed_pairs(traces: list[Trace]) -> None:
+    """compare's second table, when runs of different arms share an (objective, seed)."""
+    from rich.table import Table
+
+    from tuneloop.evaluation.traces import seed_pairs
+
+    pairs = seed_pairs(traces)
+    if not pairs:
+        return
+    tab = Table(show_edge=False, title="paired by seed (best score, lower wins)")
+    for c in ("objective", "arm A", "arm B", "seeds", "A wins", "ties", "A losses", "Wilcoxon p", "Holm p", "r"):
+        tab.add_column(c, no_wrap=True)
+    for p in pairs:
+        tab.add_row(p["objective"], p["a"], p["b"], str(p["n"]), str(p["wins"]), str(p["ties"]), str(p["losses"]),
+                    fmt_cell(p["p"], ".3g", missing="n/a"), fmt_cell(p["p_holm"], ".3g", missing="n/a"),
+                    fmt_cell(p["r"], ".2f", missing="n/a"))
+    console().print(tab)
+    console().print("Wilcoxon signed-rank (two-sided, zero_method zsplit), Holm over each objective's pairs; "
+                    "r: matched-pairs rank-biserial, > 0 when A scored lower.")
 
 
 def _cell(v: object) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tuneloop.evaluation.strategies import CLASSICAL, LLM_METHODS, Centaur
+from tuneloop.evaluation.strategies import AGENT_METHOD, CLASSICAL, LLM_METHODS, Centaur
 from tuneloop.evaluation.trace_params import extra_params, gd_values, run_space, union
 from tuneloop.tools.formatting import spoken_list
 from tuneloop.tools.gd_space import SYMBOLS
@@ -160,6 +160,28 @@ def compare(traces: list[Trace]) -> list[dict[str, Any]]:
     for i, r in enumerate(out):
         first.setdefault(arm(r), i)
     return sorted(out, key=lambda r: first[arm(r)])  # stable: runs keep their order inside an arm
+
+
+def seed_pairs(traces: list[Trace]) -> list[dict[str, Any]]:
+    """The runs paired by seed: per objective, for every pair of arms (labelled as a study's
+    tables label them) that ran on at least one common seed, the paired wins, ties and
+    losses on the best score (lower wins), the Wilcoxon p-value, its Holm correction over
+    that objective's pairs and the rank-biserial r (evaluation/stats.py paired_table).
+    A run without a recorded seed is left out; of several runs of one arm on one
+    (objective, seed), the first given counts. Empty when no two arms share a seed."""
+    from tuneloop.evaluation.arms import Arm
+    from tuneloop.evaluation.stats import paired_table
+
+    by_objective: dict[str, dict[str, dict[Any, float | None]]] = {}
+    for t in traces:
+        m = t.manifest or {}
+        if m.get("seed") is None:
+            continue
+        prompt = (m.get("prompt") or {}).get("name") if t.method == AGENT_METHOD else None
+        label = Arm(t.method, prompt, (m.get("model") or {}).get("model")).label
+        best = min((r["score"] for r in trial_rows(t) if r["charged"] and r["score"] is not None), default=None)
+        by_objective.setdefault(t.objective, {}).setdefault(label, {}).setdefault(m["seed"], best)
+    return [{"objective": f} | r.__dict__ for f, arms in by_objective.items() for r in paired_table(arms) if r.n]
 
 
 # ------------------------------------------------------------------ state audit
