@@ -3,9 +3,11 @@
 fuzzer starts stay cheap: small caps, one at a time, and an OpenAI-compatible base URL
 on a closed port (those sessions fail fast, as model errors)."""
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +29,11 @@ def test_schemathesis_finds_no_failure(tmp_path):
         cmd = [cli] if cli else [sys.executable, "-m", "schemathesis.cli"]
         r = subprocess.run([*cmd, "run", srv.url + "/openapi.json", "--checks", "all", "--max-examples", "10",
                             "--seed", "1", "--request-timeout", "30", "-H", f"Authorization: Bearer {TOKEN}"],
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900,
+                           env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract_hooks",
+                                "PYTHONPATH": str(Path(__file__).parent.parent)})
     finally:
         srv.stop()
-    assert r.returncode == 0 and "No issues found" in r.stdout, r.stdout[-4000:]
+    # (a warning, such as "Missing test data" for an id it cannot guess, is not a failure)
+    assert r.returncode == 0 and "FAILURES" not in r.stdout and "ERRORS" not in r.stdout, r.stdout[-4000:]
     assert TOKEN not in srv.proc.stdout.read()

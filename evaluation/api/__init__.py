@@ -61,6 +61,7 @@ _HOMES = {
     "SessionResult": "tuneloop.tools.run_result",
     "Trace": "tuneloop.tools.record",
     "read_trace": "tuneloop.tools.record",
+    "Client": "tuneloop.evaluation.client",
     "Study": "tuneloop.evaluation.study",
     "StudyError": "tuneloop.evaluation.study",
     "tune": "tuneloop.evaluation.study",
@@ -69,6 +70,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "Client",
     "EvalConfig",
     "Evaluator",
     "EvaluatorConfig",
@@ -102,8 +104,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from tuneloop.evaluation.client import Client
     from tuneloop.evaluation.harness import EvalConfig, run_eval
     from tuneloop.evaluation.methods import MethodSpec, run_method
+    from tuneloop.evaluation.study import Study, StudyError, tune
     from tuneloop.tools.errors import TuneloopError, UserError
     from tuneloop.tools.record import Trace, read_trace
     from tuneloop.tools.run_result import SessionResult

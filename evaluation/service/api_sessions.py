@@ -163,6 +163,8 @@ def sessions_router(limits: Limits) -> APIRouter:
         m = trace_or_409(manager, session_id, "ask for its landscape").manifest or {}
         if not m.get("objective") or not m.get("x0"):
             raise HTTPException(409, "the session has no manifest yet")
+        if m.get("task"):
+            raise HTTPException(409, "a task's run (a study, or --task) has no landscape: it is not GD on an objective")
         return landscape_of(m["objective"], tuple(m["x0"]), int(m.get("max_iter") or 1000), resolution)
 
     return router

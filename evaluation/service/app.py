@@ -1,5 +1,6 @@
 """The FastAPI app: the routers (api_sessions.py: sessions and their Server-Sent Events;
-api_tools.py: the tool itself), the guard in front of them, the OpenAPI contract and the page.
+api_studies.py: ask/tell studies; api_tools.py: the tool itself), the guard in front of
+them, the OpenAPI contract and the page.
 
 Security: every /api request needs `Authorization: Bearer <token>` when the app has a
 token (compared in constant time; `?token=` works too, for EventSource, which cannot set
@@ -21,21 +22,26 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.routing import Match
 
 from tuneloop.evaluation.service.api_sessions import sessions_router
+from tuneloop.evaluation.service.api_studies import studies_router
 from tuneloop.evaluation.service.api_tools import tools_router
 from tuneloop.evaluation.service.schemas import Limits, Problem
 from tuneloop.evaluation.service.sessions import SessionManager
+from tuneloop.evaluation.service.studies import StudyManager
 
 MAX_BODY = 64 * 1024  # bytes: a session request is a few hundred
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def create_app(manager: SessionManager, token: str | None = None, limits: Limits | None = None) -> FastAPI:
+def create_app(manager: SessionManager, token: str | None = None, limits: Limits | None = None,
+               studies: StudyManager | None = None) -> FastAPI:
     """The app over `manager`; with a `token`, every /api request must carry it; `limits`
-    caps what one request may cost (the defaults of `tuneloop serve`)."""
+    caps what one request may cost (the defaults of `tuneloop serve`); `studies`: the
+    ask/tell studies (default: a StudyManager over the same runs dir and model factory)."""
     limits = limits or Limits()
     app = FastAPI(title="tuneloop", version="1", summary="LLM agents tuning momentum gradient descent: "
-                  "sessions, traces, the tool itself.")
+                  "sessions, ask/tell studies, traces, the tool itself.")
     app.state.manager = manager
+    app.state.studies = studies or StudyManager(manager.runs_dir, model_factory=manager.factory)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -47,6 +53,7 @@ def create_app(manager: SessionManager, token: str | None = None, limits: Limits
     app.add_middleware(Guard, token=token)
     app.add_middleware(AllowHeader)
     app.include_router(sessions_router(limits))
+    app.include_router(studies_router(limits))
     app.include_router(tools_router(limits))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
