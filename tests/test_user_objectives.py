@@ -118,7 +118,7 @@ def test_eval_runs_a_file_like_a_built_in(booth, tmp_path, capsys):
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["cmaes-booth-s0", "grid-booth-s0"]
     # the figures are named by the file's stem (a path in a file name was a crash)
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
-        "anytime_booth.png", "landscape_booth.png", "per_seed_booth.png", "trajectories_booth.png"]
+        "anytime_booth.png", "ecdf_booth.png", "landscape_booth.png", "per_seed_booth.png", "trajectories_booth.png"]
 
 
 def test_without_a_minimum_the_score_ranks_by_the_final_value(tmp_path):
