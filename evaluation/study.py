@@ -19,6 +19,11 @@ summary, compare, state and export read it).
 
 One trial at a time: the methods propose in sequence, so a second ask before the tell of
 the first is refused (a StudyError naming the trial to tell). `tune` is the simple loop.
+
+`Study.load(run_dir)` continues an interrupted study in a new run directory: the method
+runs again from the start with the same seed, and while it proposes the configurations
+the old run recorded, their recorded results answer it (nobody is asked); the first
+configuration it had not tried yet is the next `ask`.
 """
 
 from __future__ import annotations
@@ -96,6 +101,34 @@ class Study:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"study-{self.session_id}", daemon=True)
         self._n = 0
+        self._replay: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (params, result) recorded earlier
+        self.resumed_from: str | None = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path, chat_model: Any = None) -> Study:
+        """Continue the study recorded in `run_dir` (a new run directory beside it)."""
+        from tuneloop.tools.record import read_trace
+        from tuneloop.tools.space import params_of
+
+        t = read_trace(Path(run_dir))
+        m = t.manifest or {}
+        task = m.get("task") or {}
+        if not str(task.get("spec", "")).startswith("ask-tell:"):
+            raise StudyError(f"{run_dir} is not an ask/tell study (its manifest names no ask-tell task)")
+        study = cls(m["space"], method=m["method"], budget=m["budget"], seed=m.get("seed", 0),
+                    model=ModelSettings(**{k: v for k, v in (m.get("model") or {}).items()
+                                           if k in ModelSettings.model_fields}),
+                    prompt=(m.get("prompt") or {}).get("name"),
+                    runs_dir=Path(run_dir).parent, direction=task.get("direction", "minimize"),
+                    description=task.get("description", ""), name=task.get("name", "study"), chat_model=chat_model)
+        for e in t.of("trial_evaluated"):
+            if e.get("charged"):
+                result = {"value": e.get("final_value"), **(e.get("metrics") or {}), "status": e.get("status", "ok"),
+                          "error": e.get("error")}
+                study._replay.append((params_of(e), result))
+        study.resumed_from = t.session_id
+        study.spec = study.spec.model_copy(update={"manifest_extra": {"resumed_from": t.session_id}})
+        return study
 
     # ------------------------------------------------------------ the method's side
     def _run(self) -> None:
@@ -110,6 +143,13 @@ class Study:
             self._asked.put(_FINISHED)
 
     def _evaluate(self, params: dict[str, Any], seed: int) -> Any:
+        if self._replay:  # a loaded study: the recorded result while the method retraces its steps
+            recorded, result = self._replay.pop(0)
+            if self.space.key(self.space.coerce(recorded)) == self.space.key(params):
+                self._n += 1
+                self._told.append(Trial(id=self._n, params=dict(params)))
+                return result
+            self._replay.clear()  # the method went another way: from here on, the user answers
         ticket = _Ticket(params)
         self._asked.put(ticket)
         ticket.done.wait()
@@ -159,7 +199,8 @@ class Study:
         closed early: a trial out, untold, is dropped uncharged)."""
         from tuneloop.tools.record import read_trace
 
-        self._stop.set()
+        if len(self._told) < self.spec.budget or self._pending is not None:
+            self._stop.set()  # trials left: end now (with the budget spent, an agent first gives its answer)
         if self._pending is not None:
             self._pending.done.set()  # told nothing: its evaluate raises StudyClosed, uncharged
             self._pending = None

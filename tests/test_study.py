@@ -23,10 +23,11 @@ def loss(p: dict) -> float:
     return (math.log10(p["lr"]) + 2) ** 2 + 0.1 * p["layers"] + (0.5 if p["act"] == "tanh" else 0.0)
 
 
-def scripted(method: str):
+def scripted(method: str, trials: int = 4):
     if method == "llm":
-        calls = [{"name": "run_trial", "args": {"lr": 10.0 ** -k, "layers": 1 + k % 4, "act": "relu"}}
-                 for k in range(1, 5)]
+        calls = [{"name": "run_trial", "args": {"lr": 10.0 ** -(k % 4 + 1), "layers": 1 + k % 4,
+                                                "act": "relu" if k < 4 else "tanh"}}
+                 for k in range(1, trials + 1)]
         return ScriptedChatModel(script=[*calls, {"name": "FinalAnswer", "args": {
             "lr": 0.01, "layers": 2, "act": "relu", "rationale": "trial 2 had the lowest value."}}])
     if method == "centaur":
@@ -109,3 +110,29 @@ def test_tune_is_the_simple_loop_and_records_a_raising_evaluate_as_failed(tmp_pa
     assert best is not None and best.status == "ok" and best.params["layers"] != 4
     trials = read_trace(next(tmp_path.iterdir())).of("trial_evaluated")
     assert len(trials) == 8 and all("four layers" in e["error"] for e in trials if e["status"] == "failed")
+
+
+@pytest.mark.parametrize("method", ["tpe", "cmaes", "llm"])
+def test_a_study_interrupted_in_the_middle_is_loaded_and_continues(tmp_path, method):
+    """Closed after 3 of 6 trials (a process that ended): `Study.load` re-runs the method on
+    the recorded results without asking anyone, and its next ask is the 4th configuration
+    an uninterrupted study of the same seed proposes."""
+    def run(study, n):
+        out = []
+        for _ in range(n):
+            trial = study.ask(timeout=60)
+            study.tell(trial, loss(trial.params))
+            out.append(trial.params)
+        return out
+
+    whole = Study(SPACE, method=method, budget=6, seed=2, runs_dir=tmp_path / "a", chat_model=scripted(method, 6))
+    expected = run(whole, 6)
+    whole.close()
+    first = Study(SPACE, method=method, budget=6, seed=2, runs_dir=tmp_path / "b", chat_model=scripted(method, 6))
+    assert run(first, 3) == expected[:3]
+    assert first.close() == "interrupted"
+    again = Study.load(first.run_dir, chat_model=scripted(method, 6))
+    assert again.resumed_from == first.session_id
+    assert run(again, 3) == expected[3:]
+    assert again.close() == "budget_spent" and len(again.trials) == 6
+    assert read_trace(again.run_dir).manifest["resumed_from"] == first.session_id
