@@ -36,9 +36,11 @@ class Gate:
 
     def __init__(self) -> None:
         self.open = threading.Event()
+        self.entered = threading.Event()  # the method is in its model call
 
     def __call__(self, settings):
         def reply(messages, kw):
+            self.entered.set()
             self.open.wait(30)
             k = len(messages)  # a new configuration each call (a repeat would be answered from the cache)
             return {"name": "run_trial", "args": {"lr": 10.0 ** -(1 + k % 4), "layers": 1 + k % 4, "act": "relu"}}
@@ -210,6 +212,7 @@ def test_a_close_while_the_method_thinks_answers_202_until_its_proposal_ends(tmp
     gate = Gate()
     api = app_over(tmp_path / "runs", ask_wait_s=0.2, close_wait_s=0.2, model_factory=gate)
     sid = create(api, method="llm", budget=2)
+    assert gate.entered.wait(30)  # (a close before the first model call would end the run at once)
     r = api.post(f"/api/studies/{sid}/close")
     assert r.status_code == 202 and r.json() == {"id": sid, "stop_reason": None}
     assert api.get(f"/api/studies/{sid}").json()["status"] == "running"
@@ -245,7 +248,7 @@ def test_after_a_restart_studies_are_listed_from_their_traces(tmp_path):
     before.post(f"/api/studies/{done}/tell", json={"trial": ask(before, done)["trial"], "value": 2.0})
     cut = before.post("/api/studies", json=TPE).json()["id"]
     before.post(f"/api/studies/{cut}/tell", json={"trial": ask(before, cut)["trial"], "value": 1.0})
-    ask(before, cut)  # the server stops with this trial out
+    out = ask(before, cut)  # the server stops with this trial out
     deadline = time.monotonic() + 30
     while read_trace(runs / done).finished is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -254,11 +257,34 @@ def test_after_a_restart_studies_are_listed_from_their_traces(tmp_path):
     assert (rows[done]["status"], rows[done]["trials"], rows[done]["best"]) == ("finished", 1, 2.0)
     assert (rows[cut]["status"], rows[cut]["trials"]) == ("interrupted", 1)
     assert after.get(f"/api/studies/{cut}").json()["trials"][0]["final_value"] == 1.0
-    r = after.post(f"/api/studies/{cut}/ask")
-    assert r.status_code == 409 and "not resumed after a restart" in r.json()["detail"]
     with after.stream("GET", f"/api/studies/{cut}/events") as r:  # read to its end, then the stream ends
         assert sum(line.startswith("data: ") for line in r.iter_lines()) == 2
+    # an ask continues it: the trial that was out is asked again, the one told is kept
+    again = ask(after, cut)
+    assert again["trial"] == 2 and again["params"] == out["params"]
+    assert after.post(f"/api/studies/{cut}/tell", json={"trial": 2, "value": 0.5}).status_code == 200
+    assert (runs / cut / "continued_in").exists()
     before.studies.shutdown()
+    after.studies.shutdown()
+
+
+def test_a_study_the_server_stopped_is_continued_by_the_next_server(tmp_path):
+    runs = tmp_path / "runs"
+    before = app_over(runs)
+    sid = before.post("/api/studies", json=TPE | {"budget": 4}).json()["id"]
+    first = ask(before, sid)
+    before.post(f"/api/studies/{sid}/tell", json={"trial": first["trial"], "value": 3.0})
+    before.studies.shutdown()  # a clean stop: the study's run ends, marked as stopped by the server
+    after = app_over(runs)
+    second = ask(after, sid)
+    assert second["trial"] == 2 and second["params"] != first["params"]
+    after.post(f"/api/studies/{sid}/tell", json={"trial": 2, "value": 1.0})
+    closed = after.post(f"/api/studies/{sid}/close").json()
+    assert closed["stop_reason"] == "interrupted"
+    # closed by its client: not continued again
+    third = app_over(runs)
+    assert third.post(f"/api/studies/{sid}/ask").status_code == 409
+    after.studies.shutdown()
 
 
 def test_unknown_ids_too_many_studies_and_a_model_the_server_cannot_use(tmp_path, monkeypatch):

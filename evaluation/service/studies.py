@@ -53,6 +53,8 @@ if TYPE_CHECKING:  # the method's machinery loads with the first study, not with
 ASK_WAIT_S = 5.0  # how long an ask waits for the method before answering 202 (see api_studies.py)
 CLOSE_WAIT_S = 5.0  # how long a close waits for the method to finish its current proposal (then 202)
 RETRY_AFTER_S = 1  # what the 202 tells the client to wait before asking again
+SERVER_STOPPED = "server_stopped"  # a file in a study's run dir: the server (not its client) ended it
+CONTINUED_IN = "continued_in"  # a file in a study's run dir: the id of the run that continues it
 MAX_OPEN = 16  # studies running at once (each holds a thread, and at most one waiting ask); the
 # embedded model's: one at a time (its llama.cpp takes every core)
 
@@ -165,13 +167,47 @@ class StudyManager:
 
     # ------------------------------------------------------------------ ask, tell, close
     def running(self, study_id: str) -> OpenStudy:
-        """The open study; 409 (StudyConflict) for one on disk only, KeyError for none."""
+        """The open study; a study the server stopped (a restart) is continued; 409
+        (StudyConflict) for one ended otherwise, KeyError for none."""
         s = self.open.get(study_id)
         if s is None:
-            if self.on_disk(study_id) is None:
+            found = self.on_disk(study_id)
+            if found is None:
                 raise KeyError(study_id)
+            d = self.run_dir(study_id)
+            assert d is not None  # on disk
+            if found.finished is None or (d / SERVER_STOPPED).exists():
+                return self.reopen(study_id, d)
             raise StudyConflict(f"study {study_id} is {self.status(study_id, None)} and not open on this server: "
-                                "its trials are in its trace (studies are not resumed after a restart)")
+                                "its trials are in its trace")
+        return s
+
+    def reopen(self, study_id: str, d: Path) -> OpenStudy:
+        """Continue a study the server stopped (Study.load: a new run directory, named in
+        the old one's `continued_in` file); its old id leads to it from now on."""
+        from tuneloop.evaluation.study import Study
+
+        while (d / CONTINUED_IN).exists():  # continued before, and stopped again: the latest run
+            d = self.runs_dir / (d / CONTINUED_IN).read_text().strip()
+        found = self.on_disk(d.name)
+        if found is None:
+            raise StudyConflict(f"study {study_id} cannot be continued: its run {d.name} is not readable")
+        m, task = found.manifest, found.manifest.get("task") or {}
+        try:
+            req = StudyRequest(space=m["space"], method=m["method"], budget=m["budget"], seed=m.get("seed", 0),
+                               model=(m.get("model") or {}).get("model", "local"),
+                               prompt=(m.get("prompt") or {}).get("name"), direction=task.get("direction", "minimize"),
+                               description=task.get("description", ""), name=task.get("name", "study"))
+        except ValidationError as e:
+            raise StudyConflict(f"study {study_id} cannot be continued here: {e.errors()[0]['msg']}") from None
+        chat_model = self.factory(self.settings(req)) if (
+            req.method in LLM_METHODS and self.factory is not make_chat_model) else None
+        with self.lock:
+            study = Study.load(d, chat_model=chat_model)
+            (d / CONTINUED_IN).write_text(study.session_id)
+            (d / SERVER_STOPPED).unlink(missing_ok=True)
+            s = OpenStudy(study, req, str(m.get("created") or ""))
+            self.open[study_id] = s
         return s
 
     def ask(self, study_id: str) -> AskedTrial | None:
@@ -264,6 +300,9 @@ class StudyManager:
         for sid, s in list(self.open.items()):
             if self.status(sid, s) == "running":
                 self.close(sid, wait_s=0)
+                d = s.study.run_dir
+                if d.exists():  # the server, not the client, ended it: the next server continues it
+                    (d / SERVER_STOPPED).write_text("")
         deadline = time.monotonic() + self.close_wait_s
         for s in list(self.open.values()):
             if s.closer is not None:
