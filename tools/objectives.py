@@ -14,12 +14,10 @@ problems") for the rest.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, cast
 
 import numba as nb
@@ -27,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tuneloop.tools.errors import TuneloopError
+from tuneloop.tools.pyfiles import load_python_file
 
 TWO_PI = 2.0 * math.pi
 # Styblinski-Tang's per-coordinate minimiser: the smallest root of 4x^3 - 32x + 5 = 0.
@@ -381,7 +380,7 @@ def load_objective_file(path_text: str) -> UserObjective:
     key = (str(path.resolve()), digest)
     if key in _CACHE:
         return _CACHE[key]
-    module = _run_file(path, path_text)
+    module = load_python_file(path, path_text, "objective", ObjectiveFileError)
     for name in ("f", "grad"):
         if not callable(getattr(module, name, None)):
             raise ObjectiveFileError(f"{path_text} defines no function {name}(x): it needs f(x) and grad(x)")
@@ -399,20 +398,6 @@ def load_objective_file(path_text: str) -> UserObjective:
     )
     _CACHE[key] = obj
     return obj
-
-
-def _run_file(path: Path, shown: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"tuneloop_objective_{path.stem}", path)
-    if spec is None or spec.loader is None:  # Python loads no such file (e.g. not .py)
-        raise ObjectiveFileError(f"{shown} is not a Python file: an objective file is a .py file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise ObjectiveFileError(f"{shown} does not compile: line {e.lineno}: {e.msg}") from None
-    except Exception as e:  # noqa: BLE001 - whatever the file raised, the user needs one line
-        raise ObjectiveFileError(f"{shown} failed when loaded: {type(e).__name__}: {e}") from None
-    return module
 
 
 def _compile(fn: Callable[..., Any], name: str, shown: str) -> Any:

@@ -21,7 +21,6 @@ reason; only KeyboardInterrupt goes through (the session then ends, resumably).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import traceback
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from tuneloop.tools.errors import UserError
+from tuneloop.tools.pyfiles import load_python_file
 from tuneloop.tools.space import SearchSpace, SpaceError
 
 BUILTIN_TASKS = {"mlp-digits": "mlp_digits.py"}  # name -> file in tools/task_files/
@@ -114,22 +114,8 @@ def load_task(spec: str) -> Task:
     digest = hashlib.sha256(data).hexdigest()
     key = (str(path.resolve()), digest)
     if key not in _CACHE:
-        _CACHE[key] = _task_from(_load_module(path, spec), path, spec, digest)
+        _CACHE[key] = _task_from(load_python_file(path, spec, "task", TaskError), path, spec, digest)
     return _CACHE[key]
-
-
-def _load_module(path: Path, shown: str) -> Any:
-    module_spec = importlib.util.spec_from_file_location(f"tuneloop_task_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise TaskError(f"{shown} is not a Python file: a task file is a .py file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except SyntaxError as e:
-        raise TaskError(f"{shown} does not compile: line {e.lineno}: {e.msg}") from None
-    except Exception as e:  # noqa: BLE001 - whatever the file raised, the user needs one line
-        raise TaskError(f"{shown} failed when loaded: {type(e).__name__}: {e}") from None
-    return module
 
 
 def _task_from(module: Any, path: Path, shown: str, digest: str) -> Task:
