@@ -58,7 +58,9 @@ TWO_D_ONLY: JsonDict = {"allOf": [{
     {"if": {"properties": {"x0": {"type": "array"}}, "required": ["x0"]},
      "then": {"not": {"required": ["dim"]}}}]}
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # built-in names only: a path would read the server's files
-MODEL_PATTERN = r"^(local|openai:\S.*)$"  # the models a server runs (a gguf:PATH would read its files)
+# the models a server runs (a gguf:PATH would read its files); ASCII classes only, so that
+# Python's re and JSON Schema's regex dialect agree on every string (their \S do not)
+MODEL_PATTERN = r"^(local|openai:[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,190})$"
 MAX_BUDGET = D.SERVE_MAX_BUDGET  # `tuneloop serve --max-budget`
 MAX_ITER_CAP = D.SERVE_MAX_ITER  # `--max-iter-cap`
 
@@ -182,7 +184,7 @@ class SessionRequest(BaseModel):
         # a path would make the server load any file it can read: gguf:PATH is the CLI's
         if v.strip().startswith("gguf:"):
             raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
-        if not re.match(MODEL_PATTERN, v):
+        if not re.fullmatch(MODEL_PATTERN, v):
             raise ValueError(f"unknown model {v!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
         return v
 

@@ -101,7 +101,7 @@ class StudyRequest(BaseModel):
         # as a session's: a gguf:PATH would make the server load any file it can read
         if v.strip().startswith("gguf:"):
             raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
-        if not re.match(MODEL_PATTERN, v):
+        if not re.fullmatch(MODEL_PATTERN, v):
             raise ValueError(f"unknown model {v!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
         return v
 
