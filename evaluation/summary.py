@@ -120,13 +120,18 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
     models = [m.model for m in cfg.models]
     lines = [f"# tuneloop eval: {', '.join(labels)} on {', '.join(cfg.functions)}", "",
              f"Budget {cfg.budget} charged evaluations per cell, seeds {cfg.seeds[0]}..{cfg.seeds[-1]} "
-             f"({len(cfg.seeds)}), start point: {cfg.x0}{'' if cfg.dim == 2 else f' in {cfg.dim}-D'}, "
-             f"T = {cfg.max_iter}, tol = {cfg.tol:g}"
+             f"({len(cfg.seeds)}), "
+             + (f"task {cfg.task}" if cfg.task is not None else
+                f"start point: {cfg.x0}{'' if cfg.dim == 2 else f' in {cfg.dim}-D'}, T = {cfg.max_iter}, "
+                f"tol = {cfg.tol:g}")
              + (f", model{'s' if len(models) > 1 else ''} {', '.join(models)}" if cfg.uses_llm else "")
              + (f", prompt{'s' if len(cfg.prompts) > 1 else ''} {', '.join(cfg.prompts)}"
                 if AGENT_METHOD in cfg.methods else "") + ".",
-             "Best value: f(x_final) of each cell's best trial (lowest score). Diverged trials: share of the "
-             "charged trials that diverged; repeats: share of the proposals that repeated a tried configuration "
+             ("Best value: the task's value of each cell's best trial (lowest score). Diverged trials: share of "
+              "the charged trials that failed; " if cfg.task is not None else
+              "Best value: f(x_final) of each cell's best trial (lowest score). Diverged trials: share of the "
+              "charged trials that diverged; ")
+             + "repeats: share of the proposals that repeated a tried configuration "
              "(answered free). Wins: seeds on which the row's method scored strictly lower than the column's.", ""]
     if seconds is not None:
         lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
