@@ -54,10 +54,21 @@ def spread(points: list[Any], budget: int | None) -> list[Any]:
     return [points[i] for i in idx]
 
 
+REFINED_PARAMS = ("learning_rate", "momentum")  # the only space `refined` searches, in this order
+
+
+def check_refined_space(space: SearchSpace) -> SearchSpace:
+    """`space` if `refined` can search it (the study's protocol: learning_rate and momentum,
+    in that order), else a ValueError saying so."""
+    if space.names != REFINED_PARAMS:
+        raise ValueError(f"refined is the study's protocol: it searches {' and '.join(REFINED_PARAMS)} only")
+    return space
+
+
 def study_grid(space: SearchSpace) -> list[Params] | None:
     """The study's grid, alpha in {1e-4, 1e-3, 1e-2, 1e-1} x beta in {0, 0.5, 0.9} in
     alpha-major order, when `space` is learning_rate and momentum and holds all of it."""
-    if space.names != ("learning_rate", "momentum"):
+    if space.names != REFINED_PARAMS:
         return None
     pts = [{"learning_rate": float(a), "momentum": float(b)} for a in STUDY_ALPHAS for b in STUDY_BETAS]
     return pts if all(space.check(p) is None for p in pts) else None
@@ -126,8 +137,7 @@ class RefinedGrid(Strategy):
         return cls(budget=ctx.budget, space=ctx.space)
 
     def __init__(self, budget: int | None = None, space: SearchSpace = DEFAULT_SPACE) -> None:
-        if space.names != ("learning_rate", "momentum"):
-            raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
+        check_refined_space(space)
         self.grid = GridSearch(space, budget=budget)
         self.space = space
         self._refine: list[Params] | None = None

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
 from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.arms import Arm, study_arms
+from tuneloop.evaluation.grids import check_refined_space
 from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.tools.defaults import DEFAULT_TOL
 from tuneloop.tools.files import atomic_open, atomic_write_text
@@ -101,9 +102,7 @@ class EvalConfig(BaseModel):
         if v is None:
             return None
         space = SearchSpace.parse(v) if info.data.get("task") else check_gd_space(SearchSpace.parse(v))
-        if "refined" in info.data.get("methods", []) and space.names != ("learning_rate", "momentum"):
-            raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
-        return space
+        return check_refined_space(space) if "refined" in info.data.get("methods", []) else space
 
     @field_validator("dim")
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tuneloop.agent.models import ModelFactory, ModelSettings, make_chat_model
 from tuneloop.agent.session_config import SessionConfig, config_from_manifest
 from tuneloop.evaluation import defaults as D
+from tuneloop.evaluation.grids import check_refined_space
 from tuneloop.evaluation.strategies import (
     AGENT_METHOD,
     LLM_METHODS,
@@ -77,8 +78,8 @@ class MethodSpec(BaseModel):
         else:
             get_objective(self.function).check_dim(len(self.x0) if isinstance(self.x0, tuple) else self.dim)
             check_gd_space(self.search_space)
-        if self.method == "refined" and self.search_space.names != ("learning_rate", "momentum"):
-            raise ValueError("refined is the study's protocol: it searches learning_rate and momentum only")
+        if self.method == "refined":
+            check_refined_space(self.search_space)
         return self
 
     @property

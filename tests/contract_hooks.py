@@ -11,6 +11,7 @@ from typing import Any
 
 import schemathesis
 
+from tuneloop.evaluation.grids import check_refined_space
 from tuneloop.tools.gd_space import check_gd_space
 from tuneloop.tools.space import SearchSpace, SpaceError
 
@@ -26,8 +27,8 @@ def filter_case(context: Any, case: Any) -> bool:
         parsed = SearchSpace.parse(space)
         if context.operation is not None and context.operation.path == "/api/sessions":
             check_gd_space(parsed)
-        if body.get("method") == "refined" and parsed.names != ("learning_rate", "momentum"):
-            return False  # the study's protocol: learning_rate and momentum only
+        if body.get("method") == "refined":
+            check_refined_space(parsed)
     except (SpaceError, ValueError):
         return False
     return True

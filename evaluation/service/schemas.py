@@ -109,6 +109,23 @@ def builtin_objective(name: str) -> str:
         raise ValueError(str(e)) from None
 
 
+def builtin_prompt(name: str) -> str:
+    """`name` if it is a built-in template, else a ValueError listing them."""
+    if name not in list_templates():
+        raise ValueError(f"unknown prompt {name!r}; built-in: {', '.join(list_templates())}")
+    return name
+
+
+def served_model(spec: str) -> str:
+    """`spec` if this server may run it: 'local' or 'openai:NAME'. A gguf:PATH would make
+    the server load any file it can read: that is the command line's (tuneloop run)."""
+    if spec.strip().startswith("gguf:"):
+        raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
+    if not re.fullmatch(MODEL_PATTERN, spec):
+        raise ValueError(f"unknown model {spec!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
+    return spec
+
+
 class SessionRequest(BaseModel):
     """A session to start: any method, on a built-in objective, with a built-in prompt."""
 
@@ -174,19 +191,12 @@ class SessionRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _known_prompt(cls, v: str) -> str:
-        if v not in list_templates():
-            raise ValueError(f"unknown prompt {v!r}; built-in: {', '.join(list_templates())}")
-        return v
+        return builtin_prompt(v)
 
     @field_validator("model")
     @classmethod
     def _no_local_files(cls, v: str) -> str:
-        # a path would make the server load any file it can read: gguf:PATH is the CLI's
-        if v.strip().startswith("gguf:"):
-            raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
-        if not re.fullmatch(MODEL_PATTERN, v):
-            raise ValueError(f"unknown model {v!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
-        return v
+        return served_model(v)
 
 
 

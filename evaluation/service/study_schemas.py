@@ -5,7 +5,6 @@ schemas.py, the OpenAPI document built from them states what the server accepts.
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,12 +19,19 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from tuneloop.agent.prompts import list_templates
-from tuneloop.evaluation.service.schemas import MAX_BUDGET, MODEL_PATTERN, NAME_PATTERN, Integer
+from tuneloop.evaluation.grids import REFINED_PARAMS, check_refined_space
+from tuneloop.evaluation.service.schemas import (
+    MAX_BUDGET,
+    MODEL_PATTERN,
+    NAME_PATTERN,
+    Integer,
+    builtin_prompt,
+    served_model,
+)
 from tuneloop.evaluation.strategies import METHODS, known_method
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import TrialResult
 
-REFINED_PARAMS = ("learning_rate", "momentum")  # the only space `refined` searches
 # said in the schema as well: `refined` takes a space of exactly these two parameters
 REFINED_SPACE: JsonDict = {"allOf": [{
     "if": {"properties": {"method": {"const": "refined"}}, "required": ["method"]},
@@ -91,25 +97,18 @@ class StudyRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def known_prompt(cls, v: str | None) -> str | None:
-        if v is not None and v not in list_templates():
-            raise ValueError(f"unknown prompt {v!r}; built-in: {', '.join(list_templates())}")
-        return v
+        return None if v is None else builtin_prompt(v)
 
     @field_validator("model")
     @classmethod
-    def served_model(cls, v: str) -> str:
-        # as a session's: a gguf:PATH would make the server load any file it can read
-        if v.strip().startswith("gguf:"):
-            raise ValueError("gguf:PATH models run from the command line (tuneloop run), not over HTTP")
-        if not re.fullmatch(MODEL_PATTERN, v):
-            raise ValueError(f"unknown model {v!r}: use 'local' or 'openai:<model>' (e.g. openai:gpt-4o-mini)")
-        return v
+    def served(cls, v: str) -> str:
+        return served_model(v)
 
     @field_validator("space")
     @classmethod
     def refined_space(cls, v: SearchSpace, info: ValidationInfo) -> SearchSpace:
-        if info.data.get("method") == "refined" and set(v.names) != set(REFINED_PARAMS):
-            raise ValueError(f"the method refined searches {' and '.join(REFINED_PARAMS)} only")
+        if info.data.get("method") == "refined":
+            check_refined_space(v)
         return v
 
 
