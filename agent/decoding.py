@@ -37,6 +37,7 @@ import numpy as np
 
 from tuneloop.agent.gbnf import choice_literals, is_choice, is_free_string, value_sentences
 from tuneloop.agent.vocabulary import Vocabulary
+from tuneloop.tools.space import json_key
 
 STRING_TOKENS = 48  # a rationale: a sentence or two (each token is a model step)
 STRING_SENTENCES = 1  # ... closed at the end of its first sentence
@@ -179,22 +180,6 @@ def spelling(llama: Any, text: str) -> Spelling:
                              "its vocabulary does not suit it")
         out.append((int(one[0]), c))
     return out
-
-
-def json_key(value: Any) -> tuple[str, Any]:
-    """A value as JSON compares it: 1 and 1.0 are the same number, but true is not 1
-    (Python's True == 1 would let a tried `true` keep the number 1 from being written).
-
-    >>> json_key(True) == json_key(1), json_key(1) == json_key(1.0), json_key("1") == json_key(1)
-    (False, True, False)
-    """
-    if isinstance(value, bool):
-        return ("boolean", value)
-    if isinstance(value, int | float):
-        return ("number", value)
-    if isinstance(value, str):
-        return ("string", value)
-    return ("json", json.dumps(value, sort_keys=True))
 
 
 @dataclass

@@ -6,12 +6,10 @@ import json
 from typing import Any
 
 from tuneloop.tools.formatting import fmt_value, spoken_list
-from tuneloop.tools.gd_space import DEFAULT_SPACE, space_text
+from tuneloop.tools.gd_space import DEFAULT_SPACE, SHORT_LABELS, space_text
 from tuneloop.tools.scoring import is_failed
 from tuneloop.tools.space import CategoricalParam, SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
-
-SHORT_LABELS = {"learning_rate": "lr"}  # how the failed list names the learning rate
 
 
 def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE) -> str:

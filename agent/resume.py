@@ -8,15 +8,13 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from tuneloop.tools.trials import Evaluator, TrialResult
 
-TRIAL_KEYS = set(TrialResult.model_fields)
-
 
 def restore_into(ev: Evaluator, events: list[dict]) -> None:
     """Re-enter the recorded trials and invalid proposals (tool errors the Evaluator
     reported, which carry a source) into `ev`, in the order they happened."""
     for e in events:
         if e.get("event") == "trial_evaluated":
-            ev.restore(TrialResult.model_validate({k: v for k, v in e.items() if k in TRIAL_KEYS}))
+            ev.restore(TrialResult.from_event(e))
         elif e.get("event") == "tool_error" and "source" in e:
             ev.restore_invalid()
 

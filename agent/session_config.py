@@ -80,6 +80,12 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     }
 
 
+def model_from_manifest(m: dict[str, Any]) -> ModelSettings:
+    """The model settings a manifest records (settings this release does not know left out;
+    a classical run's none: the defaults)."""
+    return ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})
+
+
 def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
     """The SessionConfig a manifest describes (the prompt by its recorded text)."""
     task = (m.get("task") or {}).get("spec")
@@ -87,7 +93,7 @@ def config_from_manifest(m: dict[str, Any]) -> SessionConfig:
                          seed=m.get("task_seed", 0), x0=tuple(m["x0"]), max_iter=m["max_iter"], tol=m["tol"],
                          budget=m["budget"],
                          **({"space": m["space"]} if "space" in m else {"bounds": m.get("bounds") or {}}))
-    model = ModelSettings(**{k: v for k, v in (m.get("model") or {}).items() if k in ModelSettings.model_fields})
+    model = model_from_manifest(m)
     prompt = m.get("prompt") or {}
     return SessionConfig(evaluator=ev, model=model, prompt=prompt.get("name") or "default",
                          prompt_text=prompt.get("text"), seed=m.get("seed", 0), x0_spec=m.get("x0_spec", "explicit"),

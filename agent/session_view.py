@@ -7,13 +7,12 @@ import json
 from typing import Any
 
 from tuneloop.tools.formatting import fmt_cell, fmt_param, fmt_value
+from tuneloop.tools.gd_space import SHORT_LABELS
 from tuneloop.tools.space import params_of
 from tuneloop.tools.usage import known_sum
 
-LABELS = {"learning_rate": "lr"}  # the learning rate is "lr" on a person's screen
 
-
-def config_text(params: dict[str, Any], labels: dict[str, str] = LABELS) -> str:
+def config_text(params: dict[str, Any], labels: dict[str, str] = SHORT_LABELS) -> str:
     """A configuration for a person: 'lr=0.001 momentum=0.9 nesterov=true'."""
     def show(v: Any) -> str:
         return fmt_param(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v)

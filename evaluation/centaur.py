@@ -16,6 +16,7 @@ from tuneloop.agent.models import classify_error
 from tuneloop.agent.prompt_state import prompt_values
 from tuneloop.agent.prompts import PromptTemplate, load_template
 from tuneloop.evaluation.strategies import CentaurError, LLMProposer
+from tuneloop.tools.gd_space import SHORT_LABELS
 from tuneloop.tools.scoring import is_failed
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
@@ -24,7 +25,6 @@ from tuneloop.tools.usage import Usage
 PROPOSAL_TOOL = "CentaurProposal"
 TOP_K = 5
 RECENT = 20
-SHORT_LABELS = {"learning_rate": "lr"}  # how the study's prompts listed trials
 
 
 def proposal_tool(ev: Evaluator) -> dict:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -38,12 +37,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from tuneloop.agent.models import ModelSettings
+from tuneloop.agent.session_config import model_from_manifest
 from tuneloop.evaluation.methods import MethodSpec, run_method
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.space import SearchSpace
-from tuneloop.tools.tasks import Task, TaskOutcome, outcome_of, register_task
+from tuneloop.tools.tasks import Task, TaskOutcome, is_ask_tell, outcome_of, register_task
 from tuneloop.tools.trials import TrialResult
 
 
@@ -68,7 +68,7 @@ class _Ticket:
 
 
 _FINISHED = object()  # put on the queue when the method's run has ended
-RECORD_WAIT_S = 5.0  # how long `trials` waits for the last told trial to reach the trace
+RECORD_WAIT_S = 5.0  # how long a tell waits for its trial to reach the trace (it takes milliseconds)
 
 
 class StudyClosed(KeyboardInterrupt):
@@ -96,6 +96,8 @@ class Study:
         self._pending: _Ticket | None = None
         self._pending_id = 0  # the id of the trial out (when _pending is set)
         self._told: list[Trial] = []
+        self._recorded = 0  # charged trials the run has written to its trace
+        self._recording = threading.Condition()
         self._stop = threading.Event()
         self._result: SessionResult | None = None
         self._error: BaseException | None = None
@@ -113,11 +115,10 @@ class Study:
         t = read_trace(Path(run_dir))
         m = t.manifest or {}
         task = m.get("task") or {}
-        if not str(task.get("spec", "")).startswith("ask-tell:"):
+        if not is_ask_tell(m):
             raise StudyError(f"{run_dir} is not an ask/tell study (its manifest names no ask-tell task)")
         study = cls(m["space"], method=m["method"], budget=m["budget"], seed=m.get("seed", 0),
-                    model=ModelSettings(**{k: v for k, v in (m.get("model") or {}).items()
-                                           if k in ModelSettings.model_fields}),
+                    model=model_from_manifest(m),
                     prompt=(m.get("prompt") or {}).get("name"),
                     runs_dir=Path(run_dir).parent, direction=task.get("direction", "minimize"),
                     description=task.get("description", ""), name=task.get("name", "study"), chat_model=chat_model)
@@ -134,6 +135,7 @@ class Study:
     def _run(self) -> None:
         try:
             self._result = run_method(self.spec, session_id=self.session_id, chat_model=self._chat_model,
+                                      on_trial=self._on_trial,
                                       should_stop=self._stop.is_set)
         except StudyClosed:
             pass  # closed with a trial out: the trace says "interrupted"
@@ -141,6 +143,13 @@ class Study:
             self._error = e
         finally:
             self._asked.put(_FINISHED)
+
+    def _on_trial(self, fields: dict[str, Any]) -> None:
+        """Called by the run once a trial's event is written: a tell returns after that."""
+        if fields.get("charged"):
+            with self._recording:
+                self._recorded += 1
+                self._recording.notify_all()
 
     def _evaluate(self, params: dict[str, Any], seed: int) -> Any:
         if self._replay:  # a loaded study: the recorded result while the method retraces its steps
@@ -191,8 +200,10 @@ class Study:
         outcome = TaskOutcome(status="failed", value=None, error="told failed") if failed else outcome_of(value)
         ticket, self._pending = self._pending, None
         ticket.outcome = outcome
-        ticket.done.set()
         self._told.append(trial)
+        with self._recording:  # returns once the trial is in the trace: `trials` then holds it
+            ticket.done.set()
+            self._recording.wait_for(lambda: self._recorded >= len(self._told), timeout=RECORD_WAIT_S)
 
     def close(self) -> str:
         """End the study and return how its run ended (`budget_spent`, or `interrupted` when
@@ -230,14 +241,7 @@ class Study:
         run_dir = self.spec.runs_dir / self.session_id
         if not (run_dir / "trace.jsonl").exists():
             return []
-        deadline = time.monotonic() + RECORD_WAIT_S
-        while True:  # a trial just told is recorded by the method's thread a moment later
-            events = [e for e in read_trace(run_dir).of("trial_evaluated") if e.get("charged")]
-            if len(events) >= len(self._told) or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        return [TrialResult.model_validate({k: v for k, v in e.items() if k in TrialResult.model_fields})
-                for e in events]
+        return [TrialResult.from_event(e) for e in read_trace(run_dir).of("trial_evaluated") if e.get("charged")]
 
     @property
     def best(self) -> TrialResult | None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.reference import f_ref, g_ref, gd_ref
+from tests.test_user_objectives import BOOTH  # the same objective file, with its minimiser
 from tuneloop.evaluation.cli import main
 from tuneloop.tools import kernels, momentum
 from tuneloop.tools.kernels import CONVERGED, DIVERGED, MAX_ITER, RUNNING
@@ -33,23 +34,6 @@ KNOB_IDS = ["+".join(f"{k}={v}" for k, v in kn.items()) for kn in KNOBS]
 ND_CASES = [("rosenbrock", 3), ("rosenbrock", 20), ("rastrigin", 3), ("quadratic", 4), ("styblinski_tang", 3),
             ("sphere", 20)]
 
-BOOTH = """
-import numpy as np
-
-NAME = "booth"
-MINIMUM = 0.0
-MINIMISERS = [(1.0, 3.0)]
-
-
-def f(x):
-    return (x[0] + 2 * x[1] - 7) ** 2 + (2 * x[0] + x[1] - 5) ** 2
-
-
-def grad(x):
-    a = x[0] + 2 * x[1] - 7
-    b = 2 * x[0] + x[1] - 5
-    return np.array([2 * a + 4 * b, 4 * a + 2 * b])
-"""
 QUARTIC = """
 import numpy as np
 

@@ -31,6 +31,8 @@ DESCRIPTIONS = {
     "lr_decay": "learning-rate decay gamma, alpha_t = alpha / (1 + gamma t)",
     "grad_clip": "gradient-norm clip c",
 }
+# the short name trial lists give a parameter (prompts, a person's screen): "lr=1e-3"
+SHORT_LABELS = {"learning_rate": "lr"}
 # how prompts name them: "learning_rate (alpha)"
 SYMBOLS = {"learning_rate": "alpha", "momentum": "beta", "lr_decay": "gamma", "grad_clip": "c"}
 

@@ -243,9 +243,9 @@ class SearchSpace(RootModel[dict[str, Param]]):
         return "; ".join(problems) or None
 
     def key(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        """A hashable key of a configuration (the Evaluator's cache); a choice by its JSON
-        text so that true and 1 stay apart."""
-        return tuple(json.dumps(params[n]) if isinstance(self.root[n], CategoricalParam) else params[n]
+        """A hashable key of a configuration (the Evaluator's cache); a choice as JSON
+        compares it (json_key), so that true and 1 stay apart."""
+        return tuple(json_key(params[n]) if isinstance(self.root[n], CategoricalParam) else params[n]
                      for n in self.root)
 
     def fmt(self, name: str, v: Any, sci: bool = True) -> str:
@@ -358,13 +358,25 @@ def _coerce(p: FloatParam | IntParam | CategoricalParam, v: Any) -> Any:
     return x
 
 
+def json_key(value: Any) -> tuple[str, Any]:
+    """A value as JSON compares it: 1 and 1.0 are the same number, but true is not 1
+    (Python's True == 1 would let a tried `true` stand for the number 1), nor "1" 1.
+
+    >>> json_key(True) == json_key(1), json_key(1) == json_key(1.0), json_key("1") == json_key(1)
+    (False, True, False)
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return ("boolean", bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("json", json.dumps(value, sort_keys=True))
+
+
 def _same_choice(v: Any, c: Choice) -> bool:
     """Equal and of the same JSON kind (true is not 1, "1" is not 1)."""
-    if isinstance(c, str):
-        return isinstance(v, str) and v == c
-    if isinstance(c, bool):
-        return isinstance(v, (bool, np.bool_)) and bool(v) == c
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and v == c
+    return json_key(v) == json_key(c)
 
 
 def proposed_arguments(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,12 @@ _IN_MEMORY: dict[str, Task] = {}  # tasks made in this process (an ask/tell stud
 IN_MEMORY_PREFIX = "ask-tell:"
 
 
+def is_ask_tell(manifest: Any) -> bool:
+    """A run's manifest says it is an ask/tell study (its task in memory, not a file)."""
+    task = manifest.get("task") if isinstance(manifest, dict) else None
+    return isinstance(task, dict) and str(task.get("spec", "")).startswith(IN_MEMORY_PREFIX)
+
+
 def register_task(task: Task, key: str) -> str:
     """Make an in-memory task (no file: the user answers each trial, evaluation/study.py)
     loadable by a spec of its own, which manifests record."""

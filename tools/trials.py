@@ -120,6 +120,11 @@ class TrialResult(BaseModel):
     metrics: dict[str, Any] = {}  # a task's, beside its value
     error: str | None = None  # why a task's trial failed
 
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> TrialResult:
+        """The trial a `trial_evaluated` event records (the event's own fields left out)."""
+        return cls.model_validate({k: v for k, v in event.items() if k in cls.model_fields})
+
     @model_validator(mode="after")
     def _params(self) -> TrialResult:
         if not self.params and self.learning_rate is not None:  # recorded before typed spaces: its two

@@ -28,7 +28,7 @@ from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
 from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow, SessionStatus
 from tuneloop.tools.errors import TuneloopError, UserError
 from tuneloop.tools.gd_space import DEFAULT_SPACE
-from tuneloop.tools.tasks import IN_MEMORY_PREFIX
+from tuneloop.tools.tasks import is_ask_tell
 
 LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -253,7 +253,7 @@ class SessionManager:
         except TraceError:
             return None
         m = t.manifest or {}
-        if str((m.get("task") or {}).get("spec", "")).startswith(IN_MEMORY_PREFIX):
+        if is_ask_tell(m):
             return None  # an ask/tell study: /api/studies lists it
         charged = [e for e in t.of("trial_evaluated") if e.get("charged")]
         best = min((e for e in charged if e.get("score") is not None), key=lambda e: e["score"], default=None)

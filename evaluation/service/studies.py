@@ -44,7 +44,7 @@ from tuneloop.evaluation.service.study_schemas import (
 from tuneloop.evaluation.strategies import LLM_METHODS
 from tuneloop.tools.errors import TuneloopError, UserError
 from tuneloop.tools.record import TraceError, read_trace
-from tuneloop.tools.tasks import IN_MEMORY_PREFIX, outcome_of
+from tuneloop.tools.tasks import is_ask_tell, outcome_of
 from tuneloop.tools.trials import TrialResult
 
 if TYPE_CHECKING:  # the method's machinery loads with the first study, not with the server
@@ -334,7 +334,7 @@ class StudyManager:
             except TraceError:
                 t = None
             if t is not None and t.manifest:
-                trials = [TrialResult.model_validate({k: v for k, v in e.items() if k in TrialResult.model_fields})
+                trials = [TrialResult.from_event(e)
                           for e in t.of("trial_evaluated") if e.get("charged")]
                 found = OnDisk(t.manifest, t.finished, trials)
         self.disk[study_id] = (stamp, found)
@@ -398,5 +398,4 @@ def is_study_manifest(path: Path) -> bool:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    task = manifest.get("task") if isinstance(manifest, dict) else None
-    return isinstance(task, dict) and str(task.get("spec", "")).startswith(IN_MEMORY_PREFIX)
+    return is_ask_tell(manifest)
