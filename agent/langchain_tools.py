@@ -18,6 +18,7 @@ from tuneloop.agent.prompt_state import tool_name
 from tuneloop.tools.formatting import spoken_list
 from tuneloop.tools.gd_space import DESCRIPTIONS
 from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trial_pool import TrialPool
 from tuneloop.tools.trials import BudgetExhausted, Evaluator, InvalidProposal, TrialResult
 
 
@@ -71,19 +72,41 @@ def _notes(reply: dict[str, Any], r: TrialResult, ev: Evaluator) -> dict[str, An
     return reply
 
 
-def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD) -> StructuredTool:
+def pooled_reply(results: list[TrialResult], pool: TrialPool) -> dict[str, Any]:
+    """What the model reads when trials run in parallel (ask/tell with several workers):
+    the results come back since its last call (possibly none), and the trials still out."""
+    ev = pool.ev
+    reply: dict[str, Any] = {"results": [trial_reply(r, ev) for r in results], "pending": pool.pending,
+                             "budget_left": ev.budget_left}
+    if pool.pending and not ev.exhausted:
+        reply["note"] = ("your proposal was handed to a worker and is pending (so are the trials under 'pending'): "
+                         "propose another configuration, different from these")
+    elif ev.exhausted:
+        reply["note"] = "The budget is now spent: give your final recommendation."
+    return reply
+
+
+def make_gd_tool(ev: Evaluator, source: str = AGENT_METHOD, pool: TrialPool | None = None) -> StructuredTool:
     """The `run_momentum_gd(learning_rate, momentum, ...)` tool bound to one Evaluator: one
-    argument per parameter of its search space."""
+    argument per parameter of its search space. With a `pool` (parallel ask/tell) a
+    proposal is handed out and the call returns as soon as another may be proposed, with
+    whatever results came back meanwhile; once the budget is spent it waits for them all."""
 
     def run_momentum_gd(**kwargs: Any) -> str:
         try:  # unknown or missing arguments are the Evaluator's to report and count
-            r = ev.evaluate(kwargs, source=source)
+            if pool is None:
+                return json.dumps(trial_reply(ev.evaluate(kwargs, source=source), ev))
+            repeat = pool.submit(kwargs, source)
+            pool.wait(until_all=ev.exhausted)
+            results = ([repeat] if repeat is not None else []) + pool.take()[0]
         except InvalidProposal as e:
             return json.dumps({"status": "error", "error": str(e), "charged": False,
                                "budget_left": ev.budget_left})
         except BudgetExhausted as e:
             return json.dumps({"status": "error", "error": str(e), "budget_left": 0})
-        return json.dumps(trial_reply(r, ev))
+        if len(results) == 1 and not pool.pending:  # one at a time: the reply of a sequential session
+            return json.dumps(trial_reply(results[0], ev))
+        return json.dumps(pooled_reply(results, pool))
 
     space = ev.config.space
     given = spoken_list([f"{n} (in {space[n].range_text()})" for n in space])

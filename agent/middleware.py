@@ -64,8 +64,7 @@ class TurnMiddleware(AgentMiddleware):
             if heat:
                 settings["temperature"] = min(self.max_temperature, self.base_temperature + self.repeat_heat * heat)
             if self.avoid_repeats:
-                space = self.ev.config.space
-                settings["avoid"] = list({space.key(t.params): t.params for t in self.ev.trials}.values())
+                settings["avoid"] = self.ev.known_params
             request = request.override(
                 response_format=None, tool_choice="any", model_settings=settings,
                 messages=[*messages, HumanMessage(self.render_turn())])

@@ -12,29 +12,35 @@ from tuneloop.tools.space import CategoricalParam, SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
 
 
-def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE) -> str:
-    """The charged trials in the order tried. The table only grows, so a prompt that shows
-    it before what changes (the incumbent, the budget left) keeps a stable prefix, which
+def history_table(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
+                  pending: list[dict[str, Any]] | None = None, task: bool | None = None) -> str:
+    """The charged trials in the order tried, then any out being tried (parallel ask/tell:
+    status "pending", no result yet). The table only grows, so a prompt that shows it
+    before what changes (the incumbent, the budget left) keeps a stable prefix, which
     llama.cpp and API servers reuse instead of reading it again."""
     rows = [t for t in trials if not t.repeat]
-    if not rows:
+    pending = pending or []
+    if not rows and not pending:
         return "(none yet)"
-    if all(t.status in ("ok", "failed") for t in rows):  # a task's trials: value and metrics
-        return _task_table(rows, space)
+    if task if task is not None else all(t.status in ("ok", "failed") for t in rows):  # value and metrics
+        return _task_table(rows, space, pending)
     lines = [" | ".join(["trial", *space.names, "status", "final_value", "iterations"])]
     lines += [
         " | ".join([str(t.trial), *(space.fmt(n, t.params[n]) for n in space), t.status,
                     fmt_value(t.final_value), str(t.iterations)])
         for t in rows
     ]
+    lines += [" | ".join(["-", *(space.fmt(n, p[n]) for n in space), "pending", "-", "-"]) for p in pending]
     return "\n".join(lines)
 
 
-def _task_table(rows: list[TrialResult], space: SearchSpace) -> str:
+def _task_table(rows: list[TrialResult], space: SearchSpace, pending: list[dict[str, Any]]) -> str:
     metrics = list(dict.fromkeys(k for t in rows for k in t.metrics))
     lines = [" | ".join(["trial", *space.names, "status", "value", *metrics])]
     lines += [" | ".join([str(t.trial), *(space.fmt(n, t.params[n]) for n in space), t.status,
                           fmt_value(t.final_value), *(_metric(t.metrics.get(k)) for k in metrics)]) for t in rows]
+    lines += [" | ".join(["-", *(space.fmt(n, p[n]) for n in space), "pending", "-", *("-" for _ in metrics)])
+              for p in pending]
     return "\n".join(lines)
 
 
@@ -57,8 +63,10 @@ def _order(v: Any) -> tuple[int, Any]:
     return (0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, json.dumps(v))
 
 
-def tried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE) -> str:
-    seen = {space.key(t.params): t.params for t in trials}
+def tried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
+               pending: list[dict[str, Any]] | None = None) -> str:
+    """Every configuration tried or being tried, sorted."""
+    seen = {space.key(p): p for p in [*(t.params for t in trials), *(pending or [])]}
     rows = sorted(seen.values(), key=lambda p: tuple(_order(p[n]) for n in space))
     return ", ".join("(" + ", ".join(space.fmt(n, p[n]) for n in space) + ")" for p in rows) or "(none)"
 
@@ -102,6 +110,7 @@ def cma_axes(space: SearchSpace) -> str:
 def prompt_values(ev: Evaluator) -> dict[str, str]:
     """Every template variable an agent session can fill (Centaur adds its own)."""
     c = ev.config
+    pending = [dict(r.params) for r in ev.in_flight]
     return dict(
         objective_name=ev.objective.title,
         formula=ev.objective.formula,
@@ -114,9 +123,9 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         beta_range=c.space["momentum"].range_text() if "momentum" in c.space else "[0, 0]",
         budget=str(c.budget),
         budget_left=str(ev.budget_left),
-        history=history_table(ev.trials, c.space),
+        history=history_table(ev.trials, c.space, pending, task=ev.task is not None if pending else None),
         incumbent=incumbent_text(ev),
-        tried=tried_text(ev.trials, c.space),
+        tried=tried_text(ev.trials, c.space, pending),
         failed=failed_text(ev.trials, ev.f_star, c.space),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
         cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),

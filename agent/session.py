@@ -38,6 +38,7 @@ from tuneloop.agent.uniform_model import UNIFORM_MODEL
 from tuneloop.tools.record import TraceWriter, new_session_id
 from tuneloop.tools.run_result import EventSink, Recommendation, SessionResult, StopReason, finish_session
 from tuneloop.tools.space import SearchSpace
+from tuneloop.tools.trial_pool import Demand, TrialPool
 from tuneloop.tools.trials import Evaluator
 
 
@@ -72,6 +73,7 @@ def run_session(
     session_id: str | None = None,
     resume_events: list[dict] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    demand: Demand | None = None,
 ) -> SessionResult:
     """Run one agent session to its end; always leaves a complete trace.
 
@@ -80,7 +82,8 @@ def run_session(
     re-charged, its tool calls into the conversation, and the trace is appended to.
     The model is `chat_model` if given, else `model_factory(cfg.model)`. Once
     `should_stop()` returns True the session ends before its next model call, as
-    interrupted."""
+    interrupted. With a `demand` (an ask/tell study) its tool hands trials out to run in
+    parallel, as many at once as the user has asked for (tools/trial_pool.py)."""
     template = template_for(cfg.prompt, cfg.prompt_text)
     model = chat_model if chat_model is not None else model_factory(cfg.model)
     sid = session_id or new_session_id(cfg.method)
@@ -110,9 +113,10 @@ def run_session(
         writer.emit("session_started", method=cfg.method, objective=ev.objective.name, budget=cfg.evaluator.budget,
                     model=cfg.model.model, prompt=template.name, x0=list(cfg.evaluator.x0), seed=cfg.seed)
         model_cap, tool_cap = call_limits(cfg.evaluator.budget)
+        pool = TrialPool(ev, demand) if demand is not None else None
         agent = create_agent(
             model,
-            tools=[make_gd_tool(ev, source=cfg.method)],
+            tools=[make_gd_tool(ev, source=cfg.method, pool=pool)],
             system_prompt=system,
             response_format=ToolStrategy(final_answer_for(cfg.evaluator.space)),
             middleware=_middleware(cfg, ev, template, handler, writer, should_stop, model_cap, tool_cap),
@@ -123,6 +127,9 @@ def run_session(
             {"messages": [HumanMessage(first_turn), *history]},
             config={"callbacks": [handler], "recursion_limit": 10 * model_cap + 20},
         )
+        if pool is not None:  # trials still out when the agent stopped: their results belong to this run
+            pool.wait(until_all=True)
+            pool.take()
         model_answer = state.get("structured_response")
         vetted_answer, changed = vetted(model_answer, ev)
         # as the record's type: the answer's parameters beyond the two become its extra fields

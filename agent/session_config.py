@@ -54,7 +54,9 @@ def manifest_for(cfg: SessionConfig, session_id: str, template_name: str | None,
     if ev.task is not None:  # a task: which one, from which file, exactly which content
         task = load_task(ev.task)
         source = {"task": {"spec": ev.task, "name": task.name, "path": task.path, "sha256": task.sha256,
-                           "direction": task.direction, "description": task.description}, "task_seed": ev.seed}
+                           "direction": task.direction, "description": task.description,
+                           **({"timeout_s": task.timeout_s} if task.timeout_s is not None else {})},
+                  "task_seed": ev.seed}
     else:
         obj = get_objective(ev.objective)
         if obj.fid == USER_FID:  # an objective from a file: which file, and exactly which content

@@ -9,8 +9,9 @@ HTTP, on the standard library only (urllib), so a training script needs nothing 
         study.tell(trial, train(trial.params))      # a number, a dict with "value", or failed=True
     study.close(), study.best
 
-As with the Python Study: one trial at a time, a trial told once; misuse, an ask after
-the budget and a study that ended are a StudyError (the server's 409). Any other refusal
+As with the Python Study: several trials may be out at once (parallel workers, each
+asking and telling), a trial is told once; misuse, an ask after the budget and a study
+that ended are a StudyError (the server's 409). Any other refusal
 is a ServiceError with the server's status and detail. `ask` asks again while the server
 answers 202 (the method is still thinking), until `timeout` if one is given.
 """

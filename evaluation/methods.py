@@ -35,6 +35,7 @@ from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.tasks import load_task
+from tuneloop.tools.trial_pool import Demand
 from tuneloop.tools.trials import EvaluatorConfig
 
 
@@ -121,18 +122,20 @@ class MethodSpec(BaseModel):
 
 def run_method(spec: MethodSpec, *, session_id: str | None = None, chat_model: Any = None,
                model_factory: ModelFactory = make_chat_model, should_stop: Callable[[], bool] | None = None,
-               on_trial: Callable[[dict], None] | None = None) -> SessionResult:
+               on_trial: Callable[[dict], None] | None = None, demand: Demand | None = None) -> SessionResult:
     """Run `spec` to its end in `spec.runs_dir / session_id` (a fresh id when None) and
     return its result. An LLM method talks to `chat_model` when given (a LangChain chat
     model: a scripted one replays recorded replies), else to `model_factory(spec.model)`.
-    Once `should_stop()` is True the run ends before its next proposal, as interrupted."""
+    Once `should_stop()` is True the run ends before its next proposal, as interrupted.
+    With a `demand` (an ask/tell study) trials run in worker threads, as many at once as
+    the user has asked for (tools/trial_pool.py)."""
     cfg = spec.session_config()
     sid = session_id or new_session_id(spec.method)
     if spec.method == AGENT_METHOD:
         from tuneloop.agent.session import run_session
 
         return run_session(cfg, chat_model=chat_model, model_factory=model_factory, session_id=sid,
-                           should_stop=should_stop, on_trial=on_trial)
+                           should_stop=should_stop, on_trial=on_trial, demand=demand)
     from tuneloop.evaluation.runner import run_strategy
 
     proposer = None
@@ -149,4 +152,5 @@ def run_method(spec: MethodSpec, *, session_id: str | None = None, chat_model: A
     extra: dict[str, Any] = {}
     if strategy.manifest():
         extra[spec.method] = strategy.manifest()
-    return run_strategy(strategy, cfg, sid, extra_manifest=extra, should_stop=should_stop, on_trial=on_trial)
+    return run_strategy(strategy, cfg, sid, extra_manifest=extra, should_stop=should_stop, on_trial=on_trial,
+                        demand=demand)

@@ -160,7 +160,9 @@ class TPEStrategy(Strategy):
     """Optuna's TPESampler (seeded) on the same space, driven ask/tell. The first
     n_startup_trials (default 5) are random, the rest TPE; Optuna's logging is quiet.
     A log-scale float is suggested as its log10 (uniform), ints and categoricals as
-    Optuna's own int and categorical distributions."""
+    Optuna's own int and categorical distributions. With trials out in parallel (ask/tell
+    with several workers) the sampler's constant liar counts the pending ones as bad, as
+    Optuna does for its own parallel studies; with none pending it changes nothing."""
 
     def __init__(self, space: SearchSpace = DEFAULT_SPACE, seed: int = 0, n_startup_trials: int = 5) -> None:
         import optuna
@@ -169,7 +171,8 @@ class TPEStrategy(Strategy):
         self.space = space
         self.n_startup_trials = n_startup_trials
         self.study = optuna.create_study(
-            direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=n_startup_trials))
+            direction="minimize", sampler=optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=n_startup_trials,
+                                                                  constant_liar=True))
         self._open: dict[tuple[Any, ...], optuna.trial.Trial] = {}
 
     def ask(self) -> Params:
@@ -244,9 +247,10 @@ class Centaur(Strategy):
         self.history: list[tuple[Params, float, str]] = []  # params, score, source
         self.last_source = "cmaes"
         self.llm_calls = 0
+        self._out: list[tuple[Any, str]] = []  # asked, not told yet (parallel ask/tell): key and source
 
     def ask(self) -> Params:
-        k = len(self.history)
+        k = len(self.history) + len(self._out)  # the trial this proposal is for
         suggestion = self.cma.ask()
         self._suggestion = suggestion
         if k < len(self.schedule) and self.schedule[k]:
@@ -254,9 +258,18 @@ class Centaur(Strategy):
             st.update(suggestion=dict(suggestion), history=list(self.history), n_trials=k)
             self.llm_calls += 1
             self.last_source = self.LLM_SOURCE
-            return self.propose_llm(st)
-        self.last_source = "cmaes"
-        return suggestion
+            proposal = self.propose_llm(st)
+        else:
+            self.last_source = "cmaes"
+            proposal = suggestion
+        self._out.append((self._key(proposal), self.last_source))
+        return proposal
+
+    def _key(self, params: Params) -> Any:
+        try:
+            return self.cma.space.key(self.cma.space.coerce(params))
+        except (ValueError, TypeError):
+            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))  # an invalid proposal: dropped on rejected()
 
     @property
     def source(self) -> str:
@@ -275,11 +288,15 @@ class Centaur(Strategy):
     def rejected(self) -> Params:
         """The LLM's proposal was invalid (the Evaluator reported and counted it): this
         trial goes to CMA-ES's own suggestion for it, recorded with source "cmaes"."""
+        self._out.pop()  # the rejected proposal, the last asked, is not out
         self.last_source = "cmaes"
+        self._out.append((self._key(self._suggestion), self.last_source))
         return self._suggestion
 
     def tell(self, params: Params, score: float) -> None:
-        self.history.append((params, score, self.last_source))
+        key = self._key(params)
+        i = next((i for i, (k, _) in enumerate(self._out) if k == key), None)
+        self.history.append((params, score, self.last_source if i is None else self._out.pop(i)[1]))
         self.cma.tell(params, score)
 
 

@@ -17,13 +17,20 @@ never reaches the user, a repeated configuration is answered from the cache, the
 counts the trials asked, and the run writes its manifest and trace like any other (trace
 summary, compare, state and export read it).
 
-One trial at a time: the methods propose in sequence, so a second ask before the tell of
-the first is refused (a StudyError naming the trial to tell). `tune` is the simple loop.
+Parallel workers: ask again before telling and the method proposes another trial while
+the first is out (tools/trial_pool.py): the trials out are charged (the budget counts
+asks), shown to an agent as pending (its history table and tool replies), left to TPE's
+constant liar and to CMA-ES's generation; results may come back in any order. A study's
+`Trial.id` counts asks; its trace numbers trials in the order their results were recorded
+(the same numbers when one trial at a time is out). `tune` is the simple loop.
 
 `Study.load(run_dir)` continues an interrupted study in a new run directory: the method
-runs again from the start with the same seed, and while it proposes the configurations
-the old run recorded, their recorded results answer it (nobody is asked); the first
-configuration it had not tried yet is the next `ask`.
+runs again from the start with the same seed, and whenever it proposes a configuration
+the old run recorded, the recorded result answers it (nobody is asked); the first
+configuration it had not tried yet is the next `ask`. A study run one trial at a time
+continues exactly where it stopped; one run with parallel workers retraces the same
+steps only as far as results do not depend on the order they came back in (the method
+now proposes one at a time), and a recorded trial it no longer proposes is left out.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from tuneloop.tools.record import new_session_id
 from tuneloop.tools.run_result import SessionResult
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.tasks import Task, TaskOutcome, is_ask_tell, outcome_of, register_task
+from tuneloop.tools.trial_pool import Demand
 from tuneloop.tools.trials import TrialResult
 
 
@@ -93,8 +101,9 @@ class Study:
         self.task = task
         self._chat_model = chat_model
         self._asked: queue.Queue[Any] = queue.Queue()
-        self._pending: _Ticket | None = None
-        self._pending_id = 0  # the id of the trial out (when _pending is set)
+        self._out: dict[int, _Ticket] = {}  # trials handed out, not told yet, by id
+        self._lock = threading.Lock()  # _out, _n and _told: asks and tells may come from several threads
+        self._demand = Demand()  # asks waiting plus trials out: how many the method keeps running
         self._told: list[Trial] = []
         self._recorded = 0  # charged trials the run has written to its trace
         self._recording = threading.Condition()
@@ -103,7 +112,7 @@ class Study:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"study-{self.session_id}", daemon=True)
         self._n = 0
-        self._replay: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (params, result) recorded earlier
+        self._replay: dict[tuple[Any, ...], dict[str, Any]] = {}  # configuration -> result, recorded earlier
         self.resumed_from: str | None = None
 
     @classmethod
@@ -126,7 +135,7 @@ class Study:
             if e.get("charged"):
                 result = {"value": e.get("final_value"), **(e.get("metrics") or {}), "status": e.get("status", "ok"),
                           "error": e.get("error")}
-                study._replay.append((params_of(e), result))
+                study._replay[study.space.key(study.space.coerce(params_of(e)))] = result
         study.resumed_from = t.session_id
         study.spec = study.spec.model_copy(update={"manifest_extra": {"resumed_from": t.session_id}})
         return study
@@ -135,8 +144,8 @@ class Study:
     def _run(self) -> None:
         try:
             self._result = run_method(self.spec, session_id=self.session_id, chat_model=self._chat_model,
-                                      on_trial=self._on_trial,
-                                      should_stop=self._stop.is_set)
+                                      on_trial=self._on_trial, should_stop=self._stop.is_set,
+                                      demand=self._demand)
         except StudyClosed:
             pass  # closed with a trial out: the trace says "interrupted"
         except BaseException as e:  # noqa: BLE001 - handed to the user's next ask
@@ -152,13 +161,12 @@ class Study:
                 self._recording.notify_all()
 
     def _evaluate(self, params: dict[str, Any], seed: int) -> Any:
-        if self._replay:  # a loaded study: the recorded result while the method retraces its steps
-            recorded, result = self._replay.pop(0)
-            if self.space.key(self.space.coerce(recorded)) == self.space.key(params):
+        with self._lock:  # a loaded study: the recorded result while the method retraces its steps
+            result = self._replay.pop(self.space.key(params), None)
+            if result is not None:
                 self._n += 1
                 self._told.append(Trial(id=self._n, params=dict(params)))
                 return result
-            self._replay.clear()  # the method went another way: from here on, the user answers
         ticket = _Ticket(params)
         self._asked.put(ticket)
         ticket.done.wait()
@@ -168,18 +176,26 @@ class Study:
         return {"value": out.value, **out.metrics, "status": out.status, "error": out.error}
 
     # ------------------------------------------------------------ the user's side
+    def _start(self) -> None:
+        with self._lock:  # two first asks at once start the method once
+            if self._thread.ident is None:
+                self._thread.start()
+
     def ask(self, timeout: float | None = None) -> Trial:
-        """The next configuration to evaluate (waits for the method to propose)."""
-        if self._pending is not None:
-            raise StudyError(f"trial {self._pending_id} is still out: tell its result first (a study hands out one "
-                             "trial at a time)")
-        if self._thread.ident is None:
-            self._thread.start()
+        """The next configuration to evaluate (waits for the method to propose). Asking
+        again before telling hands out another trial, for a parallel worker."""
+        if self.handed_out:  # the budget counts asks
+            raise StudyError(f"the study's budget of {self.spec.budget} trials is handed out: tell the trials "
+                             f"out ({', '.join(str(t.id) for t in self.pending)}); nothing more to ask")
+        self._start()
+        self._demand.add(1)
         try:
             item = self._asked.get(timeout=timeout)
         except queue.Empty:
+            self._demand.add(-1)  # nobody waits now; a trial proposed meanwhile goes to the next ask
             raise StudyError(f"the method proposed nothing within {timeout} s") from None
         if item is _FINISHED:
+            self._demand.add(-1)
             self._asked.put(_FINISHED)  # every later ask gets the same answer
             if self._error is not None:
                 raise StudyError(f"the study's method failed: {type(self._error).__name__}: {self._error}")
@@ -187,36 +203,56 @@ class Study:
             raise StudyError(f"the study is over ({self._result.stop_reason}): its budget of "
                              f"{self.spec.budget} trials is spent" if self._result.stop_reason == "budget_spent"
                              else f"the study is over ({self._result.stop_reason})")
-        self._pending, self._n = item, self._n + 1
-        self._pending_id = self._n
-        return Trial(id=self._n, params=dict(item.params))
+        with self._lock:
+            self._n += 1
+            self._out[self._n] = item
+            return Trial(id=self._n, params=dict(item.params))
 
-    def tell(self, trial: Trial, value: float | dict[str, Any] | None = None, *, failed: bool = False) -> None:
-        """The result of `trial`: a number, a dict of `value` and metrics, or failed=True. A
-        NaN or a value that is not a number is a failed trial."""
-        if self._pending is None or trial.id != self._pending_id:
-            raise StudyError(f"trial {trial.id} is not the one out" + (
-                f" (trial {self._pending_id} is)" if self._pending is not None else " (none is: ask first)"))
+    @property
+    def handed_out(self) -> bool:
+        """True while every trial of the budget is handed out and some are not told yet."""
+        with self._lock:
+            return bool(self._out) and self._n >= self.spec.budget
+
+    @property
+    def pending(self) -> list[Trial]:
+        """The trials out: asked, not told yet."""
+        with self._lock:
+            return [Trial(id=i, params=dict(t.params)) for i, t in self._out.items()]
+
+    def tell(self, trial: Trial | int, value: float | dict[str, Any] | None = None, *, failed: bool = False) -> None:
+        """The result of `trial` (or its id): a number, a dict of `value` and metrics, or
+        failed=True. A NaN or a value that is not a number is a failed trial."""
+        tid = trial if isinstance(trial, int) else trial.id
         outcome = TaskOutcome(status="failed", value=None, error="told failed") if failed else outcome_of(value)
-        ticket, self._pending = self._pending, None
+        with self._lock:
+            ticket = self._out.pop(tid, None)
+            if ticket is None:
+                told = any(t.id == tid for t in self._told)
+                out = ", ".join(str(i) for i in self._out)
+                raise StudyError(f"trial {tid} " + ("was already told" if told else "is not out") + (
+                    f" (out now: {out})" if out else " (none is out: ask first)"))
+            self._told.append(Trial(id=tid, params=dict(ticket.params)))
+            n_told = len(self._told)
+        self._demand.add(-1)  # first: the method must not propose for a worker that no longer waits
         ticket.outcome = outcome
-        self._told.append(trial)
         with self._recording:  # returns once the trial is in the trace: `trials` then holds it
             ticket.done.set()
-            self._recording.wait_for(lambda: self._recorded >= len(self._told), timeout=RECORD_WAIT_S)
+            self._recording.wait_for(lambda: self._recorded >= n_told, timeout=RECORD_WAIT_S)
 
     def close(self) -> str:
         """End the study and return how its run ended (`budget_spent`, or `interrupted` when
         closed early: a trial out, untold, is dropped uncharged)."""
         from tuneloop.tools.record import read_trace
 
-        if len(self._told) < self.spec.budget or self._pending is not None:
+        with self._lock:
+            out, self._out = list(self._out.values()), {}
+        if len(self._told) < self.spec.budget or out:
             self._stop.set()  # trials left: end now (with the budget spent, an agent first gives its answer)
-        if self._pending is not None:
-            self._pending.done.set()  # told nothing: its evaluate raises StudyClosed, uncharged
-            self._pending = None
-        if self._thread.ident is None:
-            self._thread.start()  # (never asked: the run starts and stops at once)
+        self._demand.close()
+        for ticket in out:
+            ticket.done.set()  # told nothing: its evaluate raises StudyClosed, uncharged
+        self._start()  # (never asked: the run starts and stops at once)
         while self._thread.is_alive():  # release every trial handed over but not told
             try:
                 item = self._asked.get(timeout=0.05)

@@ -53,9 +53,10 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     con = console()
     con.print(f"[bold]{s['session_id']}[/bold]  " + "  ".join(f"{k}={fmt_cell(v)}" for k, v in s["settings"].items()))
     names = s["parameters"]
+    task = "direction" in s["settings"]  # a task's run: no GD iterations
     tab = Table(show_edge=False)
-    for col in ("trial", "source", *(PARAM_HEADERS.get(n, n) for n in names), "status", "final value", "iters",
-                "score", "repeat", "best so far"):
+    for col in ("trial", "source", *(PARAM_HEADERS.get(n, n) for n in names), "status",
+                "value" if task else "final value", *(() if task else ("iters",)), "score", "repeat", "best so far"):
         tab.add_column(col, justify="right" if col not in ("source", "status") else "left", no_wrap=True)
     for r in s["trials"]:
         tab.add_row(
@@ -64,8 +65,8 @@ def trace_summary(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             *(param_text(r.get(n)) for n in names),
             fmt_cell(r["status"]),
             fmt_cell(r["final_value"]),
-            fmt_cell(r["iterations"]),
-            fmt_cell(r["score"], ".3f"),
+            *(() if task else (fmt_cell(r["iterations"]),)),
+            fmt_cell(r["score"], ".3f" if r["score"] is None or abs(r["score"]) < 1e6 else ".3g"),  # a failure: 1e+300
             "yes" if r["repeat"] else "",
             fmt_cell(r["best_value_so_far"]),
         )

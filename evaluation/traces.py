@@ -79,8 +79,12 @@ def summary(t: Trace) -> dict[str, Any]:
     lat = [float(c.get("latency_s", 0.0)) for c in calls]
     fin = t.finished
     rows = trial_rows(t)
-    settings = {k: t.manifest.get(k) for k in ("method", "objective", "x0", "max_iter", "tol", "budget", "seed")} \
-        if t.manifest else {}
+    # a task's run: its name and direction (GD's start point, iterations and tolerance are not its)
+    keys = ("method", "objective", "budget", "seed") if t.manifest and t.manifest.get("task") else (
+        "method", "objective", "x0", "max_iter", "tol", "budget", "seed")
+    settings = {k: t.manifest.get(k) for k in keys} if t.manifest else {}
+    if t.manifest and t.manifest.get("task"):
+        settings["direction"] = t.manifest["task"].get("direction")
     if t.manifest and t.manifest.get("model"):
         settings["model"] = t.manifest["model"].get("model")
     if t.manifest and t.manifest.get("prompt"):

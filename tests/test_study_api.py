@@ -93,7 +93,7 @@ def test_a_study_is_asked_and_told_to_the_end_and_is_a_run_like_any_other(api):
     assert r.status_code == 409 and "budget of 3 trials is spent" in r.json()["detail"]
     d = api.get(f"/api/studies/{sid}").json()
     assert (d["status"], d["stop_reason"], d["direction"], d["name"], d["pending"]) == (
-        "finished", "budget_spent", "maximize", "net", None)
+        "finished", "budget_spent", "maximize", "net", [])
     assert [t["final_value"] for t in d["trials"]] == told and d["trials"][0]["metrics"] == {"epochs": 3.0}
     assert d["best"]["final_value"] == max(told)  # maximised
     rows = api.get("/api/studies").json()["studies"]
@@ -146,23 +146,28 @@ def test_bad_tell_bodies_are_422_and_the_trial_stays_out(api, body, field):
     r = api.post(f"/api/studies/{sid}/tell", json=body)
     assert r.status_code == 422
     assert any(e["field"].split(".")[0] == field and e["reason"] for e in r.json()["detail"]), r.json()
-    assert api.get(f"/api/studies/{sid}").json()["pending"]["trial"] == 1
+    assert [t["trial"] for t in api.get(f"/api/studies/{sid}").json()["pending"]] == [1]
 
 
-def test_one_trial_at_a_time_and_each_told_once(api):
-    sid = create(api)
+def test_parallel_asks_the_budget_counts_them_and_each_trial_is_told_once(api):
+    sid = create(api)  # budget 3
     assert api.post(f"/api/studies/{sid}/tell", json={"trial": 1, "value": 1.0}).json()["detail"] == \
-        "trial 1 is not out (none is: ask first)"
-    first = ask(api, sid)
-    r = api.post(f"/api/studies/{sid}/ask")
-    assert r.status_code == 409 and r.json()["detail"].startswith("trial 1 is still out: tell its result first")
-    assert api.get(f"/api/studies/{sid}").json()["pending"] == first
+        "trial 1 is not out (none is out: ask first)"
+    first, second = ask(api, sid), ask(api, sid)  # two workers
+    assert (first["trial"], second["trial"]) == (1, 2) and first["params"] != second["params"]
+    assert api.get(f"/api/studies/{sid}").json()["pending"] == [first, second]
     r = api.post(f"/api/studies/{sid}/tell", json={"trial": 7, "value": 1.0})
-    assert r.status_code == 409 and r.json()["detail"] == "trial 7 is not out (trial 1 is)"
-    assert api.post(f"/api/studies/{sid}/tell", json={"trial": 1, "value": 1.0}).status_code == 200
-    r = api.post(f"/api/studies/{sid}/tell", json={"trial": 1, "value": 1.0})
-    assert r.status_code == 409 and r.json()["detail"] == "trial 1 was already told"
-    assert ask(api, sid)["trial"] == 2
+    assert r.status_code == 409 and r.json()["detail"] == "trial 7 is not out (out now: 1, 2)"
+    assert api.post(f"/api/studies/{sid}/tell", json={"trial": 2, "value": 2.0}).status_code == 200
+    r = api.post(f"/api/studies/{sid}/tell", json={"trial": 2, "value": 1.0})
+    assert r.status_code == 409 and r.json()["detail"] == "trial 2 was already told (out now: 1)"
+    third = ask(api, sid)
+    r = api.post(f"/api/studies/{sid}/ask")
+    assert r.status_code == 409 and "budget of 3 trials is handed out: tell the trials out (1, 3)" in r.json()["detail"]
+    for t in (third, first):
+        assert api.post(f"/api/studies/{sid}/tell", json={"trial": t["trial"], "value": 1.0}).status_code == 200
+    d = api.get(f"/api/studies/{sid}").json()
+    assert d["status"] == "finished" and [t["final_value"] for t in d["trials"]] == [2.0, 1.0, 1.0]
 
 
 def test_nan_null_and_failed_tells_are_failed_trials_charged(api):
@@ -195,12 +200,17 @@ def test_an_ask_waits_for_a_thinking_method_then_answers_202(api):
     r = api.post(f"/api/studies/{sid}/ask")
     assert r.status_code == 202 and r.headers["retry-after"] == "1" and r.json()["retry_after"] == 1
     assert time.monotonic() - t0 >= 0.5  # the server's ask wait
-    waiting = threading.Thread(target=lambda: api.studies.ask(sid))  # another client's ask, waiting
-    waiting.start()
+    from tuneloop.evaluation.service.studies import MAX_WAITING_ASKS
+
+    waiting = [threading.Thread(target=lambda: api.studies.ask(sid)) for _ in range(MAX_WAITING_ASKS)]
+    for w in waiting:  # other workers' asks, waiting
+        w.start()
     time.sleep(0.1)
-    r = api.post(f"/api/studies/{sid}/ask")
-    assert r.status_code == 409 and "already waiting" in r.json()["detail"]
-    waiting.join()
+    t0 = time.monotonic()
+    r = api.post(f"/api/studies/{sid}/ask")  # one more: 202 at once, not another thread held
+    assert r.status_code == 202 and time.monotonic() - t0 < 0.4
+    for w in waiting:
+        w.join()
     api.gate.open.set()  # the model answers: nothing was lost, the proposal goes to the next ask
     deadline = time.monotonic() + 30
     while (r := api.post(f"/api/studies/{sid}/ask")).status_code == 202 and time.monotonic() < deadline:
@@ -237,7 +247,7 @@ def test_closing_early_interrupts_and_uncharges_the_trial_out(api):
     r = api.post(f"/api/studies/{sid}/tell", json={"trial": out, "value": 1.0})
     assert r.status_code == 409 and "was closed (interrupted)" in r.json()["detail"]
     d = api.get(f"/api/studies/{sid}").json()
-    assert d["status"] == "interrupted" and len(d["trials"]) == 1 and d["pending"] is None
+    assert d["status"] == "interrupted" and len(d["trials"]) == 1 and d["pending"] == []
     assert api.post(f"/api/studies/{sid}/ask").status_code == 409
 
 
@@ -351,18 +361,22 @@ def test_the_client_drives_a_study_on_a_real_server(tmp_path):
         client = Client(srv.url, token="study-token")
         study = client.create_study(SPACE, method="random", budget=4, seed=2, name="remote")
         assert isinstance(study, RemoteStudy)
-        for k in range(4):
+        for k in range(3):
             trial = study.ask(timeout=30)
             assert isinstance(trial, Trial) and set(trial.params) == set(SPACE)
-            if k == 0:
-                with pytest.raises(StudyError, match="still out"):
+            if k == 2:  # a second worker asks with trial 3 out
+                other = study.ask(timeout=30)
+                assert other.id == 4 and other.params != trial.params
+                with pytest.raises(StudyError, match=r"handed out: tell the trials out \(3, 4\)"):
                     study.ask()
+                study.tell(other, {"value": loss(other.params), "epochs": 4})
             study.tell(trial, float("nan") if k == 1 else {"value": loss(trial.params), "epochs": k})
         with pytest.raises(StudyError, match="budget of 4 trials is spent"):
             study.ask(timeout=30)
         with pytest.raises(StudyError, match="was already told"):
             study.tell(trial, 1.0)
         assert [t.status for t in study.trials] == ["ok", "failed", "ok", "ok"]
+        assert [t.metrics["epochs"] for t in study.trials if t.status == "ok"] == [0, 4, 2]  # as told
         assert study.best is not None and study.best.final_value == min(
             t.final_value for t in study.trials if t.final_value is not None)
         assert study.close() == "budget_spent"

@@ -59,6 +59,8 @@ def at(x: float, k: int = 1, shift: str = "none") -> dict:
      "DIRECTION must be 'minimize' or 'maximize'"),
     ("def evaluate(p, s)\n", "does not compile: line 1"),
     ("import no_such_module_here\n", "failed when loaded: ModuleNotFoundError"),
+    ("SPACE = {'x': {'type': 'float', 'low': 0, 'high': 1}}\nTIMEOUT_S = 0\ndef evaluate(p, s):\n    return 1\n",
+     "TIMEOUT_S must be a positive number of seconds, got 0"),
 ])
 def test_a_task_that_cannot_be_used_is_one_error(tmp_path, body, why):
     with pytest.raises(TaskError, match=re.escape(why)):
@@ -93,6 +95,32 @@ def test_failed_trials_are_charged_with_their_error_and_the_session_goes_on(tmp_
     with pytest.raises(InvalidProposal, match="shift: must be one of"):
         ev.evaluate(at(1.0, shift="down"))
     assert ev.invalid == 1 and ev.incumbent is ok and ev.objective.name == "bowl"
+
+
+SLOW = '''
+import os, time
+SPACE = {"x": {"type": "float", "low": 0, "high": 10}}
+TIMEOUT_S = 2
+
+
+def evaluate(params, seed):
+    time.sleep(params["x"])  # x seconds: past 2, the trial is stopped
+    return {"value": params["x"], "pid": os.getpid()}
+'''
+
+
+def test_a_slow_trial_is_stopped_at_the_tasks_timeout_and_failed_and_the_next_one_runs(tmp_path):
+    import os
+    import time
+
+    ev = Evaluator(EvaluatorConfig(task=str(task_file(tmp_path, body=SLOW)), budget=3))
+    t0 = time.monotonic()
+    slow = ev.evaluate({"x": 9.0})
+    assert time.monotonic() - t0 < 8  # stopped, not waited for
+    assert slow.status == "failed" and slow.charged and "TIMEOUT_S of 2 s" in slow.error
+    quick, again = ev.evaluate({"x": 0.0}), ev.evaluate({"x": 0.1})
+    assert (quick.status, quick.final_value, again.final_value) == ("ok", 0.0, 0.1)
+    assert quick.metrics["pid"] == again.metrics["pid"] != os.getpid()  # one worker process, kept
 
 
 def test_a_maximised_task_is_scored_by_its_negated_value(tmp_path):

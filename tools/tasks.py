@@ -8,6 +8,9 @@ A task is a Python file (or a built-in name, `BUILTIN_TASKS`) defining
     NAME = "..."                        optional: how tables name it (default: the file's stem)
     DESCRIPTION = "..."                 optional: what is being tuned, shown to the LLM
     DIRECTION = "minimize"              optional: or "maximize"
+    TIMEOUT_S = 600                     optional: a trial running longer is stopped and failed
+                                           (evaluate then runs in a worker process:
+                                           tools/task_worker.py)
 
 `run_task` turns whatever `evaluate` does into a `TaskOutcome`: a value that is not a
 finite number, a raised exception or a wrong return type is a failed trial with its
@@ -61,6 +64,8 @@ class Task:
     direction: Literal["minimize", "maximize"] = "minimize"
     path: str | None = None  # the file it came from
     sha256: str | None = None  # of that file
+    spec: str | None = None  # what load_task was given (a worker process loads it again)
+    timeout_s: float | None = None  # TIMEOUT_S: a trial's time limit
 
     @property
     def title(self) -> str:
@@ -137,13 +142,20 @@ def _task_from(module: Any, path: Path, shown: str, digest: str) -> Task:
     if given not in ("minimize", "maximize"):
         raise TaskError(f"{shown}: DIRECTION must be 'minimize' or 'maximize', got {given!r}")
     direction: Literal["minimize", "maximize"] = "maximize" if given == "maximize" else "minimize"
+    timeout = getattr(module, "TIMEOUT_S", None)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise TaskError(f"{shown}: TIMEOUT_S must be a positive number of seconds, got {timeout!r}")
     return Task(name=str(getattr(module, "NAME", path.stem)), space=space, evaluate=module.evaluate,
                 description=str(getattr(module, "DESCRIPTION", "")), direction=direction,
-                path=str(path.resolve()), sha256=digest)
+                path=str(path.resolve()), sha256=digest,
+                spec=shown if shown in BUILTIN_TASKS else str(path.resolve()),
+                timeout_s=None if timeout is None else float(timeout))
 
 
 def run_task(task: Task, params: dict[str, Any], seed: int) -> TaskOutcome:
-    """One evaluation; never raises but for KeyboardInterrupt (and SystemExit)."""
+    """One evaluation in this process; never raises but for KeyboardInterrupt (and
+    SystemExit). (A task with a TIMEOUT_S is run by tools/task_worker.py: run_trial.)"""
     try:
         out = task.evaluate(dict(params), seed)
     except Exception as e:  # noqa: BLE001 - a user's code may raise anything: a failed trial

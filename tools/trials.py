@@ -18,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +33,8 @@ from tuneloop.tools.gd_space import DEFAULT_SPACE, check_gd_space, run_kwargs, s
 from tuneloop.tools.objectives import Objective, get_objective
 from tuneloop.tools.scoring import score as score_run
 from tuneloop.tools.space import SearchSpace
-from tuneloop.tools.tasks import Task, load_task, run_task
+from tuneloop.tools.task_worker import run_trial
+from tuneloop.tools.tasks import Task, load_task
 
 CURVE_POINTS = 48  # recorded points per run for the loss-curve summary
 
@@ -132,6 +135,16 @@ class TrialResult(BaseModel):
         return self
 
 
+@dataclass(frozen=True, eq=False)
+class Reservation:
+    """A charged trial handed out and not yet answered (ask/tell with parallel workers):
+    it counts against the budget, and its configuration is neither proposed nor cached
+    again until `Evaluator.run` records it."""
+
+    params: dict[str, Any]
+    source: str
+
+
 def _curve(traj: np.ndarray, status: str) -> CurveSummary:
     fs = [float(r[-1]) for r in traj]
     picks = sorted({0, len(fs) // 4, len(fs) // 2, (3 * len(fs)) // 4, len(fs) - 1})
@@ -161,6 +174,10 @@ class Evaluator:
         self.outcomes: list[str] = []  # per proposal, in order: charged | repeat | invalid
         self._cache: dict[tuple[Any, ...], TrialResult] = {}
         self._every = max(1, config.max_iter // CURVE_POINTS)
+        self.in_flight: list[Reservation] = []  # reserved, running or waiting for a tell
+        # Bookkeeping and events under one lock, so trials can run in several threads at
+        # once (parallel ask/tell); the trial itself runs outside it.
+        self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- state
     @property
@@ -180,6 +197,14 @@ class Evaluator:
                 break
             n += 1
         return n
+
+    @property
+    def known_params(self) -> list[dict[str, Any]]:
+        """Every configuration tried or out being tried, once each, in order: what a model
+        is told not to propose again."""
+        seen = {self.config.space.key(p): p for p in [*(t.params for t in self.trials),
+                                                      *(r.params for r in self.in_flight)]}
+        return list(seen.values())
 
     @property
     def incumbent(self) -> TrialResult | None:
@@ -210,40 +235,66 @@ class Evaluator:
     def evaluate(self, params: Mapping[str, Any], source: str = "manual") -> TrialResult:
         """Answer one proposal, a mapping of the space's parameters. Raises InvalidProposal
         (counted, not charged) or BudgetExhausted (nothing evaluated)."""
-        if self.exhausted:
-            raise BudgetExhausted(
-                f"the evaluation budget of {self.config.budget} is spent; no more trials can run"
-            )
-        try:
-            p = self.validate(params)
-        except InvalidProposal as e:
-            self.invalid += 1
-            self.outcomes.append("invalid")
-            raw = params if isinstance(params, Mapping) else {}
-            self._emit("tool_error", source=source, error=str(e),
-                       arguments={str(k): _jsonable(v) for k, v in raw.items()})
-            raise
-        key = self.config.space.key(p)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self.repeats += 1
-            self.outcomes.append("repeat")
-            result = cached.model_copy(update=dict(
-                trial=len(self.trials) + 1, source=source, repeat=True, repeat_of=cached.trial,
-                charged=False, budget_left=self.budget_left,
-            ))
-        else:
+        out = self.reserve(params, source)
+        return out if isinstance(out, TrialResult) else self.run(out)
+
+    def reserve(self, params: Mapping[str, Any], source: str = "manual") -> TrialResult | Reservation:
+        """The first half of `evaluate`: validate, check the budget and the cache. A repeat
+        is answered (and recorded) at once; a new configuration is charged and returned as
+        a Reservation for `run`. A configuration that is out being tried is refused (an
+        InvalidProposal: it has no result to repeat yet)."""
+        with self._lock:
+            if self.exhausted:
+                raise BudgetExhausted(
+                    f"the evaluation budget of {self.config.budget} is spent; no more trials can run"
+                )
+            try:
+                p = self.validate(params)
+                key = self.config.space.key(p)
+                if any(self.config.space.key(r.params) == key for r in self.in_flight):
+                    raise InvalidProposal(f"{self.config.space.format(p)} is being tried now (a trial out, its "
+                                          "result pending): propose a configuration not tried and not pending")
+            except InvalidProposal as e:
+                self.invalid += 1
+                self.outcomes.append("invalid")
+                raw = params if isinstance(params, Mapping) else {}
+                self._emit("tool_error", source=source, error=str(e),
+                           arguments={str(k): _jsonable(v) for k, v in raw.items()})
+                raise
+            cached = self._cache.get(key)
+            if cached is not None:
+                self.repeats += 1
+                self.outcomes.append("repeat")
+                result = cached.model_copy(update=dict(
+                    trial=len(self.trials) + 1, source=source, repeat=True, repeat_of=cached.trial,
+                    charged=False, budget_left=self.budget_left,
+                ))
+                self.trials.append(result)
+                self._emit("trial_evaluated", **self.event_fields(result))
+                return result
             self.charged += 1
             self.outcomes.append("charged")
-            try:
-                result = self._run(p, source)
-            except BaseException:  # a Ctrl-C inside a task's evaluate: nothing ran to the end, nothing charged
+            reservation = Reservation(params=p, source=source)
+            self.in_flight.append(reservation)
+            return reservation
+
+    def run(self, reservation: Reservation) -> TrialResult:
+        """The second half of `evaluate`: run the reserved trial (in any thread) and record
+        it. Trials are numbered in the order they are recorded."""
+        try:
+            result = self._run(reservation.params, reservation.source)
+        except BaseException:  # a Ctrl-C inside a task's evaluate: nothing ran to the end, nothing charged
+            with self._lock:
                 self.charged -= 1
-                self.outcomes.pop()
-                raise
-            self._cache[key] = result
-        self.trials.append(result)
-        self._emit("trial_evaluated", **self.event_fields(result))
+                del self.outcomes[len(self.outcomes) - 1 - self.outcomes[::-1].index("charged")]
+                self.in_flight.remove(reservation)
+            raise
+        with self._lock:
+            self.in_flight.remove(reservation)
+            result = result.model_copy(update=dict(trial=len(self.trials) + 1, budget_left=self.budget_left))
+            self._cache[self.config.space.key(result.params)] = result
+            self.trials.append(result)
+            self._emit("trial_evaluated", **self.event_fields(result))
         return result
 
     def _run(self, params: dict[str, Any], source: str) -> TrialResult:
@@ -268,7 +319,7 @@ class Evaluator:
         )
 
     def _run_task(self, task: Task, params: dict[str, Any], source: str) -> TrialResult:
-        out = run_task(task, params, self.config.seed)
+        out = run_trial(task, params, self.config.seed)
         return TrialResult(
             trial=len(self.trials) + 1, source=source,
             learning_rate=_number(params.get("learning_rate")), momentum=_number(params.get("momentum")),

@@ -59,8 +59,8 @@ def problem(description: str) -> dict[str, Any]:
 
 
 NOT_FOUND: Responses = {404: problem("no such study")}
-CONFLICT: Responses = {409: problem("the study cannot do that now (see detail): a trial is out, the trial is not "
-                                    "out or was told, its budget is spent, it ended, or it is not open here")}
+CONFLICT: Responses = {409: problem("the study cannot do that now (see detail): the trial is not out or was told, "
+                                    "its budget is handed out or spent, it ended, or it is not open here")}
 EVENTS: Responses = {200: {
     "description": "every trace event so far, then each new one: one JSON object per `data:` line",
     "content": {"text/event-stream": {"schema": {
@@ -119,7 +119,8 @@ def studies_router(limits: Limits) -> APIRouter:
     @router.post("/{study_id}/ask", response_model=AskedTrial, responses=NOT_FOUND | INVALID | WAITING | CONFLICT)
     def ask(study_id: str, studies: Studies) -> Any:
         """The next trial to evaluate. Waits for the method up to the server's ask wait,
-        then 202 (ask again). One trial at a time: 409 while one is out, naming it."""
+        then 202 (ask again). Asking again before telling hands out another trial (parallel
+        workers); once the budget is all handed out, 409 naming the trials to tell."""
         try:
             trial = studies.ask(study_id)
         except KeyError:

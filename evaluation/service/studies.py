@@ -5,12 +5,13 @@ run in the runs dir.
 A study is a run like any other: its method runs in a thread of its own and writes
 manifest.json and trace.jsonl into runs_dir/<id>/ (so `tuneloop trace ...` reads it).
 The method starts when the study is created, so its first proposal is usually ready by
-the first ask. Rules, as the Python Study's: one trial out at a time (a second ask before
-the tell is refused, naming the trial to tell); a trial is told once. An ask waits for the
-method at most `ask_wait_s` (then the route answers 202: ask again); one ask per study
-waits at a time, and at most `max_open` studies are running, so waiting asks cannot take
-every worker thread of the server; a study of an LLM method on the embedded model runs one
-at a time (its llama.cpp takes every core).
+the first ask. Rules, as the Python Study's: asking again before telling hands out another
+trial (parallel workers; the budget counts asks, and once it is all handed out an ask is
+refused, naming the trials to tell); a trial is told once. An ask waits for the method at
+most `ask_wait_s` (then the route answers 202: ask again); at most `MAX_WAITING_ASKS` asks
+per study wait at a time (more answer 202 at once), and at most `max_open` studies are
+running, so waiting asks cannot take every worker thread of the server; a study of an LLM
+method on the embedded model runs one at a time (its llama.cpp takes every core).
 
 Status: running while open here; else from the trace (finished, failed, or interrupted:
 closed early, or running when a server stopped). Studies are not resumed after a
@@ -55,6 +56,7 @@ CLOSE_WAIT_S = 5.0  # how long a close waits for the method to finish its curren
 RETRY_AFTER_S = 1  # what the 202 tells the client to wait before asking again
 SERVER_STOPPED = "server_stopped"  # a file in a study's run dir: the server (not its client) ended it
 CONTINUED_IN = "continued_in"  # a file in a study's run dir: the id of the run that continues it
+MAX_WAITING_ASKS = 4  # asks of one study waiting for its method at once (parallel workers)
 MAX_OPEN = 16  # studies running at once (each holds a thread, and at most one waiting ask); the
 # embedded model's: one at a time (its llama.cpp takes every core)
 
@@ -82,9 +84,10 @@ class OpenStudy:
     study: Study
     req: StudyRequest
     created: str
-    asking: threading.Lock = field(default_factory=threading.Lock)  # one waiting ask at a time
+    asking: threading.BoundedSemaphore = field(  # asks waiting for the method
+        default_factory=lambda: threading.BoundedSemaphore(MAX_WAITING_ASKS))
     state: threading.Lock = field(default_factory=threading.Lock)  # out, ready, told, ended and the Study's calls
-    out: Trial | None = None  # handed to the client, not yet told
+    out: dict[int, Trial] = field(default_factory=dict)  # handed to the client, not yet told, by id
     ready: Trial | None = None  # proposed before anyone asked (when the study was created)
     told: set[int] = field(default_factory=set)
     ended: str | None = None  # why asks are refused now
@@ -211,17 +214,19 @@ class StudyManager:
         return s
 
     def ask(self, study_id: str) -> AskedTrial | None:
-        """The next trial, or None when the method proposed nothing within ask_wait_s."""
+        """The next trial, or None when the method proposed nothing within ask_wait_s (or
+        MAX_WAITING_ASKS asks of this study are waiting already)."""
         from tuneloop.evaluation.study import StudyError
 
         s = self.running(study_id)
         with s.state:
             self.refuse_ask(s)
             if s.ready is not None:
-                s.out, s.ready = s.ready, None
-                return AskedTrial(trial=s.out.id, params=s.out.params)
+                trial, s.ready = s.ready, None
+                s.out[trial.id] = trial
+                return AskedTrial(trial=trial.id, params=trial.params)
         if not s.asking.acquire(blocking=False):
-            raise StudyConflict(f"another ask of study {study_id} is already waiting for its next trial")
+            return None  # as many asks wait already: this one is answered 202, ask again
         try:
             with s.state:
                 self.refuse_ask(s)
@@ -230,23 +235,22 @@ class StudyManager:
                 trial = s.study.ask(timeout=self.ask_wait_s)
             except StudyError as e:
                 # a queue's get raises on its timeout only once the whole wait has passed: an
-                # error before that is the end of the study (its budget spent, or its method failed)
+                # error before that is the budget handed out, or the end of the study (its
+                # budget spent, or its method failed)
                 if time.monotonic() - t0 >= self.ask_wait_s:
                     return None
                 with s.state:
-                    s.ended = str(e)
+                    if not s.study.handed_out:
+                        s.ended = str(e)
                 raise StudyConflict(str(e)) from None
             with s.state:
-                s.out = trial
+                s.out[trial.id] = trial
             return AskedTrial(trial=trial.id, params=trial.params)
         finally:
             s.asking.release()
 
     @staticmethod
     def refuse_ask(s: OpenStudy) -> None:
-        if s.out is not None:
-            raise StudyConflict(f"trial {s.out.id} is still out: tell its result first (a study hands out one "
-                                "trial at a time; GET the study to see its params)")
         if s.ended is not None or s.closer is not None:
             raise StudyConflict(s.ended or "the study is closing")
 
@@ -255,16 +259,17 @@ class StudyManager:
         with s.state:
             if s.closer is not None:
                 raise StudyConflict(s.ended or "the study is closing")
-            if s.out is None or s.out.id != req.trial:
-                if req.trial in s.told:
-                    raise StudyConflict(f"trial {req.trial} was already told")
-                raise StudyConflict(f"trial {req.trial} is not out" + (
-                    f" (trial {s.out.id} is)" if s.out is not None else " (none is: ask first)"))
+            trial = s.out.get(req.trial)
+            if trial is None:
+                out = ", ".join(str(i) for i in s.out)
+                raise StudyConflict(f"trial {req.trial} " + ("was already told" if req.trial in s.told else
+                                                             "is not out") +
+                                    (f" (out now: {out})" if out else " (none is out: ask first)"))
             result = req.result()
             outcome = outcome_of(result)  # what the Study makes of it, for the answer
-            s.study.tell(s.out, result)
+            s.study.tell(trial, result)
             s.told.add(req.trial)
-            s.out = None
+            del s.out[req.trial]
         return Told(trial=req.trial, status=outcome.status, value=outcome.value, error=outcome.error)
 
     def close(self, study_id: str, wait_s: float | None = None) -> str | None:
@@ -284,13 +289,18 @@ class StudyManager:
     def finish_closing(study_id: str, s: OpenStudy) -> None:
         from tuneloop.evaluation.study import StudyError
 
-        with s.asking:  # an ask in flight ends within ask_wait_s: the Study is never asked and closed at once
+        for _ in range(MAX_WAITING_ASKS):  # the asks in flight end within ask_wait_s: never asked and closed at once
+            s.asking.acquire()
+        try:
             with s.state:
-                s.out = s.ready = None  # a tell now finds no trial out: it never meets the close
+                s.out, s.ready = {}, None  # a tell now finds no trial out: it never meets the close
             try:
                 reason = s.study.close()
             except StudyError as e:
                 s.ended, reason = str(e), "failed"
+        finally:
+            for _ in range(MAX_WAITING_ASKS):
+                s.asking.release()
         s.ended = s.ended or f"study {study_id} was closed ({reason})"
         s.stopped = reason
 
@@ -364,7 +374,7 @@ class StudyManager:
         m = found.manifest if found is not None else {}
         trials = found.trials if found is not None else []
         status = self.status(study_id, s)
-        out = s.out if s is not None else None
+        out = list(s.out.values()) if s is not None else []
         reason = None
         if status == "failed":
             from_trace = (found.finished or {}).get("error") if found is not None else None
@@ -376,7 +386,7 @@ class StudyManager:
             direction=s.req.direction if s else (m.get("task") or {}).get("direction"),
             created=m.get("created") or (s.created if s else None), trials=trials,
             best=min(trials, key=lambda r: r.score, default=None),
-            pending=AskedTrial(trial=out.id, params=out.params) if out is not None else None,
+            pending=[AskedTrial(trial=t.id, params=t.params) for t in out],
             stop_reason=(found.finished or {}).get("stop_reason") if found is not None else None, reason=reason)
 
     def rows(self) -> list[StudyRow]:

@@ -223,6 +223,7 @@ class StudyDetail(BaseModel):
     created: str | None
     trials: list[TrialResult] = Field(description="the charged trials, in order, as the trace records them")
     best: TrialResult | None
-    pending: AskedTrial | None = Field(description="the trial out now: asked, not yet told")
+    pending: list[AskedTrial] = Field(description="the trials out now: asked, not yet told (several with "
+                                                  "parallel workers)")
     stop_reason: str | None
     reason: str | None = Field(default=None, description="why a failed study failed")

@@ -27,11 +27,12 @@ The design, in Optuna's terms (optuna/samplers/_base.py):
 - `sample_relative` asks the tuneloop Study for the next configuration and returns it in
   Optuna's types; `after_trial` tells it: COMPLETE, the value; FAIL or PRUNED, a failed
   trial. The Study's direction is the Optuna study's (single objective only).
-- A Study hands out one trial at a time, so with `n_jobs > 1` a thread's
-  `sample_relative` waits until the trial out is told (in its `after_trial`, which Optuna
-  calls for every finished trial, failed or pruned). A thread that holds the trial out and
-  samples another (ask/tell with two trials open) gets the independent sampler instead
-  of waiting on itself.
+- With `n_jobs > 1` (or ask/tell with several trials open) each Optuna trial gets a
+  tuneloop trial of its own, asked while the others are out: the method proposes with
+  them pending (evaluation/study.py), and each is told in its Optuna trial's
+  `after_trial` (which Optuna calls for every finished trial, failed or pruned). Once the
+  whole budget is handed out, a trial asked before the last results are in gets the
+  independent sampler.
 - `budget` is the number of trials the tuneloop method proposes. When its study is over
   (the budget spent, or an agent that stopped early) the independent sampler takes over,
   with one warning; a method that failed raises its StudyError.
@@ -148,11 +149,10 @@ def value_for(dist: BaseDistribution, value: Any) -> Any:
 
 @dataclass
 class _Out:
-    """The tuneloop trial out: which Optuna trial runs it, and the thread that asked."""
+    """A tuneloop trial out: the Optuna trial that runs it."""
 
     number: int
     trial: Trial
-    thread: int
 
 
 class AgentSampler(BaseSampler):
@@ -180,7 +180,7 @@ class AgentSampler(BaseSampler):
         self._names: dict[str, str] = {}  # Optuna's name -> tuneloop's
         self._params: dict[str, dict[str, Any]] = {}  # the tuneloop space's JSON form
         self._study: Study | None = None
-        self._out: _Out | None = None
+        self._out: dict[int, _Out] = {}  # by Optuna trial number
         self._over: str | None = None  # why the tuneloop study is over (then the independent sampler answers)
         self._warned: set[str] = set()
         self._told = 0  # tuneloop trials told (charged: a repeat is answered from the cache)
@@ -218,23 +218,26 @@ class AgentSampler(BaseSampler):
         if not search_space:
             return {}
         with self._cond:
-            while self._out is not None and self._over is None:
-                if self._out.thread == threading.get_ident():  # waiting here would wait on ourselves
-                    self._warn(f"trial {trial.number} is sampled by {type(self._independent).__name__}: this thread "
-                               f"still holds trial {self._out.number}, untold (a tuneloop study hands out one trial "
-                               "at a time)")
-                    return {}
-                self._cond.wait()
             if self._over is not None:
                 return {}
             if self._study is None:
                 self._study = self._new_study(study)
-            try:
-                asked = self._study.ask()
-            except StudyError:
-                self._end(trial.number)  # raises when the method failed
+            tuneloop = self._study
+            if tuneloop.handed_out:  # every trial of the budget is out: this one is not tuneloop's
+                self._warn(f"trial {trial.number} is sampled by {type(self._independent).__name__}: the tuneloop "
+                           f"study's {self.budget} trials are all handed out, their results not all in",
+                           key="handed out")
                 return {}
-            self._out = _Out(trial.number, asked, threading.get_ident())
+        try:  # not under the lock: other threads tell their trials while the method thinks
+            asked = tuneloop.ask()
+        except StudyError:
+            with self._cond:
+                if tuneloop.handed_out:  # handed out in another thread meanwhile: not over
+                    return {}
+                self._end(trial.number)  # raises when the method failed
+            return {}
+        with self._cond:
+            self._out[trial.number] = _Out(trial.number, asked)
         try:
             return {name: value_for(dist, asked.params[self._names[name]]) for name, dist in search_space.items()}
         except BaseException:
@@ -243,8 +246,7 @@ class AgentSampler(BaseSampler):
 
     def sample_independent(self, study: OptunaStudy, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        out = self._out
-        if out is not None and out.number == trial.number and param_name not in self._warned:
+        if trial.number in self._out and param_name not in self._warned:
             why = ("its distribution differs from the one the tuneloop space holds" if param_name in self._names
                    else "it is not in the tuneloop search space (fixed when the first trial completed)")
             self._warn(f"parameter {param_name!r} (trial {trial.number}) is sampled by "
@@ -284,7 +286,7 @@ class AgentSampler(BaseSampler):
         with self._cond:
             try:
                 if self._study is not None and self._over is None:
-                    if self._told >= self.budget and self._out is None:
+                    if self._told >= self.budget and not self._out:
                         try:  # the budget is spent: the method ends on its own (an agent's final answer)
                             self._study.ask()
                         except StudyError:
@@ -292,7 +294,7 @@ class AgentSampler(BaseSampler):
                     self._over = self._study.close()
             finally:
                 self._over = self._over or "closed"
-                self._out = None
+                self._out = {}
                 self._cond.notify_all()
             return self._over if self._study is not None else None
 
@@ -319,6 +321,8 @@ class AgentSampler(BaseSampler):
     def _end(self, number: int) -> None:
         """The tuneloop study is over: close it (raising when its method failed) and say so once."""
         assert self._study is not None
+        if self._over is not None:  # closed meanwhile (another thread, or close())
+            return
         try:
             self._over = self._study.close()
         except StudyError:
@@ -330,12 +334,11 @@ class AgentSampler(BaseSampler):
                    f"trial {number} and later are sampled by {type(self._independent).__name__}")
 
     def _tell(self, number: int, result: float | dict[str, Any]) -> None:
-        """Tell the tuneloop trial out its result, if Optuna trial `number` runs it; wakes the waiting."""
+        """Tell the tuneloop trial out its result, if Optuna trial `number` runs it."""
         with self._cond:
-            out = self._out
-            if out is None or out.number != number:
+            out = self._out.pop(number, None)
+            if out is None:
                 return
-            self._out = None
             try:
                 assert self._study is not None
                 self._study.tell(out.trial, result)
