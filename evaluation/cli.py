@@ -7,6 +7,7 @@ need them, so `tuneloop gd` loads only numpy and numba.
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -288,23 +289,13 @@ def serve(
         raise UserError(f"--host {host} is not a loopback address: set a token with --token-env NAME first")
     if runs_dir.exists() and not runs_dir.is_dir():
         raise UserError(f"--runs-dir is a file, not a folder: {runs_dir}")
-    import socket
-
     import uvicorn
 
     from tuneloop.evaluation.service.app import create_app
     from tuneloop.evaluation.service.schemas import Limits
     from tuneloop.evaluation.service.sessions import SessionManager
 
-    # listen first: a port in use is one line, before any banner (uvicorn takes this socket)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server there? pick --port)") \
-            from None
+    sock = listening_socket(host, port)  # first: a port in use is one line, before any banner
     new_dir = not runs_dir.exists()
     manager = SessionManager(runs_dir, max_running=max_running, max_queued=max_queued,
                              model_factory=model_factory_of(ctx))
@@ -323,6 +314,22 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         manager.shutdown()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound (uvicorn takes it). proto=IPPROTO_TCP, as getaddrinfo
+    gives it: asyncio turns Nagle off (TCP_NODELAY) only on the connections of such a
+    socket, and with Nagle on every keep-alive response waited ~40 ms for the client's
+    delayed ACK between its headers and its body."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server there? pick --port)") \
+            from None
+    return sock
 
 
 def main(argv: list[str] | None = None, model_factory=None) -> int:

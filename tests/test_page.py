@@ -198,3 +198,37 @@ def test_the_page_shows_sessions_live_with_best_recommendation_and_addresses(tmp
             browser.close()
     finally:
         srv.stop()
+
+
+def test_the_list_pages_and_filters_a_big_runs_dir(tmp_path):
+    """60 sessions: the list shows 50 and a pager; older shows the last 10; a method
+    filter lists only that method's sessions."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from tests.test_run_index import make_runs
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    ids = make_runs(runs, 60, tmp_path / "templates")
+    srv = Server(runs)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            errors = []
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(srv.url + "/")
+            page.wait_for_selector("#sessions")
+            assert page.locator("tr.row").count() == 50 and page.inner_text("#shown") == "1-50 of 60"
+            assert page.locator(f'tr[data-id="{ids[-1]}"]').count() == 1  # newest first
+            page.click("#older")
+            page.wait_for_function("document.querySelector('#shown')?.textContent === '51-60 of 60'")
+            assert page.locator("tr.row").count() == 10 and page.locator(f'tr[data-id="{ids[0]}"]').count() == 1
+            assert page.is_disabled("#older") and not page.is_disabled("#newer")
+            page.select_option("#f-method", "tpe")
+            page.wait_for_function("document.querySelectorAll('tr.row').length === 20")
+            shown = page.locator("tr.row").evaluate_all("rs => rs.map(r => r.dataset.id)")
+            assert shown == [i for i in ids[::-1] if "-tpe-" in i] and page.locator("#pager").count() == 0
+            assert errors == []
+            browser.close()
+    finally:
+        srv.stop()

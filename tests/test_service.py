@@ -320,3 +320,31 @@ def test_a_chunked_body_is_capped_too(tmp_path):
         assert small.status_code == 200 and small.json()["status"] == "converged"
     finally:
         srv.stop()
+
+
+def test_the_servers_connections_send_without_nagles_delay():
+    """Each response of a keep-alive connection is written in pieces (headers, body); with
+    Nagle's algorithm on, the body waited for the client's delayed ACK (~40 ms a request).
+    asyncio turns it off on the connections of a socket made as `serve` makes it."""
+    import asyncio
+    import socket
+
+    from tuneloop.evaluation.cli import listening_socket
+
+    async def accepted_nodelay() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                got.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        value = await asyncio.wait_for(got, 10)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from tuneloop.agent import AGENT_METHOD
+from tuneloop.evaluation.service.run_index import CursorError
+from tuneloop.evaluation.service.run_index import Query as IndexQuery
 from tuneloop.evaluation.service.schemas import (
     Accepted,
     Limits,
@@ -21,6 +23,7 @@ from tuneloop.evaluation.service.schemas import (
     SessionDetail,
     SessionList,
     SessionRequest,
+    SessionStatus,
     ValidationProblem,
     capped,
 )
@@ -31,6 +34,8 @@ POLL_S = 0.2  # how often an event stream looks for new lines
 # a trace nobody here runs, without session_finished, silent this long: a process that
 # died (or another one that is slow); the stream ends, the page can reconnect
 ABANDONED_S = 30.0
+DEFAULT_PAGE = 100  # sessions per page when the client does not say
+MAX_PAGE = 1000
 
 
 class EventStream(StreamingResponse):
@@ -98,10 +103,28 @@ def sessions_router(limits: Limits) -> APIRouter:
             raise HTTPException(429, str(e)) from None
         return Accepted(id=sid, status=status)
 
-    @router.get("", response_model=SessionList)
-    async def sessions(manager: Manager) -> Response:  # async: a stat per session, no thread hop
-        """Every session of the runs dir and the queue, newest first."""
-        return Response(manager.listing_json(), media_type="application/json")
+    @router.get("", response_model=SessionList, responses=INVALID)
+    async def sessions(  # async: an index query and a stat per running session, no thread hop
+        manager: Manager,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")] = DEFAULT_PAGE,
+        cursor: Annotated[str | None, Query(max_length=400, description="the `next` of the previous page")] = None,
+        method: Annotated[str | None, Query(max_length=100)] = None,
+        function: Annotated[str | None, Query(max_length=200)] = None,
+        status: Annotated[SessionStatus | None, Query()] = None,
+        model: Annotated[str | None, Query(max_length=200)] = None,
+        prompt: Annotated[str | None, Query(max_length=200)] = None,
+        since: Annotated[str | None, Query(max_length=40, description="ISO time: created at or after it")] = None,
+    ) -> Response:
+        """The sessions of the runs dir and the queue, newest first, a page at a time
+        (`limit` rows; `next` is the cursor of the following page), filtered by method,
+        function, status, model, prompt and creation time (`since`)."""
+        try:
+            page = manager.page(IndexQuery(limit=limit, cursor=cursor, method=method, function=function,
+                                           status=status, model=model, prompt=prompt, since=since))
+        except CursorError as e:
+            raise HTTPException(422, [{"field": "cursor", "reason": str(e).removeprefix("cursor: ")}]) from None
+        body = {"sessions": [r.model_dump() for r in page.rows], "total": page.total, "next": page.next}
+        return Response(json.dumps(body).encode(), media_type="application/json")
 
     @router.get("/{session_id}", response_model=SessionDetail, responses=NOT_FOUND | INVALID)
     def session(session_id: str, manager: Manager) -> SessionDetail:

@@ -41,7 +41,7 @@ def create_app(manager: SessionManager, token: str | None = None, limits: Limits
     app = FastAPI(title="tuneloop", version="1", summary="LLM agents tuning momentum gradient descent: "
                   "sessions, ask/tell studies, traces, the tool itself.")
     app.state.manager = manager
-    app.state.studies = studies or StudyManager(manager.runs_dir, model_factory=manager.factory)
+    app.state.studies = studies or StudyManager(manager.runs_dir, model_factory=manager.factory, index=manager.index)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -218,10 +218,15 @@ class SessionRow(BaseModel):
     best_value: float | None
     created: str | None
     reason: str | None = None  # why a failed session failed
+    model: str | None = None  # an LLM method's model
+    prompt: str | None = None  # an agent's prompt template
 
 
 class SessionList(BaseModel):
     sessions: list[SessionRow]
+    total: int = Field(description="sessions matching the filters, every page together")
+    next: str | None = Field(default=None, description="the cursor of the next page (pass it as `cursor`); "
+                                                       "null on the last page")
 
 
 class SessionDetail(BaseModel):

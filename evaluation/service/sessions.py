@@ -10,11 +10,15 @@ run in threads, up to `max_running` at once; the embedded model runs one session
 time per process (its llama.cpp uses every core). Status comes from memory while a
 session is queued or running, else from its trace: a trace without session_finished is
 a session that was running when a server stopped, so it is interrupted, and resumable.
+
+The list is a query on an index of the runs dir in SQLite (run_index.py): rebuilt from
+the files when missing or stale, re-synced in the background, and the sessions running
+here re-read before every listing, so a page of 50 of 10,000 sessions costs what a page of
+50 of 50 does.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
@@ -25,12 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneloop.agent.models import ModelFactory, is_local, make_chat_model
+from tuneloop.evaluation.service.run_index import Page, Query, RunIndex
 from tuneloop.evaluation.service.schemas import SessionRequest, SessionRow, SessionStatus
 from tuneloop.tools.errors import TuneloopError, UserError
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.tasks import is_ask_tell
 
-LISTING_TTL_S = 0.5  # how stale the session list may be: "live" for a person, cheap under load
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 FAILED_STOPS = ("model_error",)
 INTERRUPTED_STOPS = ("interrupted",)
@@ -52,9 +56,9 @@ class SessionManager:
         self.local_model = threading.Lock()  # the embedded model: one session at a time
         self.lock = threading.Lock()
         self.active: dict[str, dict[str, Any]] = {}  # id -> {"status", "cancel", "model"}
-        self._rows: dict[str, tuple[tuple, SessionRow]] = {}  # id -> (files' stat, its row)
-        self._listing: tuple[float, bytes] | None = None
-        self._listing_lock = threading.Lock()
+        self._was_active: set[str] = set()  # running at the last listing: re-read once more when done
+        self.index = RunIndex(self.runs_dir, read_row=self._index_row, is_run_id=lambda n: bool(SESSION_ID.match(n)))
+        self.index.start()
         self.requeued = self._requeue()
 
     # ------------------------------------------------------------------ paths
@@ -138,6 +142,7 @@ class SessionManager:
             finally:
                 with self.lock:
                     self.active.pop(sid, None)
+                self.index.refresh((), force=[sid])  # its final row, listed at once
 
         self.pool.submit(job)
         return "queued"
@@ -208,64 +213,56 @@ class SessionManager:
             return session_id in self.active
 
     def rows(self) -> list[SessionRow]:
-        """Every session of the runs dir and the queue, newest first. A session's row is
-        read from its files once per change of them (stat, not read, on every request)."""
-        rows = []
-        seen = set()
-        for d in self.runs_dir.iterdir():
-            row = self._row(d)
-            if row is not None:
-                rows.append(row.model_copy(update={"status": self._live_status(d.name, row.status)}))
-                seen.add(d.name)
+        """Every session of the runs dir and the queue, newest first."""
+        rows: list[SessionRow] = []
+        q: Query | None = Query(limit=1000)
+        while q is not None:
+            page = self.page(q)
+            rows += page.rows
+            q = Query(limit=1000, cursor=page.next) if page.next else None
+        return rows
+
+    def page(self, q: Query) -> Page:
+        """One page of the list, newest first: sessions queued here (no files yet) on the
+        first page, then the index's rows (a running session with its live status)."""
+        self.index.synced.wait()  # the first sync after a start (a missing index: every trace read)
         with self.lock:
-            queued = [(sid, e) for sid, e in self.active.items() if sid not in seen]
-        rows += [SessionRow(id=sid, method=None, function=None, status=e["status"], budget=None, trials_charged=0,
-                            best_value=None, created=None) for sid, e in queued]
-        return sorted(rows, key=lambda r: r.created or "9999", reverse=True)  # queued (no manifest yet) first
+            active = {sid: e["status"] for sid, e in self.active.items()}
+        # a session that ended since the last listing is read again even if its files look
+        # unchanged: its row may have been taken while it was still running
+        self.index.refresh(active, force=self._was_active - set(active))
+        self._was_active = set(active)
+        found = self.index.page(q)
+        queued: list[SessionRow] = []  # active here, nothing written yet
+        if q.cursor is None and q.status in (None, *active.values()) and not any(
+                (q.method, q.function, q.model, q.prompt, q.since)):
+            queued = [SessionRow(id=sid, method=None, function=None, status=st, budget=None,
+                                 trials_charged=0, best_value=None, created=None)
+                      for sid, st in active.items() if q.status in (None, st) and self.index.row_values(sid) is None]
+        return Page(rows=queued + found.rows, total=found.total + len(queued), next=found.next)
 
-    def listing_json(self) -> bytes:
-        """`{"sessions": rows}` as JSON, computed at most once per LISTING_TTL_S however
-        many clients ask (a hundred at once read the same bytes)."""
-        with self._listing_lock:
-            now = time.monotonic()
-            if self._listing is None or now - self._listing[0] > LISTING_TTL_S:
-                rows = [r.model_dump() for r in self.rows()]
-                self._listing = (now, json.dumps({"sessions": rows}).encode())
-            return self._listing[1]
-
-    def _live_status(self, session_id: str, from_files: str) -> str:
-        with self.lock:
-            entry = self.active.get(session_id)
-        return entry["status"] if entry is not None else from_files
-
-    def _row(self, d: Path) -> SessionRow | None:
+    def _index_row(self, d: Path) -> tuple[SessionRow, bool] | None:
+        """A run's row for the index, from its files (a running session: its live
+        status), and whether it is an ask/tell study (listed by /api/studies instead)."""
         from tuneloop.tools.record import TraceError, read_trace
 
-        stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
-                      for p in (d / "trace.jsonl", d / "manifest.json"))
-        if stamp == (None, None):
-            return None
-        cached = self._rows.get(d.name)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
         try:
             t = read_trace(d)
         except TraceError:
             return None
         m = t.manifest or {}
-        if is_ask_tell(m):
-            return None  # an ask/tell study: /api/studies lists it
         charged = [e for e in t.of("trial_evaluated") if e.get("charged")]
         best = min((e for e in charged if e.get("score") is not None), key=lambda e: e["score"], default=None)
-        status = self.status_of(d.name, t)
+        status = self.status_of(d.name, t)  # a session running here: its live status
         row = SessionRow(id=d.name, method=m.get("method") or t.method, function=m.get("objective"),
                          status=status, budget=m.get("budget"), trials_charged=len(charged),
                          best_value=best.get("final_value") if best else None, created=m.get("created"),
-                         reason=(t.finished or {}).get("error") if status == "failed" else None)
-        self._rows[d.name] = (stamp, row)
-        return row
+                         reason=(t.finished or {}).get("error") if status == "failed" else None,
+                         model=(m.get("model") or {}).get("model"), prompt=(m.get("prompt") or {}).get("name"))
+        return row, is_ask_tell(m)
 
     def shutdown(self) -> None:
+        self.index.stop()
         with self.lock:
             for e in self.active.values():
                 e["cancel"].set()
@@ -280,7 +277,6 @@ def reason_of(e: BaseException) -> str:
 def record_failed_start(spec: Any, session_id: str, error: str) -> None:
     """A session that ended before writing its trace (its model could not be built): its
     manifest and a `session_finished` event with the reason, so it is listed as failed."""
-    import time
 
     from tuneloop.agent.session_config import manifest_for
     from tuneloop.tools.record import TraceWriter

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from tuneloop.agent.gguf import is_local
 from tuneloop.agent.models import ModelFactory, ModelSettings, check_settings, make_chat_model
+from tuneloop.evaluation.service.run_index import RunIndex
 from tuneloop.evaluation.service.sessions import FAILED_STOPS, INTERRUPTED_STOPS, SESSION_ID
 from tuneloop.evaluation.service.study_schemas import (
     AskedTrial,
@@ -106,7 +107,8 @@ class OnDisk:
 
 class StudyManager:
     def __init__(self, runs_dir: Path, model_factory: ModelFactory = make_chat_model, max_open: int = MAX_OPEN,
-                 ask_wait_s: float = ASK_WAIT_S, close_wait_s: float = CLOSE_WAIT_S) -> None:
+                 ask_wait_s: float = ASK_WAIT_S, close_wait_s: float = CLOSE_WAIT_S,
+                 index: RunIndex | None = None) -> None:
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.factory = model_factory
@@ -116,6 +118,7 @@ class StudyManager:
         self.lock = threading.Lock()
         self.open: dict[str, OpenStudy] = {}
         self.disk: dict[str, tuple[tuple[Any, ...], OnDisk | None]] = {}  # id -> (files' stat, what they say)
+        self.index = index  # the runs dir's index (the sessions'): which runs are studies, without a scan
 
     # ------------------------------------------------------------------ creating
     def settings(self, req: StudyRequest) -> ModelSettings:
@@ -391,7 +394,12 @@ class StudyManager:
 
     def rows(self) -> list[StudyRow]:
         """Every study: those open here and every ask/tell run of the runs dir, newest first."""
-        ids = set(self.open) | {d.name for d in self.runs_dir.iterdir() if d.is_dir() and SESSION_ID.match(d.name)}
+        if self.index is not None:
+            self.index.synced.wait()
+            on_disk = set(self.index.ids(studies=True))
+        else:
+            on_disk = {d.name for d in self.runs_dir.iterdir() if d.is_dir() and SESSION_ID.match(d.name)}
+        ids = set(self.open) | on_disk
         rows = []
         for sid in ids:
             d = self.detail(sid)
