@@ -114,6 +114,7 @@ class Study:
         self._n = 0
         self._replay: dict[tuple[Any, ...], dict[str, Any]] = {}  # configuration -> result, recorded earlier
         self.resumed_from: str | None = None
+        self.recorded = 0  # a loaded study: the results its earlier run recorded
 
     @classmethod
     def load(cls, run_dir: str | Path, chat_model: Any = None) -> Study:
@@ -137,6 +138,7 @@ class Study:
                           "error": e.get("error")}
                 study._replay[study.space.key(study.space.coerce(params_of(e)))] = result
         study.resumed_from = t.session_id
+        study.recorded = len(study._replay)
         study.spec = study.spec.model_copy(update={"manifest_extra": {"resumed_from": t.session_id}})
         return study
 

@@ -224,3 +224,25 @@ def test_a_stepped_float_is_rounded_onto_its_step_and_odd_names_are_renamed(tmp_
     events = traced(s)
     assert [list(e["params"]) for e in events] == [["model_dropout"]] * 4
     assert all(abs(e["params"]["model_dropout"] - v) <= 0.05 + 1e-12 for e, v in zip(events, values, strict=True))
+
+
+def test_an_optuna_study_continued_from_its_storage_continues_its_tuneloop_study(tmp_path):
+    """Three trials, the process ends (its sampler closed early); the study reloaded from
+    Optuna's own storage with `resume=` continues: the tuneloop trace of the second run
+    holds all six, and the last three are those an uninterrupted run proposes."""
+    whole = optuna.create_study(sampler=(ws := sampler("tpe", 6, tmp_path / "whole", search_space=DISTS)))
+    optimize(whole, objective, n_trials=6)
+    ws.close()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = sampler("tpe", 6, tmp_path / "runs", search_space=DISTS)
+    optimize(optuna.create_study(study_name="s", storage=storage, sampler=first), objective, n_trials=3)
+    assert first.close() == "interrupted"
+    again = sampler("tpe", 6, tmp_path / "runs", search_space=DISTS, resume=first.run_dir)
+    study = optuna.load_study(study_name="s", storage=storage, sampler=again)
+    optimize(study, objective, n_trials=3)
+    assert again.close() == "budget_spent"
+    assert [e["params"] for e in traced(again)] == [t.params for t in whole.trials]
+    assert [t.params for t in study.trials] == [t.params for t in whole.trials]
+    other = sampler("random", 6, tmp_path / "runs", search_space=DISTS, resume=first.run_dir)
+    with pytest.raises(ValueError, match="is a tpe study of budget 6, not random of 6"):
+        optimize(optuna.load_study(study_name="s", storage=storage, sampler=other), objective, n_trials=1)

@@ -67,6 +67,10 @@ def test_pages_cover_every_session_once_newest_first(listed):
     api, _, ids = listed
     first = api.get("/api/sessions", params={"limit": 10}).json()
     assert len(first["sessions"]) == 10 and first["total"] == 25 and first["next"]
+    assert first["next"] == f"{first['sessions'][-1]['created']}~{first['sessions'][-1]['id']}"
+    # any well-formed position is a place in the list: the page after it
+    after = api.get("/api/sessions", params={"limit": 3, "cursor": f"2026-11-30T00:05:30Z~{ids[5]}"}).json()
+    assert [r["id"] for r in after["sessions"]] == [ids[5], ids[4], ids[3]]
     rows, totals = every_page(api, limit=10)
     assert [r["id"] for r in rows] == ids[::-1] and set(totals) == {25}
     assert [r["id"] for r in api.get("/api/sessions").json()["sessions"]] == ids[::-1]  # default: 100 a page
@@ -84,7 +88,7 @@ def test_filters_by_method_function_status_and_time(listed):
     assert [r["id"] for r in late["sessions"]] == ids[20:][::-1]
 
 
-@pytest.mark.parametrize("params,field", [({"cursor": "not-a-cursor"}, "cursor"), ({"limit": 0}, "limit"),
+@pytest.mark.parametrize("params,field", [({"cursor": "not a cursor"}, "cursor"), ({"limit": 0}, "limit"),
                                           ({"limit": 5000}, "limit"), ({"status": "sleeping"}, "status")])
 def test_a_bad_cursor_or_filter_is_one_422_naming_it(listed, params, field):
     api, _, _ = listed

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from tuneloop.agent import AGENT_METHOD
-from tuneloop.evaluation.service.run_index import CursorError
+from tuneloop.evaluation.service.run_index import CURSOR_PATTERN, CursorError
 from tuneloop.evaluation.service.run_index import Query as IndexQuery
 from tuneloop.evaluation.service.schemas import (
     Accepted,
@@ -107,7 +107,8 @@ def sessions_router(limits: Limits) -> APIRouter:
     async def sessions(  # async: an index query and a stat per running session, no thread hop
         manager: Manager,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")] = DEFAULT_PAGE,
-        cursor: Annotated[str | None, Query(max_length=400, description="the `next` of the previous page")] = None,
+        cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="the `next` of the previous "
+                                                  "page: `<created>~<id>` of its last row")] = None,
         method: Annotated[str | None, Query(max_length=100)] = None,
         function: Annotated[str | None, Query(max_length=200)] = None,
         status: Annotated[SessionStatus | None, Query()] = None,

@@ -66,6 +66,7 @@ from optuna.trial import TrialState
 
 from tuneloop.evaluation.strategies import known_method
 from tuneloop.evaluation.study import Study, StudyError, Trial
+from tuneloop.tools.space import SearchSpace
 
 if TYPE_CHECKING:
     from optuna.study import Study as OptunaStudy
@@ -162,17 +163,22 @@ class AgentSampler(BaseSampler):
     `runs_dir` receives the trace; `description` tells the agent what is tuned;
     `independent_sampler` (default RandomSampler(seed)) answers what tuneloop does not;
     `search_space` (Optuna distributions) fixes the space before the first trial.
-    One sampler per Optuna study; `close()` ends the tuneloop run."""
+    `resume` (the `run_dir` of an earlier sampler on the same Optuna study, stopped before
+    its budget: the process ended) continues that tuneloop study (`Study.load`): its
+    method re-runs on the recorded results and the next trials are the ones it had not
+    proposed yet. One sampler per Optuna study; `close()` ends the tuneloop run."""
 
     def __init__(self, method: str = "llm", *, budget: int, model: str | ModelSettings = "local", seed: int = 0,
                  chat_model: Any = None, runs_dir: str | Path = "runs", description: str = "",
                  prompt: str | None = None, independent_sampler: BaseSampler | None = None,
-                 search_space: Mapping[str, BaseDistribution] | None = None) -> None:
+                 search_space: Mapping[str, BaseDistribution] | None = None,
+                 resume: str | Path | None = None) -> None:
         self.method = known_method(method)
         if budget < 1:
             raise ValueError(f"budget must be at least 1, got {budget}")
         self.budget, self.model, self.seed, self.chat_model = budget, model, seed, chat_model
         self.runs_dir, self.description, self.prompt = Path(runs_dir), description, prompt
+        self.resume = None if resume is None else Path(resume)
         self._independent = independent_sampler or RandomSampler(seed=seed)
         self._intersection = IntersectionSearchSpace()
         self._cond = threading.Condition()
@@ -312,6 +318,16 @@ class AgentSampler(BaseSampler):
         self._space, self._names, self._params = space, names, params
 
     def _new_study(self, study: OptunaStudy) -> Study:
+        if self.resume is not None:
+            loaded = Study.load(self.resume, chat_model=self.chat_model)
+            if loaded.space.model_dump(mode="json") != SearchSpace.parse(self._params).model_dump(mode="json"):
+                raise ValueError(f"resume: {self.resume} searched another space than this study's "
+                                 f"({loaded.space.describe()}); give the run of this study's sampler")
+            if loaded.spec.method != self.method or loaded.spec.budget != self.budget:
+                raise ValueError(f"resume: {self.resume} is a {loaded.spec.method} study of budget "
+                                 f"{loaded.spec.budget}, not {self.method} of {self.budget}")
+            self._told = loaded.recorded  # told before: the budget left is what they left
+            return loaded
         direction: Literal["minimize", "maximize"] = (
             "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize")
         return Study(self._params, method=self.method, budget=self.budget, seed=self.seed, model=self.model,
