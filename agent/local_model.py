@@ -41,6 +41,7 @@ from tuneloop.agent.gbnf import object_gbnf, tool_call_schema
 from tuneloop.agent.gguf import (
     DEFAULT_N_CTX,
     EMBEDDED_NAME,
+    adapt_threads,
     embedded_file,
     file_template,
     fold_system,
@@ -162,6 +163,8 @@ class LocalChatModel(BaseChatModel):
     ) -> ChatResult:
         tools = tools or []
         llama = load_llama(self._path(), self.n_ctx, self.n_threads)
+        if self.n_threads is None:  # no share given: the cores free now (a share is kept as given)
+            adapt_threads(llama)
         forced = tool_choice in ("any", "required") or isinstance(tool_choice, dict) or (
             isinstance(tool_choice, str) and tool_choice not in ("auto", "none"))
         prefix = ""

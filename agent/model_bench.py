@@ -6,7 +6,9 @@ Three ways to write the same thing after the same (cached) prompt:
                   (agent/gbnf.py object_gbnf: what the embedded model used before the
                   masks), which checks the whole vocabulary at every step;
   token mask      the same object written by agent/decoding.py: keys by us, values
-                  sampled under precomputed masks.
+                  sampled under precomputed masks;
+and the token mask again with one core kept busy by another process (a busy loop), on
+every core's threads and on the threads agent/free_cores.py picks.
 Tokens are counted in the text each way produced (tokenized again), so a written key
 counts as much as a sampled digit; seconds are wall time per call, prompt cached.
 """
@@ -14,11 +16,14 @@ counts as much as a sampled digit; seconds are wall time per call, prompt cached
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 from tuneloop.agent.decoding import Sampling, decode_arguments, lock_for
-from tuneloop.agent.gguf import DEFAULT_N_CTX, embedded_file, format_chat, load_llama
+from tuneloop.agent.gguf import DEFAULT_N_CTX, adapt_threads, embedded_file, format_chat, load_llama, threads_of
 from tuneloop.agent.langchain_tools import args_schema
 from tuneloop.agent.vocabulary import vocabulary
 from tuneloop.tools.gd_space import DEFAULT_SPACE
@@ -49,9 +54,12 @@ class DecodeRow:
         return self.seconds / self.calls
 
 
-def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None = None) -> list[DecodeRow]:
-    """Time `calls` generations each way on the model (the embedded one by default)."""
-    from llama_cpp import LlamaGrammar
+def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None = None,
+                busy: bool = True) -> list[DecodeRow]:
+    """Time `calls` generations each way on the model (the embedded one by default); with
+    `busy`, the token-mask way again while another process keeps one core busy: on every
+    core's threads, then on the threads `adapt_threads` picks (a session's default)."""
+    from llama_cpp import LlamaGrammar, llama_set_n_threads
 
     from tuneloop.agent.gbnf import object_gbnf
 
@@ -67,10 +75,11 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
     def count(text: str) -> int:
         return len(llama.tokenize(text.encode(), add_bos=False, special=False))
 
-    def timed(name: str, write) -> DecodeRow:
+    def timed(name: str, write, before=lambda: None) -> DecodeRow:
         write(-1)  # warm: the prompt into the KV cache, the grammar compiled
         t0, tokens, sampled = time.perf_counter(), 0, 0
         for i in range(calls):
+            before()
             text, n = write(i)
             tokens, sampled = tokens + count(text), sampled + n
         return DecodeRow(name, time.perf_counter() - t0, tokens, sampled, calls)
@@ -92,6 +101,18 @@ def decode_rows(calls: int = 5, n_threads: int | None = None, path: str | None =
         timed("grammar (llama.cpp GBNF)", lambda i: completion(i, max_tokens=64, grammar=grammar)),
         timed("token mask (tuneloop)", masked),
     ]
+    if busy and (os.cpu_count() or 1) > 1:
+        every = threads_of(n_threads)
+        loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process: one core busy
+        try:
+            time.sleep(0.5)
+            llama_set_n_threads(llama.ctx, every, every)
+            rows.append(timed(f"token mask, one core busy, {every} threads", masked))
+            rows.append(timed("token mask, one core busy, threads adapted", masked, lambda: adapt_threads(llama)))
+        finally:
+            loop.kill()
+            loop.wait()
+            llama_set_n_threads(llama.ctx, every, every)
     return rows
 
 
