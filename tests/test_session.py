@@ -114,7 +114,7 @@ def test_bad_template_fails_before_any_model_call(tmp_path):
     assert model.bindings == []
 
 
-@pytest.mark.parametrize("name", ["default", "paper", "reasoning"])
+@pytest.mark.parametrize("name", ["default", "lean", "paper", "reasoning"])
 def test_builtin_prompts_render(tmp_path, name):
     model = ScriptedChatModel(script=[call(1e-3, 0.5), final(1e-3, 0.5)])
     r = run_session(cfg(tmp_path, budget=1, prompt=name), chat_model=model)
