@@ -171,16 +171,27 @@ def _cell(v: object) -> str:
 
 
 @trace_app.command("state", short_help="Did each proposal repeat a tried or failed configuration?")
-def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+def trace_state(
+    run_dir: RunDirArg,
+    as_json: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="also draw the state as a PNG here")] = None,
+) -> None:
     """State-tracking audit: did each proposal repeat a tried or failed configuration, or ignore the incumbent?
-    Distances and failed regions are measured over every parameter of the run's space
-    (evaluation/traces.py's AuditGeometry)."""
+    Also: proposals at a bound of the space, distinct values per parameter, and whether each
+    proposal moved toward the incumbent and away from the failures (against the model's
+    previous one). Distances and failed regions are measured over every parameter of the
+    run's space (evaluation/traces.py's AuditGeometry). --plot draws it."""
     from tuneloop.evaluation.trace_params import run_space
     from tuneloop.evaluation.traces import AuditGeometry, state_audit
     from tuneloop.tools.scoring import GOOD_GAP
 
+    check_out(plot, ".png")
     t = load_run(run_dir)
     a = state_audit(t)
+    if plot is not None:
+        from tuneloop.evaluation.report import plot_state
+
+        plot_state(a, run_space(t), plot, f"{t.session_id}: {t.method} on {t.objective}")
     if as_json:
         print(json.dumps(a, default=str))
         return
@@ -211,9 +222,16 @@ def trace_state(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
         f"configuration {pct(a['repeat_tried_rate'])}, repeated a failed one {pct(a['repeat_failed_rate'])}, in a "
         f"failed region {pct(a['failed_region_rate'])}, ignored the incumbent {pct(a['ignored_incumbent_rate'])}"
     )
+    bounds = ", ".join(f"{n} {pct(v)}" for n, v in a["at_bound_by_parameter"].items())
+    distinct = ", ".join(f"{n} {c}" for n, c in a["distinct_by_parameter"].items())
+    print(f"at a bound of the space {pct(a['at_bound_rate'])} ({bounds}); distinct values: {distinct}; against the "
+          f"previous proposal, moved toward the incumbent {pct(a['toward_incumbent_rate'])}, away from the failures "
+          f"{pct(a['away_from_failures_rate'])}")
     print(f"(failed: diverged, or stopped more than {fmt_sci(GOOD_GAP)} above the minimum; failed region: within "
           f"{AuditGeometry.of(run_space(t)).describe()} of a failed trial; ignored the incumbent: "
           f"closer to a failed trial than to the incumbent)")
+    if plot is not None:
+        print(f"wrote {plot}")
 
 
 STATE_LABELS = {"learning_rate": "lr", "momentum": "mom"}  # the audit's short names; others by their own

@@ -294,17 +294,29 @@ class _Memory:
         self.failed: list[tuple[Any, ...]] = []
         self.incumbent: tuple[Any, ...] | None = None  # the configuration's values, then its score
 
-    def judge(self, e: Mapping[str, Any], p: tuple[Any, ...]) -> dict[str, Any]:
-        """One model proposal's turn: the state it saw and the flags it earns."""
+    def judge(self, e: Mapping[str, Any], p: tuple[Any, ...], previous: tuple[Any, ...] | None = None,
+              at_bound: list[str] | None = None) -> dict[str, Any]:
+        """One model proposal's turn: the state it saw and the flags it earns; against the
+        model's previous proposal, whether it moved toward the incumbent (now closer to it)
+        and away from the failures (now farther from the nearest one)."""
         geo, c = self.geo, self.geo.coords(p)
         failed = [geo.coords(q) for q in self.failed]
         repeat = p in self.tried or bool(e.get("repeat"))
         ignored = bool(self.incumbent and failed and min(geo.distance(c, q) for q in failed)
                        < geo.distance(c, geo.coords(self.incumbent[:-1])))
+        toward = away = None
+        if previous is not None:
+            before = geo.coords(previous)
+            if self.incumbent is not None:
+                inc = geo.coords(self.incumbent[:-1])
+                toward = geo.distance(c, inc) < geo.distance(before, inc)
+            if failed:
+                away = min(geo.distance(c, q) for q in failed) > min(geo.distance(before, q) for q in failed)
         return {"seq": e["seq"], "trial": e.get("trial"), "proposal": p, "invalid": False,
                 "incumbent": self.incumbent, "failed_so_far": len(failed), "repeat_tried": repeat,
                 "repeat_failed": repeat and p in self.failed, "in_failed_region": any(geo.near(c, q) for q in failed),
-                "ignored_incumbent": ignored}
+                "ignored_incumbent": ignored, "at_bound": at_bound or [], "toward_incumbent": toward,
+                "away_from_failures": away}
 
     def learn(self, e: Mapping[str, Any], p: tuple[Any, ...]) -> None:
         if p not in self.tried:
@@ -326,6 +338,7 @@ def state_audit(t: Trace) -> dict[str, Any]:
     space = run_space(t)
     memory = _Memory(AuditGeometry.of(space), _f_star(t))
     turns = []
+    previous: tuple[Any, ...] | None = None  # the model's previous (valid) proposal
     model_sources = {*LLM_METHODS, Centaur.LLM_SOURCE} | ({t.method} if t.method not in CLASSICAL else set())
     for e in t.events:
         if e.get("event") == "tool_error" and e.get("source") in model_sources:
@@ -333,22 +346,49 @@ def state_audit(t: Trace) -> dict[str, Any]:
         elif e.get("event") == "trial_evaluated":
             p = proposal_values(space, e)
             if e.get("source") in model_sources:
-                turns.append(memory.judge(e, p))
+                turns.append(memory.judge(e, p, previous, bounds_hit(space, p)))
+                previous = p
             memory.learn(e, p)
-    return _rates(turns) | {"parameters": list(space.names)}
+    return _rates(turns, list(space.names)) | {"parameters": list(space.names)}
 
 
-def _rates(turns: list[dict[str, Any]]) -> dict[str, Any]:
+def bounds_hit(space: SearchSpace, values: Sequence[Any]) -> list[str]:
+    """The numeric parameters whose value is at an end of their range (within 1e-9, in
+    search units: log10 on a log axis)."""
+    hit = []
+    for name, v in zip(space.names, values, strict=True):
+        prm = space[name]
+        if isinstance(prm, CategoricalParam) or not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        lo, hi, x = float(prm.low), float(prm.high), float(v)
+        if prm.log and x > 0:
+            lo, hi, x = math.log10(lo), math.log10(hi), math.log10(x)
+        tol = 1e-9 * max(1.0, abs(hi - lo))
+        if abs(x - lo) <= tol or abs(x - hi) <= tol:
+            hit.append(name)
+    return hit
+
+
+def _rates(turns: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     valid = [x for x in turns if not x["invalid"]]
     n = len(valid)
 
     def rate(k: str) -> float | None:
         return (sum(x[k] for x in valid) / n) if n else None
 
+    def rate_of_known(k: str) -> float | None:  # over the turns where it could be judged
+        known = [x[k] for x in valid if x[k] is not None]
+        return sum(known) / len(known) if known else None
+
     return {"turns": turns, "n_turns": len(turns), "n_valid": n,
             "invalid_rate": (len(turns) - n) / len(turns) if turns else None,
             "repeat_tried_rate": rate("repeat_tried"), "repeat_failed_rate": rate("repeat_failed"),
-            "failed_region_rate": rate("in_failed_region"), "ignored_incumbent_rate": rate("ignored_incumbent")}
+            "failed_region_rate": rate("in_failed_region"), "ignored_incumbent_rate": rate("ignored_incumbent"),
+            "at_bound_rate": (sum(bool(x["at_bound"]) for x in valid) / n) if n else None,
+            "at_bound_by_parameter": {m: (sum(m in x["at_bound"] for x in valid) / n) if n else None for m in names},
+            "distinct_by_parameter": {m: len({x["proposal"][i] for x in valid}) for i, m in enumerate(names)},
+            "toward_incumbent_rate": rate_of_known("toward_incumbent"),
+            "away_from_failures_rate": rate_of_known("away_from_failures")}
 
 
 def _f_star(t: Trace) -> float | None:

@@ -267,3 +267,32 @@ def test_a_url_password_never_reaches_the_trace(tmp_path):
     w.close()
     text = (tmp_path / "s" / "manifest.json").read_text() + (tmp_path / "s" / "trace.jsonl").read_text()
     assert "hunter2" not in text and "http://me:***@127.0.0.1:8080/v1" in text
+
+
+def test_state_audit_counts_bounds_distinct_values_and_moves_by_hand(tmp_path, capsys):
+    """Four proposals on the default space (learning rate 1e-4..0.1 in decades, momentum
+    0..0.99 in tenths), worked out by hand: (1e-4, 0.5) ok; (0.1, 0.99) diverges; (1e-3, 0.9)
+    the new best; (1e-4, 0)."""
+    events = [{"event": "session_started", "method": "llm", "objective": "rosenbrock"},
+              trial(1, 1e-4, 0.5, "converged", 1e-6, 900, -5.0), trial(2, 0.1, 0.99, "diverged", None, 4, 400.0),
+              trial(3, 1e-3, 0.9, "converged", 1e-8, 700, -7.0), trial(4, 1e-4, 0.0, "converged", 1e-7, 800, -6.0)]
+    run = write_trace(tmp_path / "r", events, MANIFEST)
+    a = state_audit(read_trace(run))
+    turns = a["turns"]
+    assert [x["at_bound"] for x in turns] == [["learning_rate"], ["learning_rate", "momentum"], [],
+                                              ["learning_rate", "momentum"]]
+    # trial 2 moves 5.75 from the incumbent (trial 1: 3 decades, 4.9 tenths) from 0; trial 3 is
+    # 4.12 from it (1, 4) against trial 2's 5.75; trial 4 is 9.06 from the new incumbent (trial 3)
+    assert [x["toward_incumbent"] for x in turns] == [None, False, True, False]
+    # no failure before trial 3; then trial 3 is 2.19 from trial 2 (from 0), trial 4 10.34 (from 2.19)
+    assert [x["away_from_failures"] for x in turns] == [None, None, True, True]
+    assert a["at_bound_rate"] == 0.75 and a["at_bound_by_parameter"] == {"learning_rate": 0.75, "momentum": 0.5}
+    assert a["distinct_by_parameter"] == {"learning_rate": 3, "momentum": 4}
+    assert a["toward_incumbent_rate"] == pytest.approx(1 / 3) and a["away_from_failures_rate"] == 1.0
+    from tuneloop.evaluation.cli import main
+
+    assert main(["trace", "state", str(run), "--plot", str(tmp_path / "state.png")]) == 0
+    out = capsys.readouterr().out
+    assert "at a bound of the space 75 % (learning_rate 75 %, momentum 50 %)" in out
+    assert "moved toward the incumbent 33 %, away from the failures 100 %" in out
+    assert (tmp_path / "state.png").read_bytes()[:4] == b"\x89PNG"
