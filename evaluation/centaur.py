@@ -44,8 +44,9 @@ def trial_text(t: TrialResult, f_star: float, space: SearchSpace) -> str:
 
 class CentaurLLM(LLMProposer):
     """Asks the chat model for Centaur's proposal, showing CMA-ES's state through the
-    `centaur` template (or another). The answer is a forced tool call with the two
-    numbers (JSON); anything else is a CentaurError. With the cell's trace callback bound,
+    `centaur` template (or another; SLLMBO's, with TPE's suggestion and no CMA-ES state).
+    The answer is a forced tool call with the two numbers (JSON); anything else is a
+    CentaurError. With the cell's trace callback bound,
     every call is a `model_called` event like an agent's (sent, reply, tokens, latency)
     and is counted in the callback's `usage`; without it, in this proposer's own."""
 
@@ -72,12 +73,13 @@ class CentaurLLM(LLMProposer):
             raise CentaurError("CentaurLLM used before bind_evaluator()")
         told = ev.trials  # every answered proposal, as CMA-ES was told it
         space = ev.config.space
+        cma = "sigma" in state  # Centaur shows CMA-ES's state; SLLMBO has TPE's suggestion only
         values = prompt_values(ev) | {
             "n_trials": str(state["n_trials"]),
-            "sigma": f"{state['sigma']:.4g}",
-            "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]",
+            "sigma": f"{state['sigma']:.4g}" if cma else "",
+            "mean": "[" + ", ".join(f"{v:.4g}" for v in state["mean"]) + "]" if cma else "",
             "suggestion": space.format(state["suggestion"]),
-            "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]),
+            "covariance": json.dumps([[float(f"{c:.3g}") for c in row] for row in state["cov"]]) if cma else "",
             "top5": "; ".join(trial_text(t, ev.f_star, space) for t in sorted(told, key=lambda t: t.score)[:TOP_K])
             or "(none)",
             "recent": "; ".join(trial_text(t, ev.f_star, space) for t in told[-RECENT:]) or "(none)",

@@ -15,6 +15,9 @@ MAX_ITER = 2000  # the study's T for random search and the LLM
 PROMPT = "default"
 CENTAUR_PROMPT = "centaur"
 TASK_PROMPT, CENTAUR_TASK_PROMPT = TASK_TEMPLATES  # the templates on a task (tools/tasks.py) instead of GD
+SLLMBO_PROMPT = "sllmbo"  # GD or a task alike (its variables are both's)
+# an LLM strategy's own template: (on GD, on a task)
+STRATEGY_PROMPTS = {"centaur": (CENTAUR_PROMPT, CENTAUR_TASK_PROMPT), "sllmbo": (SLLMBO_PROMPT, SLLMBO_PROMPT)}
 CONCURRENCY = 8  # cells waiting on a remote model at once, in threads
 CENTAUR_RATIO = 0.3  # the fraction r of post-warm-up trials the LLM proposes
 OUT = Path("results")

@@ -122,8 +122,11 @@ class EvalConfig(BaseModel):
 
 
 def cell_prompt(cfg: EvalConfig, arm: Arm) -> str:
-    """The template a cell runs with: its arm's, Centaur's, and on a task the task's
-    versions of the default ones."""
+    """The template a cell runs with: its arm's, Centaur's (`--centaur-prompt`), another
+    LLM strategy's own, and on a task the task's versions of the default ones."""
+    if arm.prompt is None and arm.method in D.STRATEGY_PROMPTS and arm.method != "centaur":
+        on_gd, on_task = D.STRATEGY_PROMPTS[arm.method]
+        return on_gd if cfg.task is None else on_task
     prompt = arm.prompt or cfg.centaur_prompt
     if cfg.task is not None:
         prompt = {D.PROMPT: D.TASK_PROMPT, D.CENTAUR_PROMPT: D.CENTAUR_TASK_PROMPT}.get(prompt, prompt)

@@ -96,9 +96,9 @@ class MethodSpec(BaseModel):
 
     def session_config(self) -> SessionConfig:
         x0 = self.x0 if isinstance(self.x0, tuple) else start_point(self.x0, self.seed, self.dim)
-        default_prompt = D.PROMPT if self.method == AGENT_METHOD else D.CENTAUR_PROMPT
-        if self.task is not None:  # the templates that speak of a task, not of GD
-            default_prompt = D.TASK_PROMPT if self.method == AGENT_METHOD else D.CENTAUR_TASK_PROMPT
+        on_gd, on_task = (D.PROMPT, D.TASK_PROMPT) if self.method == AGENT_METHOD else D.STRATEGY_PROMPTS.get(
+            self.method, (D.CENTAUR_PROMPT, D.CENTAUR_TASK_PROMPT))
+        default_prompt = on_gd if self.task is None else on_task  # a task's templates speak of a task, not GD
         return SessionConfig(
             evaluator=EvaluatorConfig(objective=self.function, x0=x0, max_iter=self.max_iter, tol=self.tol,
                                       budget=self.budget, space=self.search_space, task=self.task, seed=self.seed),

@@ -128,7 +128,7 @@ def plot_ecdf(curves: dict[str, list[list[float]]], path: Path | str, title: str
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[float, float]]],
@@ -311,7 +311,7 @@ def plot_trace(objective: str, x0, max_iter: int, trials: list[dict], path: Path
         _draw_numbered(ax, xy, finite, charged, span)
     ax.set_title(title, fontsize=10)
     _draw_best_so_far(ax2, charged, finite)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trace_params(trials: list[dict], space: SearchSpace, axes: tuple[str, str], path: Path | str,
@@ -322,12 +322,12 @@ def plot_trace_params(trials: list[dict], space: SearchSpace, axes: tuple[str, s
     title names the space's other parameters, which vary from trial to trial."""
     charged = [t for t in trials if t["charged"] and all(t.get(n) is not None for n in axes)]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
-    params = [_continuous(space, n) for n in axes]
-    span = _frame(ax, (_coord(params[0], params[0].low), _coord(params[1], params[1].low)),
-                  (_coord(params[0], params[0].high), _coord(params[1], params[1].high)))
+    params = [continuous_param(space, n) for n in axes]
+    span = _frame(ax, (search_coord(params[0], params[0].low), search_coord(params[1], params[1].low)),
+                  (search_coord(params[0], params[0].high), search_coord(params[1], params[1].high)))
     finite = _finite(charged)
     if charged:
-        xy = np.array([[_coord(p, t[n]) for p, n in zip(params, axes, strict=True)] for t in charged], float)
+        xy = np.array([[search_coord(p, t[n]) for p, n in zip(params, axes, strict=True)] for t in charged], float)
         ax.plot(xy[:, 0], xy[:, 1], "-", color="grey", lw=0.8, alpha=0.6)
         scores = np.array([t["score"] for t, f in zip(charged, finite, strict=True) if f], float)
         im = ax.scatter(xy[finite, 0], xy[finite, 1], s=70, c=scores, cmap="viridis", edgecolor="black", zorder=3,
@@ -335,26 +335,26 @@ def plot_trace_params(trials: list[dict], space: SearchSpace, axes: tuple[str, s
         if finite.any():
             ax.figure.colorbar(im, ax=ax).set_label("score (log10 of the gap to the minimum)")
         _draw_numbered(ax, xy, finite, charged, span)
-    ax.set_xlabel(_axis_label(axes[0], params[0]))
-    ax.set_ylabel(_axis_label(axes[1], params[1]))
+    ax.set_xlabel(axis_label(axes[0], params[0]))
+    ax.set_ylabel(axis_label(axes[1], params[1]))
     others = [n for n in space.names if n not in axes]
     ax.set_title(title + (f"\n(other parameters vary: {', '.join(others)})" if others else ""), fontsize=10)
     ax.grid(alpha=0.3)
     _draw_best_so_far(ax2, charged, finite)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _continuous(space: SearchSpace, name: str) -> FloatParam | IntParam:
+def continuous_param(space: SearchSpace, name: str) -> FloatParam | IntParam:
     p = space[name]
     assert not isinstance(p, CategoricalParam), f"{name} is categorical"  # plot_axes lets none through
     return p
 
 
-def _coord(p: FloatParam | IntParam, v: float) -> float:
+def search_coord(p: FloatParam | IntParam, v: float) -> float:
     return math.log10(v) if p.log else float(v)
 
 
-def _axis_label(name: str, p: FloatParam | IntParam) -> str:
+def axis_label(name: str, p: FloatParam | IntParam) -> str:
     return f"log₁₀ {name}" if p.log else name  # plain Unicode, as draw_landscape's labels
 
 
@@ -403,54 +403,9 @@ def _draw_best_so_far(ax2, charged: list[dict], finite: np.ndarray) -> None:
                  ha="center", va="center", fontsize=12, transform=ax2.transAxes)
 
 
-def _save(fig, path: Path | str) -> Path:
+def save_figure(fig, path: Path | str) -> Path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
 
-
-def plot_state(audit: dict, space: SearchSpace, path: Path | str, title: str) -> Path:
-    """A run's search state at a glance (`trace state --plot`): left, each numeric
-    parameter's proposals in order, on its range scaled to [0, 1] (log10 on a log axis),
-    a proposal at an end of its range marked in red; right, the shares of proposals at a
-    bound, moving toward the incumbent, away from the failures, repeating a tried
-    configuration, and in a failed region, with each parameter's distinct values."""
-    turns = [x for x in audit["turns"] if not x["invalid"]]
-    names = audit["parameters"]
-    numeric = [(i, n) for i, n in enumerate(names) if not isinstance(space[n], CategoricalParam)]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
-    for k, (i, n) in enumerate(numeric):
-        p = _continuous(space, n)
-        lo, hi = _coord(p, p.low), _coord(p, p.high)
-        xs = np.arange(1, len(turns) + 1)
-        ys = np.array([(_coord(p, float(x["proposal"][i])) - lo) / (hi - lo) for x in turns], float)
-        bound = np.array([n in x["at_bound"] for x in turns], bool)
-        ax.plot(xs, ys, "-o", ms=4, lw=1, color=f"C{k}", label=_axis_label(n, p), zorder=2)
-        if bound.any():
-            ax.scatter(xs[bound], ys[bound], s=70, facecolor="none", edgecolor="#e53935", lw=1.6, zorder=3)
-    ax.axhline(0, color="black", lw=0.6)
-    ax.axhline(1, color="black", lw=0.6)
-    ax.set_ylim(-0.06, 1.06)
-    ax.set_xlabel("model proposal")
-    ax.set_ylabel("position in its range (0 = low end, 1 = high end)")
-    ax.set_title(title + "\n(red rings: a proposal at an end of its range)", fontsize=10)
-    if numeric:
-        ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    shares = [("at a bound", audit.get("at_bound_rate")), ("toward the incumbent", audit.get("toward_incumbent_rate")),
-              ("away from failures", audit.get("away_from_failures_rate")),
-              ("repeats a tried one", audit.get("repeat_tried_rate")),
-              ("in a failed region", audit.get("failed_region_rate"))]
-    labels = [s for s, _ in shares]
-    values = [np.nan if v is None else 100 * v for _, v in shares]
-    ax2.barh(labels[::-1], [0 if np.isnan(v) else v for v in values[::-1]], color="#5c6bc0")
-    for y, v in enumerate(values[::-1]):
-        ax2.text(1, y, "n/a" if np.isnan(v) else f"{v:.0f} %", va="center", fontsize=9, color="white"
-                 if not np.isnan(v) and v > 12 else "black")
-    ax2.set_xlim(0, 100)
-    ax2.xaxis.set_major_formatter(PercentFormatter())
-    distinct = ", ".join(f"{n} {c}" for n, c in audit.get("distinct_by_parameter", {}).items())
-    ax2.set_title(f"{audit['n_valid']} valid model proposals\ndistinct values: {distinct}", fontsize=10)
-    ax2.grid(axis="x", alpha=0.3)
-    return _save(fig, path)

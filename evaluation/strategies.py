@@ -10,7 +10,7 @@ registered by name:
     ['learning_rate', 'momentum']
     >>> s.tell(params, score=-3.2)
     >>> sorted(STRATEGIES)
-    ['centaur', 'cmaes', 'grid', 'random', 'refined', 'tpe']
+    ['centaur', 'cmaes', 'grid', 'random', 'refined', 'sllmbo', 'tpe']
 
 Adding a method is one class with `@register("name")` and a `create(ctx)` classmethod.
 How each handles each parameter type is documented in docs/evaluation.md ("Search spaces").
@@ -193,9 +193,46 @@ class TPEStrategy(Strategy):
         return out
 
     def tell(self, params: Params, score: float) -> None:
+        """A result: of a trial asked here, or (a hybrid's other proposer's) of a point
+        TPE did not ask, added to its study as a finished trial."""
         trial = self._open.pop(self.space.key(params), None)
         if trial is not None:
             self.study.tell(trial, score)
+            return
+        import optuna
+
+        internal, dists = self._internal(params)
+        self.study.add_trial(optuna.trial.create_trial(params=internal, distributions=dists, value=score))
+
+    def drop(self, params: Params) -> None:
+        """A suggestion asked here and not used (a hybrid's LLM proposed instead): ended as
+        failed, so it neither counts as pending nor informs the model."""
+        import optuna
+
+        trial = self._open.pop(self.space.key(params), None)
+        if trial is not None:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _internal(self, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A configuration in Optuna's terms, as `ask` suggests it (log10 of a log float)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        values: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        for name in self.space:
+            p, v = self.space[name], params[name]
+            if isinstance(p, CategoricalParam):
+                values[name], dists[name] = v, CategoricalDistribution(list(p.choices))
+            elif isinstance(p, IntParam):
+                values[name], dists[name] = int(v), IntDistribution(p.low, p.high, step=p.step, log=p.log)
+            elif p.log:
+                key = OPTUNA_NAMES.get(name, f"log10_{name}")
+                values[key] = min(max(math.log10(v), math.log10(p.low)), math.log10(p.high))
+                dists[key] = FloatDistribution(math.log10(p.low), math.log10(p.high))
+            else:
+                key = OPTUNA_NAMES.get(name, name)
+                values[key], dists[key] = float(v), FloatDistribution(p.low, p.high)
+        return values, dists
 
     def manifest(self) -> dict[str, Any]:
         return {"n_startup_trials": self.n_startup_trials}
@@ -298,6 +335,93 @@ class Centaur(Strategy):
         i = next((i for i, (k, _) in enumerate(self._out) if k == key), None)
         self.history.append((params, score, self.last_source if i is None else self._out.pop(i)[1]))
         self.cma.tell(params, score)
+
+
+@register("sllmbo")
+class SLLMBO(Strategy):
+    """The LLM and TPE take turns (SLLMBO, arXiv 2410.20302, its LLM-TPE sampler): before
+    each trial a seeded coin (probability `p_llm`, 0.5) picks the proposer. TPE is asked
+    every time: on TPE's turns its suggestion is the trial; on the LLM's, the LLM sees
+    every trial so far and TPE's suggestion (the `sllmbo` template) and proposes instead,
+    and TPE's unused suggestion is dropped. TPE is told every result, the LLM's too.
+    An LLM proposal the Evaluator rejects is replaced by TPE's suggestion (source "tpe").
+
+    Where this differs from the paper: one model call per LLM trial (the paper's sampler
+    also asks the LLM to re-plan the search space every few trials: not done); the coin is
+    seeded, so a seed gives the same turns."""
+
+    uses_llm = True
+    LLM_SOURCE = "sllmbo-llm"  # the `source` of the trials the LLM proposed
+
+    @classmethod
+    def create(cls, ctx: StrategyContext) -> SLLMBO:
+        if ctx.propose_llm is None:
+            raise ValueError("sllmbo needs an LLM proposer (StrategyContext.propose_llm)")
+        return cls(ctx.propose_llm, ctx.space, seed=ctx.seed)
+
+    def __init__(self, propose_llm: LLMProposer, space: SearchSpace = DEFAULT_SPACE, seed: int = 0,
+                 p_llm: float = 0.5) -> None:
+        self.tpe = TPEStrategy(space, seed=seed)
+        self.propose_llm = propose_llm
+        self.p_llm = p_llm
+        self.rng = np.random.default_rng([int(seed), 0x511B0])  # the turns' coin
+        self.history: list[tuple[Params, float, str]] = []  # params, score, source
+        self.last_source = "tpe"
+        self.llm_calls = 0
+        self._suggestion: Params = {}
+        # asked, not told yet (parallel ask/tell): key, source, and TPE's suggestion for that trial
+        self._out: list[tuple[Any, str, Params]] = []
+
+    def _key(self, params: Params) -> Any:
+        try:
+            return self.tpe.space.key(self.tpe.space.coerce(params))
+        except (ValueError, TypeError):
+            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))  # an invalid proposal
+
+    def ask(self) -> Params:
+        suggestion = self.tpe.ask()
+        self._suggestion = suggestion
+        if self.rng.random() < self.p_llm:
+            tried = {self._key(p) for p, _, _ in self.history}  # (a repeat is told too, and charged once)
+            st = {"suggestion": dict(suggestion), "history": list(self.history),
+                  "n_trials": len(tried) + len(self._out)}
+            self.llm_calls += 1
+            self.last_source = self.LLM_SOURCE
+            proposal = self.propose_llm(st)
+        else:
+            self.last_source = "tpe"
+            proposal = suggestion
+        self._out.append((self._key(proposal), self.last_source, suggestion))
+        return proposal
+
+    @property
+    def source(self) -> str:
+        return self.last_source
+
+    def bind_evaluator(self, ev) -> None:
+        self.propose_llm.bind_evaluator(ev)
+
+    def bind_trace(self, callbacks) -> None:
+        self.propose_llm.bind_trace(callbacks)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"p_llm": self.p_llm, "tpe": self.tpe.manifest()}
+
+    def rejected(self) -> Params:
+        """The LLM's proposal was invalid: this trial goes to TPE's suggestion (source "tpe")."""
+        self._out.pop()
+        self.last_source = "tpe"
+        self._out.append((self._key(self._suggestion), self.last_source, self._suggestion))
+        return self._suggestion
+
+    def tell(self, params: Params, score: float) -> None:
+        key = self._key(params)
+        i = next((i for i, out in enumerate(self._out) if out[0] == key), None)
+        source, suggestion = (self.last_source, None) if i is None else self._out.pop(i)[1:]
+        self.history.append((params, score, source))
+        if source == self.LLM_SOURCE and suggestion is not None and self._key(suggestion) != key:
+            self.tpe.drop(suggestion)  # TPE's suggestion for this trial went unused
+        self.tpe.tell(params, score)
 
 
 # Method names, in the order tables list them: the classical strategies, then the two

@@ -189,7 +189,7 @@ def trace_state(
     t = load_run(run_dir)
     a = state_audit(t)
     if plot is not None:
-        from tuneloop.evaluation.report import plot_state
+        from tuneloop.evaluation.state_plot import plot_state
 
         plot_state(a, run_space(t), plot, f"{t.session_id}: {t.method} on {t.objective}")
     if as_json:

@@ -31,7 +31,7 @@ def trials(run_dir) -> list[tuple]:
     return [tuple(e[k] for k in FIELDS) for e in read_trace(run_dir).of("trial_evaluated")]
 
 
-@pytest.mark.parametrize("method", ["cmaes", "tpe", "centaur"])
+@pytest.mark.parametrize("method", ["cmaes", "tpe", "centaur", "sllmbo"])
 def test_service_harness_and_replay_give_the_same_trials(tmp_path, method):
     # budget 12: Centaur's LLM has trials after its warm-up generation (6) at ratio 0.3
     request = {"method": method, "function": "rastrigin", "budget": 12, "seed": 2, "x0": "random", "max_iter": 2000}
@@ -53,6 +53,9 @@ def test_service_harness_and_replay_give_the_same_trials(tmp_path, method):
     if method == "centaur":  # the LLM's trials are there, and the manifests agree on Centaur's settings
         assert any(t[0] == "centaur-llm" for t in trials(cell))
         assert read_trace(served).manifest["centaur"] == read_trace(cell).manifest["centaur"]
+    if method == "sllmbo":  # the LLM's turns are there, with its own template
+        assert any(t[0] == "sllmbo-llm" for t in trials(cell)) and any(t[0] == "tpe" for t in trials(cell))
+        assert read_trace(cell).manifest["prompt"]["name"] == read_trace(served).manifest["prompt"]["name"] == "sllmbo"
     # replay re-runs the served session from its record: identical
     assert replay(read_trace(served), tmp_path / "replayed")["identical"] is True
 
