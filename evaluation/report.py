@@ -55,6 +55,7 @@ def plot_landscape(land: Landscape, path: Path | str, title: str | None = None) 
 METHOD_STYLE = {
     "grid": ("s", "#1f77b4"), "refined": ("D", "#17becf"), "random": ("o", "#ff7f0e"),
     "cmaes": ("^", "#2ca02c"), "tpe": ("v", "#d62728"), "llm": ("*", "#9467bd"), "centaur": ("P", "#8c564b"),
+    "sllmbo": ("X", "#e377c2"),
 }
 
 
@@ -142,7 +143,9 @@ def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[fl
         a = np.log10(np.array([p[0] for p in pts]))
         b = np.array([p[1] for p in pts])
         marker, color = _style(m)
-        ax.scatter(a, b, marker=marker, s=28, facecolor=color, edgecolor="white", linewidth=0.5, label=m, alpha=0.85)
+        # a white rim sets a filled marker off the landscape; a line marker ("x") has no face to rim
+        rim = {"edgecolor": "white"} if marker not in ("x", "+", "1", "2", "3", "4", "|", "_") else {}
+        ax.scatter(a, b, marker=marker, s=28, facecolor=color, linewidth=0.5, label=m, alpha=0.85, **rim)
     ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
     ax.set_ylim(land.betas[0], land.betas[-1])
     # below the axes, so the legend never hides a proposal

@@ -346,9 +346,10 @@ class SLLMBO(Strategy):
     and TPE's unused suggestion is dropped. TPE is told every result, the LLM's too.
     An LLM proposal the Evaluator rejects is replaced by TPE's suggestion (source "tpe").
 
-    Where this differs from the paper: one model call per LLM trial (the paper's sampler
-    also asks the LLM to re-plan the search space every few trials: not done); the coin is
-    seeded, so a seed gives the same turns."""
+    Where this differs from the paper: only its LLM-TPE sampler, one model call per LLM
+    trial; the paper's framework also has the LLM set the initial search space, adapt it
+    and summarise the history (not done: the space is the user's). The coin is seeded, so
+    a seed gives the same turns."""
 
     uses_llm = True
     LLM_SOURCE = "sllmbo-llm"  # the `source` of the trials the LLM proposed
@@ -429,6 +430,11 @@ class SLLMBO(Strategy):
 CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
 LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
 METHODS = CLASSICAL + LLM_METHODS
+
+
+# The `source` of the trials an LLM proposed inside a hybrid (Centaur's, SLLMBO's): what the
+# state audit judges as the model's proposals
+LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if hasattr(c, "LLM_SOURCE"))
 
 
 def known_method(name: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tuneloop.evaluation.strategies import AGENT_METHOD, CLASSICAL, LLM_METHODS, Centaur
+from tuneloop.evaluation.strategies import AGENT_METHOD, CLASSICAL, LLM_METHODS, LLM_SOURCES
 from tuneloop.evaluation.trace_params import extra_params, gd_values, run_space, union
 from tuneloop.tools.formatting import spoken_list
 from tuneloop.tools.gd_space import SYMBOLS
@@ -339,7 +339,7 @@ def state_audit(t: Trace) -> dict[str, Any]:
     memory = _Memory(AuditGeometry.of(space), _f_star(t))
     turns = []
     previous: tuple[Any, ...] | None = None  # the model's previous (valid) proposal
-    model_sources = {*LLM_METHODS, Centaur.LLM_SOURCE} | ({t.method} if t.method not in CLASSICAL else set())
+    model_sources = {*LLM_METHODS, *LLM_SOURCES} | ({t.method} if t.method not in CLASSICAL else set())
     for e in t.events:
         if e.get("event") == "tool_error" and e.get("source") in model_sources:
             turns.append({"seq": e["seq"], "invalid": True, "error": e.get("error")})

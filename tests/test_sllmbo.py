@@ -34,6 +34,9 @@ def test_the_turns_are_a_seeded_coin_and_a_seed_gives_the_same_trials(tmp_path):
     assert {"tpe", "sllmbo-llm"} <= set(sources)
     assert len(a.of("model_called")) == sources.count("sllmbo-llm")  # one model call per LLM turn
     assert a.manifest["sllmbo"]["p_llm"] == 0.5 and a.manifest["prompt"]["name"] == "sllmbo"
+    from tuneloop.evaluation.traces import state_audit
+
+    assert state_audit(a)["n_valid"] == sources.count("sllmbo-llm")  # the audit judges the LLM's turns only
 
 
 def test_tpe_is_told_every_result_and_its_unused_suggestions_are_dropped():
