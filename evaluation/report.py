@@ -144,8 +144,8 @@ def plot_landscape_proposals(land: Landscape, proposals: dict[str, list[tuple[fl
         b = np.array([p[1] for p in pts])
         marker, color = _style(m)
         # a white rim sets a filled marker off the landscape; a line marker ("x") has no face to rim
-        rim = {"edgecolor": "white"} if marker not in ("x", "+", "1", "2", "3", "4", "|", "_") else {}
-        ax.scatter(a, b, marker=marker, s=28, facecolor=color, linewidth=0.5, label=m, alpha=0.85, **rim)
+        rim = None if marker in ("x", "+", "1", "2", "3", "4", "|", "_") else "white"
+        ax.scatter(a, b, marker=marker, s=28, facecolor=color, edgecolors=rim, linewidth=0.5, label=m, alpha=0.85)
     ax.set_xlim(land.log10_alphas[0], land.log10_alphas[-1])
     ax.set_ylim(land.betas[0], land.betas[-1])
     # below the axes, so the legend never hides a proposal
