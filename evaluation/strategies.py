@@ -34,6 +34,7 @@ from tuneloop.evaluation.grids import (
 )
 from tuneloop.evaluation.strategy_base import (
     STRATEGIES,
+    LLMHybrid,
     LLMProposer,
     Params,
     Strategy,
@@ -45,10 +46,10 @@ from tuneloop.tools.errors import TuneloopError
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.space import CategoricalParam, IntParam, SearchSpace
 
-__all__ = ["CLASSICAL", "LLM_METHODS", "METHODS", "STRATEGIES", "STUDY_ALPHAS", "STUDY_BETAS", "AGENT_METHOD",
-           "CMAESStrategy", "Centaur", "CentaurError", "GridSearch", "LLMProposer", "Params", "RandomSearch",
-           "RefinedGrid", "Strategy", "StrategyContext", "TPEStrategy", "centaur_schedule", "known_method",
-           "make_strategy", "refinement_points", "register"]
+__all__ = ["CLASSICAL", "LLM_METHODS", "LLM_SOURCES", "METHODS", "STRATEGIES", "STUDY_ALPHAS", "STUDY_BETAS",
+           "AGENT_METHOD", "CMAESStrategy", "Centaur", "CentaurError", "GridSearch", "LLMHybrid", "LLMProposer",
+           "Params", "RandomSearch", "RefinedGrid", "SLLMBO", "Strategy", "StrategyContext", "TPEStrategy",
+           "centaur_schedule", "known_method", "make_strategy", "refinement_points", "register"]
 
 
 
@@ -254,17 +255,18 @@ def centaur_schedule(budget: int, warmup: int, ratio: float) -> list[bool]:
 
 
 @register("centaur")
-class Centaur(Strategy):
+class Centaur(LLMHybrid):
     """CMA-ES proposes every trial; after the warm-up, on the scheduled trials the LLM's
     proposal replaces CMA-ES's. Every result, the LLM's included, is told to CMA-ES.
 
     `propose_llm(state) -> params` is given CMA-ES's interpretable state and the
     trial history; it raises CentaurError when the LLM fails. Its answer is passed to the
     Evaluator as it is: an out-of-range value is rejected there and reported (a
-    `tool_error` event, counted as invalid), never clamped."""
+    `tool_error` event, counted as invalid), never clamped; that trial goes to CMA-ES's
+    suggestion, recorded with source "cmaes"."""
 
-    uses_llm = True
-    LLM_SOURCE = "centaur-llm"  # the `source` of the trials the LLM proposed
+    LLM_SOURCE = "centaur-llm"
+    CLASSICAL_SOURCE = "cmaes"
 
     @classmethod
     def create(cls, ctx: StrategyContext) -> Centaur:
@@ -276,69 +278,33 @@ class Centaur(Strategy):
     def __init__(self, propose_llm: LLMProposer, budget: int,
                  space: SearchSpace = DEFAULT_SPACE, seed: int = 0, warmup: int | None = None,
                  ratio: float = CENTAUR_RATIO, sigma0: float = 0.3) -> None:
+        super().__init__(propose_llm, space)
         self.cma = CMAESStrategy(space, seed=seed, sigma0=sigma0)
         self.ratio = ratio
         self.warmup = self.cma.population_size if warmup is None else warmup
         self.schedule = centaur_schedule(budget, self.warmup, ratio)
-        self.propose_llm = propose_llm
-        self.history: list[tuple[Params, float, str]] = []  # params, score, source
-        self.last_source = "cmaes"
-        self.llm_calls = 0
-        self._out: list[tuple[Any, str]] = []  # asked, not told yet (parallel ask/tell): key and source
 
-    def ask(self) -> Params:
-        k = len(self.history) + len(self._out)  # the trial this proposal is for
-        suggestion = self.cma.ask()
-        self._suggestion = suggestion
-        if k < len(self.schedule) and self.schedule[k]:
-            st = self.cma.state()
-            st.update(suggestion=dict(suggestion), history=list(self.history), n_trials=k)
-            self.llm_calls += 1
-            self.last_source = self.LLM_SOURCE
-            proposal = self.propose_llm(st)
-        else:
-            self.last_source = "cmaes"
-            proposal = suggestion
-        self._out.append((self._key(proposal), self.last_source))
-        return proposal
+    def suggest(self) -> Params:
+        return self.cma.ask()
 
-    def _key(self, params: Params) -> Any:
-        try:
-            return self.cma.space.key(self.cma.space.coerce(params))
-        except (ValueError, TypeError):
-            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))  # an invalid proposal: dropped on rejected()
+    def llm_turn(self, k: int) -> bool:
+        return k < len(self.schedule) and self.schedule[k]
 
-    @property
-    def source(self) -> str:
-        return self.last_source
+    def llm_state(self, suggestion: Params, k: int) -> dict[str, Any]:
+        st = self.cma.state()
+        st.update(suggestion=dict(suggestion), history=list(self.history), n_trials=k)
+        return st
 
-    def bind_evaluator(self, ev) -> None:
-        self.propose_llm.bind_evaluator(ev)
-
-    def bind_trace(self, callbacks) -> None:
-        self.propose_llm.bind_trace(callbacks)
+    def learn(self, params: Params, score: float, source: str, suggestion: Params | None) -> None:
+        self.cma.tell(params, score)
 
     def manifest(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "warmup": self.warmup,
                 "llm_trials": [i + 1 for i, v in enumerate(self.schedule) if v]}
 
-    def rejected(self) -> Params:
-        """The LLM's proposal was invalid (the Evaluator reported and counted it): this
-        trial goes to CMA-ES's own suggestion for it, recorded with source "cmaes"."""
-        self._out.pop()  # the rejected proposal, the last asked, is not out
-        self.last_source = "cmaes"
-        self._out.append((self._key(self._suggestion), self.last_source))
-        return self._suggestion
-
-    def tell(self, params: Params, score: float) -> None:
-        key = self._key(params)
-        i = next((i for i, (k, _) in enumerate(self._out) if k == key), None)
-        self.history.append((params, score, self.last_source if i is None else self._out.pop(i)[1]))
-        self.cma.tell(params, score)
-
 
 @register("sllmbo")
-class SLLMBO(Strategy):
+class SLLMBO(LLMHybrid):
     """The LLM and TPE take turns (SLLMBO, arXiv 2410.20302, its LLM-TPE sampler): before
     each trial a seeded coin (probability `p_llm`, 0.5) picks the proposer. TPE is asked
     every time: on TPE's turns its suggestion is the trial; on the LLM's, the LLM sees
@@ -351,8 +317,8 @@ class SLLMBO(Strategy):
     and summarise the history (not done: the space is the user's). The coin is seeded, so
     a seed gives the same turns."""
 
-    uses_llm = True
-    LLM_SOURCE = "sllmbo-llm"  # the `source` of the trials the LLM proposed
+    LLM_SOURCE = "sllmbo-llm"
+    CLASSICAL_SOURCE = "tpe"
 
     @classmethod
     def create(cls, ctx: StrategyContext) -> SLLMBO:
@@ -362,79 +328,40 @@ class SLLMBO(Strategy):
 
     def __init__(self, propose_llm: LLMProposer, space: SearchSpace = DEFAULT_SPACE, seed: int = 0,
                  p_llm: float = 0.5) -> None:
+        super().__init__(propose_llm, space)
         self.tpe = TPEStrategy(space, seed=seed)
-        self.propose_llm = propose_llm
         self.p_llm = p_llm
         self.rng = np.random.default_rng([int(seed), 0x511B0])  # the turns' coin
-        self.history: list[tuple[Params, float, str]] = []  # params, score, source
-        self.last_source = "tpe"
-        self.llm_calls = 0
-        self._suggestion: Params = {}
-        # asked, not told yet (parallel ask/tell): key, source, and TPE's suggestion for that trial
-        self._out: list[tuple[Any, str, Params]] = []
 
-    def _key(self, params: Params) -> Any:
-        try:
-            return self.tpe.space.key(self.tpe.space.coerce(params))
-        except (ValueError, TypeError):
-            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))  # an invalid proposal
+    def suggest(self) -> Params:
+        return self.tpe.ask()
 
-    def ask(self) -> Params:
-        suggestion = self.tpe.ask()
-        self._suggestion = suggestion
-        if self.rng.random() < self.p_llm:
-            tried = {self._key(p) for p, _, _ in self.history}  # (a repeat is told too, and charged once)
-            st = {"suggestion": dict(suggestion), "history": list(self.history),
-                  "n_trials": len(tried) + len(self._out)}
-            self.llm_calls += 1
-            self.last_source = self.LLM_SOURCE
-            proposal = self.propose_llm(st)
-        else:
-            self.last_source = "tpe"
-            proposal = suggestion
-        self._out.append((self._key(proposal), self.last_source, suggestion))
-        return proposal
+    def llm_turn(self, k: int) -> bool:
+        return bool(self.rng.random() < self.p_llm)
 
-    @property
-    def source(self) -> str:
-        return self.last_source
+    def llm_state(self, suggestion: Params, k: int) -> dict[str, Any]:
+        tried = {self.key(p) for p, _, _ in self.history}  # (a repeat is told too, and charged once)
+        return {"suggestion": dict(suggestion), "history": list(self.history),
+                "n_trials": len(tried) + len(self._out)}
 
-    def bind_evaluator(self, ev) -> None:
-        self.propose_llm.bind_evaluator(ev)
-
-    def bind_trace(self, callbacks) -> None:
-        self.propose_llm.bind_trace(callbacks)
+    def learn(self, params: Params, score: float, source: str, suggestion: Params | None) -> None:
+        if source == self.LLM_SOURCE and suggestion is not None and self.key(suggestion) != self.key(params):
+            self.tpe.drop(suggestion)  # TPE's suggestion for this trial went unused
+        self.tpe.tell(params, score)
 
     def manifest(self) -> dict[str, Any]:
         return {"p_llm": self.p_llm, "tpe": self.tpe.manifest()}
 
-    def rejected(self) -> Params:
-        """The LLM's proposal was invalid: this trial goes to TPE's suggestion (source "tpe")."""
-        self._out.pop()
-        self.last_source = "tpe"
-        self._out.append((self._key(self._suggestion), self.last_source, self._suggestion))
-        return self._suggestion
 
-    def tell(self, params: Params, score: float) -> None:
-        key = self._key(params)
-        i = next((i for i, out in enumerate(self._out) if out[0] == key), None)
-        source, suggestion = (self.last_source, None) if i is None else self._out.pop(i)[1:]
-        self.history.append((params, score, source))
-        if source == self.LLM_SOURCE and suggestion is not None and self._key(suggestion) != key:
-            self.tpe.drop(suggestion)  # TPE's suggestion for this trial went unused
-        self.tpe.tell(params, score)
-
-
-# Method names, in the order tables list them: the classical strategies, then the two
-# that use an LLM (the agent session, which is not a strategy, and Centaur).
+# Method names, in the order tables list them: the classical strategies, then those that
+# use an LLM (the agent session, which is not a strategy, then the hybrids).
 CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
 LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
 METHODS = CLASSICAL + LLM_METHODS
 
-
 # The `source` of the trials an LLM proposed inside a hybrid (Centaur's, SLLMBO's): what the
 # state audit judges as the model's proposals
-LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if hasattr(c, "LLM_SOURCE"))
+LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if issubclass(c, LLMHybrid))
 
 
 def known_method(name: str) -> str:

@@ -82,6 +82,96 @@ class LLMProposer:
         raise NotImplementedError
 
 
+class LLMHybrid(Strategy):
+    """A classical proposer some of whose proposals an LLM replaces (Centaur, SLLMBO). The
+    classical method is asked for every trial; on the LLM's turns its suggestion is shown
+    to the LLM, whose answer is the trial. What both keep alike lives here: the history
+    (params, score, source), the trials out (parallel ask/tell: each with its source and
+    the classical suggestion it replaced), an invalid LLM answer replaced by that
+    suggestion. A subclass writes the hooks: `suggest`, `llm_turn`, `llm_state`, `learn`.
+    """
+
+    uses_llm = True
+    LLM_SOURCE: ClassVar[str]  # the `source` of the trials the LLM proposed
+    CLASSICAL_SOURCE: ClassVar[str]  # the `source` of the classical method's own trials
+
+    def __init__(self, propose_llm: LLMProposer, space: SearchSpace) -> None:
+        self.propose_llm = propose_llm
+        self.space = space
+        self.history: list[tuple[Params, float, str]] = []  # params, score, source
+        self.last_source = self.CLASSICAL_SOURCE
+        self.llm_calls = 0
+        self._suggestion: Params = {}
+        # asked, not told yet (parallel ask/tell): key, source, and the classical suggestion for that trial
+        self._out: list[tuple[Any, str, Params]] = []
+
+    # ------------------------------------------------------------ the hooks
+    def suggest(self) -> Params:
+        """The classical method's proposal for the next trial."""
+        raise NotImplementedError
+
+    def llm_turn(self, k: int) -> bool:
+        """Whether the LLM proposes trial k (0-based: trials told plus trials out)."""
+        raise NotImplementedError
+
+    def llm_state(self, suggestion: Params, k: int) -> dict[str, Any]:
+        """What the LLM proposer is given on its turn."""
+        raise NotImplementedError
+
+    def learn(self, params: Params, score: float, source: str, suggestion: Params | None) -> None:
+        """A result, for the classical method (`suggestion`: the one this trial was asked
+        for, None for a point not asked here)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ ask/tell
+    def ask(self) -> Params:
+        k = len(self.history) + len(self._out)  # the trial this proposal is for
+        suggestion = self.suggest()
+        self._suggestion = suggestion
+        if self.llm_turn(k):
+            state = self.llm_state(suggestion, k)
+            self.llm_calls += 1
+            self.last_source = self.LLM_SOURCE
+            proposal = self.propose_llm(state)
+        else:
+            self.last_source = self.CLASSICAL_SOURCE
+            proposal = suggestion
+        self._out.append((self.key(proposal), self.last_source, suggestion))
+        return proposal
+
+    def rejected(self) -> Params:
+        """The LLM's proposal was invalid (the Evaluator reported and counted it): this
+        trial goes to the classical method's suggestion, recorded with its source."""
+        self._out.pop()  # the rejected proposal, the last asked, is not out
+        self.last_source = self.CLASSICAL_SOURCE
+        self._out.append((self.key(self._suggestion), self.last_source, self._suggestion))
+        return self._suggestion
+
+    def tell(self, params: Params, score: float) -> None:
+        key = self.key(params)
+        i = next((i for i, out in enumerate(self._out) if out[0] == key), None)
+        source, suggestion = (self.last_source, None) if i is None else self._out.pop(i)[1:]
+        self.history.append((params, score, source))
+        self.learn(params, score, source, suggestion)
+
+    def key(self, params: Params) -> Any:
+        """A proposal's cache key; for an answer the space cannot read, its own text."""
+        try:
+            return self.space.key(self.space.coerce(params))
+        except (ValueError, TypeError):
+            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))
+
+    @property
+    def source(self) -> str:
+        return self.last_source
+
+    def bind_evaluator(self, ev: Any) -> None:
+        self.propose_llm.bind_evaluator(ev)
+
+    def bind_trace(self, callbacks: Any) -> None:
+        self.propose_llm.bind_trace(callbacks)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {}
 
 
