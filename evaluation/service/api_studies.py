@@ -15,7 +15,8 @@ built per server, from its annotation at run time.)"""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
@@ -52,6 +53,18 @@ def studies_of(request: Request) -> StudyManager:
 
 
 Studies = Annotated[StudyManager, Depends(studies_of)]
+
+
+@contextmanager
+def answered(study_id: str) -> Iterator[None]:
+    """A study's refusals as HTTP: no such study 404, a conflict with its state 409 (one
+    place for ask, tell and close)."""
+    try:
+        yield
+    except KeyError:
+        raise HTTPException(404, f"no study {study_id!r}") from None
+    except StudyConflict as e:
+        raise HTTPException(409, str(e)) from None
 
 
 def problem(description: str) -> dict[str, Any]:
@@ -121,12 +134,8 @@ def studies_router(limits: Limits) -> APIRouter:
         """The next trial to evaluate. Waits for the method up to the server's ask wait,
         then 202 (ask again). Asking again before telling hands out another trial (parallel
         workers); once the budget is all handed out, 409 naming the trials to tell."""
-        try:
+        with answered(study_id):
             trial = studies.ask(study_id)
-        except KeyError:
-            raise HTTPException(404, f"no study {study_id!r}") from None
-        except StudyConflict as e:
-            raise HTTPException(409, str(e)) from None
         if trial is None:
             waiting = Waiting(detail=f"the method has proposed nothing within {studies.ask_wait_s:g} s: ask again",
                               retry_after=RETRY_AFTER_S)
@@ -137,12 +146,8 @@ def studies_router(limits: Limits) -> APIRouter:
     def tell(study_id: str, req: TellRequest, studies: Studies) -> Told:
         """The result of the trial out: a value, metrics with a value, or failed. NaN
         ("nan", or null) is a failed trial, charged."""
-        try:
+        with answered(study_id):
             return studies.tell(study_id, req)
-        except KeyError:
-            raise HTTPException(404, f"no study {study_id!r}") from None
-        except StudyConflict as e:
-            raise HTTPException(409, str(e)) from None
 
     @router.post("/{study_id}/close", response_model=Closed, responses=NOT_FOUND | INVALID | CONFLICT | {
         202: {"model": Closed, "description": "closing: the method is finishing its current proposal (an LLM "
@@ -150,12 +155,8 @@ def studies_router(limits: Limits) -> APIRouter:
     def close(study_id: str, studies: Studies) -> Any:
         """End the study now (a trial out, untold, is dropped uncharged); its stop reason.
         Asks and tells are refused from now on."""
-        try:
+        with answered(study_id):
             stop = studies.close(study_id)
-        except KeyError:
-            raise HTTPException(404, f"no study {study_id!r}") from None
-        except StudyConflict as e:
-            raise HTTPException(409, str(e)) from None
         closed = Closed(id=study_id, stop_reason=stop)
         return closed if stop is not None else JSONResponse(closed.model_dump(), status_code=202)
 
