@@ -110,7 +110,7 @@ def cma_axes(space: SearchSpace) -> str:
 def prompt_values(ev: Evaluator) -> dict[str, str]:
     """Every template variable an agent session can fill (Centaur adds its own)."""
     c = ev.config
-    pending = [dict(r.params) for r in ev.in_flight]
+    pending = ev.pending
     return dict(
         objective_name=ev.objective.title,
         formula=ev.objective.formula,

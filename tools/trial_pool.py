@@ -78,7 +78,7 @@ class TrialPool:
     @property
     def pending(self) -> list[dict[str, Any]]:
         """The configurations out, not yet answered."""
-        return [dict(r.params) for r in self.ev.in_flight]
+        return self.ev.pending
 
     @property
     def has_room(self) -> bool:

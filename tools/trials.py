@@ -199,11 +199,15 @@ class Evaluator:
         return n
 
     @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The configurations out being tried (reserved, not yet recorded), in order."""
+        return [dict(r.params) for r in self.in_flight]
+
+    @property
     def known_params(self) -> list[dict[str, Any]]:
         """Every configuration tried or out being tried, once each, in order: what a model
         is told not to propose again."""
-        seen = {self.config.space.key(p): p for p in [*(t.params for t in self.trials),
-                                                      *(r.params for r in self.in_flight)]}
+        seen = {self.config.space.key(p): p for p in [*(t.params for t in self.trials), *self.pending]}
         return list(seen.values())
 
     @property
