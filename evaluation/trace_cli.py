@@ -185,7 +185,7 @@ def trace_state(
     from tuneloop.evaluation.traces import AuditGeometry, state_audit
     from tuneloop.tools.scoring import GOOD_GAP
 
-    check_out(plot, ".png")
+    check_out(plot, ".png", flag="--plot")
     t = load_run(run_dir)
     a = state_audit(t)
     if plot is not None:

@@ -296,3 +296,5 @@ def test_state_audit_counts_bounds_distinct_values_and_moves_by_hand(tmp_path, c
     assert "at a bound of the space 75 % (learning_rate 75 %, momentum 50 %)" in out
     assert "moved toward the incumbent 33 %, away from the failures 100 %" in out
     assert (tmp_path / "state.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["trace", "state", str(run), "--plot", str(tmp_path / "state.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --plot must name a .png file, got {tmp_path / 'state.txt'}"

@@ -185,16 +185,17 @@ def exit_fast(code: int) -> None:
     os._exit(code)
 
 
-def check_out(out: Path | None, suffix: str | None = None) -> Path | None:
-    """An --out file, checked before any work: its folder exists, it is not a folder itself, and
-    it ends in `suffix` (when given). Every command's --out goes through here."""
+def check_out(out: Path | None, suffix: str | None = None, flag: str = "--out") -> Path | None:
+    """An output file, checked before any work: its folder exists, it is not a folder itself,
+    and it ends in `suffix` (when given). Every command's --out (or other output flag, named
+    by `flag` in the messages) goes through here."""
     if out is None:
         return None
     if suffix is not None and out.suffix.lower() != suffix:
-        raise UserError(f"--out must name a {suffix} file, got {out}")
+        raise UserError(f"{flag} must name a {suffix} file, got {out}")
     if out.is_dir():
-        raise UserError(f"--out is a folder, not a file: {out}")
+        raise UserError(f"{flag} is a folder, not a file: {out}")
     if not out.parent.is_dir():
         what = "is a file, not a folder" if out.parent.exists() else "does not exist"
-        raise UserError(f"--out's folder {what}: {out.parent}")
+        raise UserError(f"{flag}'s folder {what}: {out.parent}")
     return out
