@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tuneloop.agent.gbnf import choice_literals, is_choice, is_free_string, value_sentences
+from tuneloop.agent.near_repeats import near_repeats
 from tuneloop.agent.vocabulary import Vocabulary
 from tuneloop.tools.space import json_key
 
@@ -283,6 +284,15 @@ class ConstrainedDecoder:
         kept = tuple(x for x in literals if json_key(json.loads(x)) not in keys)
         return ChoiceLanguage.spelled(self.llama, kept or literals, terminator)  # all tried: any may repeat
 
+    def probabilities(self, ids: np.ndarray) -> np.ndarray:
+        """The model's probabilities of the tokens `ids` next, after the reply so far
+        (softmax of their logits at temperature 1, before any filter): what `value`
+        samples from, for inspection (agent/value_probe.py)."""
+        self._sync()
+        z = self._logits()[ids].astype(np.float64)
+        p = np.exp(z - z.max())
+        return p / p.sum()
+
     def value(self, lang: Language, max_tokens: int) -> str | None:
         """The model writes one sentence of `lang` and then its terminator. Returns the
         sentence, or None if it had not finished after max_tokens."""
@@ -325,14 +335,15 @@ def lock_for(llama: Any) -> threading.Lock:
 
 def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, seed: int, sampling: Sampling,
                      max_tokens: int, avoid: Sequence[dict] = (), string_tokens: int = STRING_TOKENS,
-                     value_tokens: int | None = None):
+                     value_tokens: int | None = None, avoid_radius: float = 0.0):
     """A tool call's arguments object written after `prompt`: keys and punctuation by us,
     each value by the model under its mask, by its type (value_supported). `avoid`:
     argument sets never to complete (configurations already tried), compared as JSON
-    values. `value_tokens` caps a value's tokens; by default its language's longest
-    sentence bounds them (a finite language cannot run on). Returns (the object's text,
-    Evaluated, tokens the model sampled, finish reason: "stop", or "length" when a value
-    was cut off)."""
+    values; with `avoid_radius` > 0 also none within that distance of one on every number's
+    axis (`near_repeats`). `value_tokens` caps a value's tokens; by default its language's
+    longest sentence bounds them (a finite language cannot run on). Returns (the object's
+    text, Evaluated, tokens the model sampled, finish reason: "stop", or "length" when a
+    value was cut off)."""
     decoder = ConstrainedDecoder(llama, vocab, sampling, seed, prompt)
     finish = "stop"
     chosen: dict[str, Any] = {}
@@ -349,7 +360,10 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
                 decoder.write("}" if last else ", ")
                 continue
             rest = [p for _, p in items[i + 1:] if not is_free_string(p)]
-            lang = decoder.language(prop, "}" if last else ",", exclude=exhausted(avoid, chosen, name, rest))
+            exclude = exhausted(avoid, chosen, name, rest)
+            if avoid_radius > 0 and not rest:
+                exclude += near_repeats(avoid, chosen, props, name, avoid_radius)
+            lang = decoder.language(prop, "}" if last else ",", exclude=exclude)
             value = decoder.value(lang, min(left, lang.longest if value_tokens is None else value_tokens))
             if value is None:
                 finish = "length"  # left unparseable: the caller shows it as text

@@ -48,6 +48,7 @@ from tuneloop.agent.gguf import (
     format_chat,
     load_llama,
 )
+from tuneloop.agent.value_probe import FLOOR, call_distributions
 from tuneloop.agent.vocabulary import vocabulary
 
 
@@ -195,7 +196,7 @@ class LocalChatModel(BaseChatModel):
             # is known): the message gets the name back here
             args, tokens, out_tok, finish = decode_arguments(
                 llama, vocabulary(llama, self._path()), prompt, props, seed, sampling, max_tokens,
-                avoid=kwargs.get("avoid") or [])
+                avoid=kwargs.get("avoid") or [], avoid_radius=float(kwargs.get("avoid_radius") or 0.0))
             text = prefix + args + "}"
             in_tok, cached = tokens.sent, tokens.cached
         else:  # free choice between tools and text, or a schema the masks do not cover
@@ -215,6 +216,18 @@ class LocalChatModel(BaseChatModel):
                                   "input_token_details": {"cache_read": cached}}
         message.response_metadata = {"model_name": self.model_name, "finish_reason": finish}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def argument_distributions(self, messages: Sequence[BaseMessage], tool: Any, floor: float = FLOOR,
+                               given: dict[str, Any] | None = None) -> dict[str, list[tuple[str, float]]]:
+        """What this model would write for each argument of a forced call of `tool` after
+        `messages`, as probabilities (agent/value_probe.py), on the very prompt `_generate`
+        gives the decoder; before the avoid list and any raised temperature. `given`: the
+        values of earlier arguments to condition later ones on (else their modes)."""
+        llama = load_llama(self._path(), self.n_ctx, self.n_threads)
+        schema = tool_call_schema([convert_to_openai_tool(tool)], allow_text=False)["properties"]["arguments"]
+        prompt = format_chat(llama, to_llama_messages(messages, []), self._template(llama))
+        return call_distributions(llama, vocabulary(llama, self._path()), prompt, schema.get("properties") or {}, floor,
+                                  given)
 
     def _to_message(self, text: str, tools: list[dict]) -> AIMessage:
         names = {t["function"]["name"] for t in tools}

@@ -17,6 +17,11 @@ from tuneloop.agent.prompt_state import tool_name
 from tuneloop.tools.trials import Evaluator
 from tuneloop.tools.usage import Usage
 
+# a local model's next configuration stays this share of each number's range away from
+# every tried one: a 1/50 grid (0.02 of a momentum in [0, 0.99], 0.06 of a decade on a
+# three-decade learning rate). Measured in docs/sessions.md.
+NEAR_REPEAT_RADIUS = 0.02
+
 
 class TurnMiddleware(AgentMiddleware):
     """Shapes each model call from the Evaluator's state, not from the model's memory:
@@ -37,12 +42,14 @@ class TurnMiddleware(AgentMiddleware):
     - with `avoid_repeats=True` (the embedded model, whose decoder can honour it) every
       configuration tried so far is passed to the model as `avoid`, and its constrained
       decoder does not complete one of them: a repeat costs a model call and teaches
-      nothing.
+      nothing; nor, with `avoid_radius` > 0, a near-repeat (within that share of each
+      number's range of a tried configuration, agent/decoding.py near_repeats).
     """
 
     def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], render_final: Callable[[], str],
                  base_temperature: float, repeat_heat: float = 0.3, max_temperature: float = 1.5,
-                 compact: bool = False, avoid_repeats: bool = False, usage: Usage | None = None) -> None:
+                 compact: bool = False, avoid_repeats: bool = False, avoid_radius: float = 0.0,
+                 usage: Usage | None = None) -> None:
         super().__init__()
         self.ev = evaluator
         self.usage = usage
@@ -53,6 +60,7 @@ class TurnMiddleware(AgentMiddleware):
         self.max_temperature = max_temperature
         self.compact = compact
         self.avoid_repeats = avoid_repeats
+        self.avoid_radius = avoid_radius
 
     def wrap_model_call(self, request, handler):
         messages = [] if self.compact else list(request.messages)
@@ -65,6 +73,8 @@ class TurnMiddleware(AgentMiddleware):
                 settings["temperature"] = min(self.max_temperature, self.base_temperature + self.repeat_heat * heat)
             if self.avoid_repeats:
                 settings["avoid"] = self.ev.known_params
+                if self.avoid_radius > 0:
+                    settings["avoid_radius"] = self.avoid_radius
             request = request.override(
                 response_format=None, tool_choice="any", model_settings=settings,
                 messages=[*messages, HumanMessage(self.render_turn())])

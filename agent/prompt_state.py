@@ -8,7 +8,7 @@ from typing import Any
 from tuneloop.tools.formatting import fmt_value, spoken_list
 from tuneloop.tools.gd_space import DEFAULT_SPACE, SHORT_LABELS, space_text
 from tuneloop.tools.scoring import is_failed
-from tuneloop.tools.space import CategoricalParam, SearchSpace
+from tuneloop.tools.space import CategoricalParam, IntParam, SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
 
 
@@ -79,6 +79,51 @@ def failed_text(trials: list[TrialResult], f_star: float | None, space: SearchSp
                      f"{'diverged' if t.status == 'diverged' else 'poor, ' + fmt_value(t.final_value)})" for t in bad)
 
 
+GAP_DIGITS = 2  # a widest gap's middle as a model writes it: two significant digits
+
+
+def widest_gaps(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
+                pending: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per parameter, the middle of the widest stretch no trial has tried: on a number's
+    axis (log10 on a log axis, as the space searches it) the widest interval between two
+    values tried or out, or between one and a bound; of a choice, the first one untried.
+    A parameter whose choices were all tried is left out. Rounded to GAP_DIGITS
+    significant digits, so the value is one the model can write.
+
+    >>> widest_gaps([], DEFAULT_SPACE)
+    {'learning_rate': 0.0032, 'momentum': 0.49}
+    >>> widest_gaps([], DEFAULT_SPACE, [{"learning_rate": 1e-4, "momentum": 0.99}])
+    {'learning_rate': 0.0032, 'momentum': 0.49}
+    >>> widest_gaps([], DEFAULT_SPACE, [{"learning_rate": 3e-4, "momentum": 0.5}])
+    {'learning_rate': 0.0055, 'momentum': 0.25}
+    """
+    tried = [t.params for t in trials if not t.repeat] + list(pending or [])
+    out: dict[str, Any] = {}
+    for name in space:
+        p = space[name]
+        if isinstance(p, CategoricalParam):
+            seen = {json.dumps(params[name]) for params in tried if name in params}
+            rest = [c for c in p.choices if json.dumps(c) not in seen]
+            if rest:
+                out[name] = rest[0]
+            continue
+        z = sorted({0.0, 1.0, *(space.unit_of(name, params[name]) for params in tried if name in params)})
+        lo, hi = max(zip(z, z[1:], strict=False), key=lambda ab: ab[1] - ab[0])  # the first of equals
+        middle = space.value_at(name, (lo + hi) / 2)
+        out[name] = middle if isinstance(p, IntParam) else min(p.high, max(p.low, float(f"{middle:.{GAP_DIGITS}g}")))
+    return out
+
+
+def untried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
+                 pending: list[dict[str, Any]] | None = None) -> str:
+    """'learning_rate=3.2e-3, momentum=0.49': widest_gaps, written as a configuration.
+
+    >>> untried_text([])
+    'learning_rate=3.2e-3, momentum=0.49'
+    """
+    return space.format(widest_gaps(trials, space, pending)) or "(every choice tried)"
+
+
 def cma_names(space: SearchSpace) -> str:
     """CMA-ES's coordinates by name: 'log10 lr, momentum'."""
     return ", ".join(f"log10 {SHORT_LABELS.get(n, n)}" if getattr(space[n], "log", False) else n
@@ -127,6 +172,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         incumbent=incumbent_text(ev),
         tried=tried_text(ev.trials, c.space, pending),
         failed=failed_text(ev.trials, ev.f_star, c.space),
+        untried=untried_text(ev.trials, c.space, pending),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
         cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),
         tool=tool_name(ev), direction_text=direction_text(ev),

@@ -20,7 +20,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import Field, create_model
 
 from tuneloop.agent.langchain_tools import args_schema, make_gd_tool
-from tuneloop.agent.middleware import CancelMiddleware, RetryMiddleware, TurnMiddleware
+from tuneloop.agent.middleware import NEAR_REPEAT_RADIUS, CancelMiddleware, RetryMiddleware, TurnMiddleware
 from tuneloop.agent.models import ModelError, ModelFactory, api_key_for, is_local, make_chat_model
 from tuneloop.agent.pricing import session_cost
 from tuneloop.agent.prompt_state import prompt_values, tool_name
@@ -166,6 +166,7 @@ def _middleware(cfg: SessionConfig, ev: Evaluator, template: Any, handler: Trace
                        lambda: template.render_final(**prompt_values(ev)), cfg.model.temperature,
                        max_temperature=2.0 if local else 1.5, compact=local,
                        avoid_repeats=local or cfg.model.model == UNIFORM_MODEL,
+                       avoid_radius=NEAR_REPEAT_RADIUS if local else 0.0,
                        usage=handler.usage),
         ModelCallLimitMiddleware(run_limit=model_cap, exit_behavior="end"),
         ToolCallLimitMiddleware(tool_name=tool_name(ev), run_limit=tool_cap, exit_behavior="end"),

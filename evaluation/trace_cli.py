@@ -244,6 +244,33 @@ def _config_text(names: list[str], values: list | tuple) -> str:
     return " ".join(f"{STATE_LABELS.get(n, n)}={param_text(v, '.4g')}" for n, v in zip(names, values, strict=False))
 
 
+@trace_app.command("tokens", short_help="What the local model would have written at a trial, as probabilities.")
+def trace_tokens(
+    run_dir: RunDirArg,
+    trial: Annotated[int, typer.Option("--trial", min=1, help="the charged trial whose call to read")] = 1,
+    floor: Annotated[float, typer.Option("--floor", min=0.001, max=0.5, help="smallest probability shown")] = 0.01,
+    as_json: JsonOpt = False,
+) -> None:
+    """The distribution of each argument at the call that proposed TRIAL, under the token
+    masks, before the avoid list: the model's own preference, and its share at a bound."""
+    from tuneloop.agent.value_probe import FLOOR
+    from tuneloop.evaluation.trace_tokens import tokens_at
+
+    res = tokens_at(load_run(run_dir), trial, floor or FLOOR)
+    if as_json:
+        print(json.dumps(res))
+        return
+    con = console()
+    con.print(f"trial {trial}: the model's turn\n{res['turn']}\n", highlight=False, markup=False)
+    if not res["turn_as_recorded"]:
+        con.print("note: this release renders the turn differently from the recorded one (an earlier "
+                  "release's trace): the figures are for the turn above", highlight=False)
+    for name, d in res["parameters"].items():
+        top = ", ".join(f"{x['value']} {x['p']:.0%}" for x in d["distribution"][:8])
+        con.print(f"{name}: wrote {json.dumps(d['written'])} (p {d['p_written']:.0%}); at a bound "
+                      f"{d['p_at_bound']:.0%}; most probable: {top}", highlight=False, soft_wrap=True)
+
+
 @trace_app.command("plot", short_help="Proposals on the landscape, and the best-so-far curve (PNG).")
 def trace_plot(
     run_dir: RunDirArg,

@@ -69,7 +69,7 @@ def test_space_files_and_what_gd_takes(tmp_path):
         with pytest.raises(SpaceError, match=why.replace("[", r"\[").replace(")", r"\)")):
             check_gd_space(SearchSpace.parse(bad))
     # the default space is the study's ranges, said in the prompts as before
-    assert space_text(DEFAULT_SPACE) == "learning_rate (alpha) in [1e-4, 1e-1] and momentum (beta) in [0, 0.99]"
+    assert space_text(DEFAULT_SPACE) == "learning_rate (alpha) in [0.0001, 0.1] and momentum (beta) in [0, 0.99]"
 
 
 def test_values_are_typed_and_checked():
@@ -213,7 +213,7 @@ def test_an_agent_session_on_a_space_file_in_10_d_shows_records_and_recommends_e
     tool = make_gd_tool(Evaluator(EvaluatorConfig(space=FULL_SPACE)))
     assert tool.args["nesterov"] == {"enum": [False, True], "description": "Nesterov look-ahead gradient, in "
                                      "{false, true}"} and "nesterov (in {false, true})" in tool.description
-    assert "nesterov in {false, true}, lr_decay (gamma) in [1e-5, 1e-2] and grad_clip (c) in [1e-1, 1e2]" in \
+    assert "nesterov in {false, true}, lr_decay (gamma) in [0.00001, 0.01] and grad_clip (c) in [0.1, 100]" in \
         seen["prompt"]
     run_dir = next((tmp_path / "r").iterdir())
     events = [json.loads(x) for x in (run_dir / "trace.jsonl").read_text().splitlines()]

@@ -21,7 +21,7 @@ from typing import Any
 
 from tuneloop.tools.defaults import DEFAULT_GRAD_CLIP, DEFAULT_LR_DECAY, DEFAULT_NESTEROV
 from tuneloop.tools.formatting import spoken_list
-from tuneloop.tools.space import CategoricalParam, SearchSpace, SpaceError
+from tuneloop.tools.space import CategoricalParam, FloatParam, SearchSpace, SpaceError
 
 # what a model is told each parameter is (the tool's argument descriptions)
 DESCRIPTIONS = {
@@ -120,11 +120,20 @@ def space_from_bounds(bounds: Mapping[str, float]) -> dict[str, Any]:
 
 
 def space_text(space: SearchSpace) -> str:
-    """The space as prompts say it: 'learning_rate (alpha) in [1e-4, 1e-1] and momentum
+    """The space as prompts say it: 'learning_rate (alpha) in [0.0001, 0.1] and momentum
     (beta) in [0, 0.99]'.
 
+    A log-scale range is written in plain decimals although the model writes and reads
+    its values in scientific notation (agent/gbnf.py): the embedded model copies numbers
+    it has read, and a bound in its own notation ('1e-4') was the proposal it copied most
+    (docs/sessions.md, "Where the agent's numbers come from").
+
     >>> space_text(FULL_SPACE).count(" in "), space_text(DEFAULT_SPACE)
-    (5, 'learning_rate (alpha) in [1e-4, 1e-1] and momentum (beta) in [0, 0.99]')
+    (5, 'learning_rate (alpha) in [0.0001, 0.1] and momentum (beta) in [0, 0.99]')
     """
     labels = [f"{n} ({SYMBOLS[n]})" if n in SYMBOLS else n for n in space]
-    return spoken_list([f"{label} in {space[n].range_text()}" for label, n in zip(labels, space, strict=True)])
+    return spoken_list([f"{label} in {_prompt_range(space[n])}" for label, n in zip(labels, space, strict=True)])
+
+
+def _prompt_range(p: Any) -> str:
+    return p.range_text(sci=False) if isinstance(p, FloatParam) else p.range_text()

@@ -62,8 +62,10 @@ class FloatParam(BaseModel):
             raise ValueError(f"a log-scale range needs low > 0, got {self.low:g}")
         return self
 
-    def range_text(self) -> str:
-        fmt = fmt_lr if self.log else (lambda v: f"{v:g}")
+    def range_text(self, sci: bool = True) -> str:
+        """'[1e-4, 1e-1]'; with sci=False a log-scale range in plain decimals, '[0.0001, 0.1]'."""
+        fmt = fmt_lr if self.log and sci else (
+            (lambda v: np.format_float_positional(v, trim="-")) if self.log else (lambda v: f"{v:g}"))
         return f"[{fmt(self.low)}, {fmt(self.high)}]"
 
     def json_schema(self) -> dict[str, Any]:
@@ -288,26 +290,27 @@ class SearchSpace(RootModel[dict[str, Param]]):
     def from_unit(self, z: np.ndarray) -> dict[str, Any]:
         """[0, 1]^c -> the continuous parameters (log ones as 10 ** x; ints rounded to the
         nearest step and kept in range)."""
-        x = self.lows + np.clip(z, 0.0, 1.0) * (self.highs - self.lows)
-        out: dict[str, Any] = {}
-        for name, xi in zip(self.continuous, x, strict=True):
-            p = self.root[name]
-            v = 10.0**xi if self._axis(name)[2] else xi
-            if isinstance(p, IntParam):
-                k = round((float(v) - p.low) / p.step)
-                out[name] = int(min(p.high, max(p.low, p.low + k * p.step)))
-            else:
-                out[name] = float(v)
-        return out
+        return {name: self.value_at(name, float(zi)) for name, zi in zip(self.continuous, z, strict=True)}
+
+    def value_at(self, name: str, z: float) -> float | int:
+        """One continuous parameter's value at unit coordinate `z` (from_unit's, per axis)."""
+        lo, hi, log = self._axis(name)
+        x = lo + min(1.0, max(0.0, z)) * (hi - lo)
+        v = 10.0**x if log else x
+        p = self.root[name]
+        if isinstance(p, IntParam):
+            k = round((float(v) - p.low) / p.step)
+            return int(min(p.high, max(p.low, p.low + k * p.step)))
+        return float(v)
 
     def to_unit(self, params: Mapping[str, Any]) -> np.ndarray:
-        vals = []
-        for name in self.continuous:
-            lo, hi, log = self._axis(name)
-            v = float(params[name])
-            vals.append(math.log10(v) if log else v)
-        z: np.ndarray = np.clip((np.array(vals) - self.lows) / (self.highs - self.lows), 0.0, 1.0)
-        return z
+        return np.array([self.unit_of(name, params[name]) for name in self.continuous])
+
+    def unit_of(self, name: str, value: float) -> float:
+        """One continuous parameter's unit coordinate (to_unit's, per axis), in [0, 1]."""
+        lo, hi, log = self._axis(name)
+        x = math.log10(float(value)) if log else float(value)
+        return min(1.0, max(0.0, (x - lo) / (hi - lo)))
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One configuration drawn uniformly (log-uniformly on a log axis), one draw per

@@ -1,0 +1,80 @@
+"""`tuneloop trace tokens`: what the model would have written at one of a recorded
+session's calls, as probabilities, next to what it wrote.
+
+The call's prompt is rebuilt from the record (the manifest's settings and prompt text, the
+trials before it restored into an Evaluator, rendered as the session rendered it: the
+system prompt and the turn), and the local model that ran the session is asked for the
+distribution of each argument under its token masks (agent/value_probe.py). The shares at
+a bound of the space say whether a habit of proposing a bound is the model's or the
+sampling's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tuneloop.tools.errors import UserError
+from tuneloop.tools.record import Trace
+from tuneloop.tools.space import CategoricalParam
+
+
+def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
+    """The distributions at the call that proposed charged trial `trial` (1-based), each
+    argument given the values written before it, the values written, and each argument's
+    probability at a bound of the space."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from tuneloop.agent.langchain_tools import make_gd_tool
+    from tuneloop.agent.models import is_local, make_chat_model
+    from tuneloop.agent.prompt_state import prompt_values
+    from tuneloop.agent.prompts import template_for
+    from tuneloop.agent.resume import restore_into
+    from tuneloop.agent.session_config import config_from_manifest
+    from tuneloop.tools.trials import Evaluator
+
+    m = t.manifest or {}
+    if m.get("method") != "llm" or m.get("task"):
+        raise UserError(f"{t.run_dir}: trace tokens reads an agent session on GD (method llm); this run is "
+                        f"{m.get('method')}{' on a task' if m.get('task') else ''}")
+    cfg = config_from_manifest(m)
+    if not is_local(cfg.model.model):
+        raise UserError(f"{t.run_dir}: trace tokens needs the local model the session ran on (the embedded one or a "
+                        f"GGUF file); this session used {cfg.model.model}")
+    events = t.events
+    at = next((i for i, e in enumerate(events) if e.get("event") == "trial_evaluated" and e.get("charged")
+               and e.get("trial") == trial), None)
+    if at is None:
+        charged = sum(1 for e in events if e.get("event") == "trial_evaluated" and e.get("charged"))
+        raise UserError(f"--trial {trial}: the session has charged trials 1 to {charged}")
+    call = max(i for i, e in enumerate(events[:at]) if e.get("event") == "model_called")
+    ev = Evaluator(cfg.evaluator)
+    restore_into(ev, events[:call])
+    template = template_for(cfg.prompt, cfg.prompt_text)
+    values = prompt_values(ev)
+    messages = [SystemMessage(template.render_system(**values)), HumanMessage(template.render_turn(**values))]
+    model = make_chat_model(cfg.model)
+    written = events[at].get("params") or {}
+    dists = model.argument_distributions(messages, make_gd_tool(ev), floor, given=written)  # type: ignore[attr-defined]
+    space = cfg.evaluator.space
+    # the rebuilt turn against the one recorded (a trace of an earlier release may render differently)
+    same = events[call].get("last_message") in (None, messages[1].content)
+    out: dict[str, Any] = {"trial": trial, "turn": messages[1].content, "turn_as_recorded": same, "parameters": {}}
+    for name, dist in dists.items():
+        p = space[name]
+        ends = [] if isinstance(p, CategoricalParam) else [float(p.low), float(p.high)]
+        out["parameters"][name] = {
+            "written": written.get(name),
+            "distribution": [{"value": v, "p": round(q, 4)} for v, q in dist],
+            "p_written": round(sum(q for v, q in dist if _same(v, written.get(name))), 4),
+            "p_at_bound": round(sum(q for v, q in dist if any(_same(v, b) for b in ends)), 4),
+            "p_shown": round(sum(q for _, q in dist), 4),
+        }
+    return out
+
+
+def _same(text: str, value: Any) -> bool:
+    try:
+        return value is not None and json.loads(text) == value
+    except ValueError:
+        return False
