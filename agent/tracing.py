@@ -16,7 +16,8 @@ from tuneloop.tools.record import TraceWriter
 from tuneloop.tools.usage import Usage
 
 
-def _messages_digest(messages: list[BaseMessage]) -> str:
+def messages_digest(messages: list[BaseMessage]) -> str:
+    """The `messages_sha256` of a model_called event: what the model was sent, by type and text."""
     h = hashlib.sha256()
     for m in messages:
         h.update(m.type.encode())
@@ -56,7 +57,7 @@ class TraceCallbackHandler(BaseCallbackHandler):
             "model_called",
             model=self.model_name,
             n_messages=len(msgs),
-            messages_sha256=_messages_digest(msgs),
+            messages_sha256=messages_digest(msgs),
             last_message=str(msgs[-1].content) if msgs else "",
             reply=str(getattr(msg, "content", "") if msg is not None else getattr(gen, "text", "")),
             tool_calls=[{"name": tc["name"], "args": tc["args"], "id": tc.get("id")}

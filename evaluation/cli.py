@@ -42,7 +42,16 @@ from tuneloop.tools.cli import (
     task_or_exit,
 )
 from tuneloop.tools.cli import app as tools_app
-from tuneloop.tools.cli_common import check_out, check_range, exit_fast, new_app, parse_seeds, run_app, split_names
+from tuneloop.tools.cli_common import (
+    check_out,
+    check_range,
+    exit_fast,
+    new_app,
+    parse_numbers,
+    parse_seeds,
+    run_app,
+    split_names,
+)
 from tuneloop.tools.defaults import DEFAULT_MAX_ITER, DEFAULT_TOL, SWEEP_LR, SWEEP_MOMENTUM
 from tuneloop.tools.errors import UserError
 from tuneloop.tools.files import atomic_write_text
@@ -146,10 +155,11 @@ def eval_cmd(
         typer.Option("--prompt", "-p", help="one or more prompt templates, e.g. --prompt default paper: one row each"),
     ] = D.PROMPT,
     centaur_ratio: Annotated[
-        float, typer.Option("--centaur-ratio", min=0.0, max=1.0, help="fraction r of LLM trials")
-    ] = D.CENTAUR_RATIO,
+        str, typer.Option("--centaur-ratio", help="fraction r of LLM trials; several: one Centaur arm each")
+    ] = str(D.CENTAUR_RATIO),
     centaur_warmup: Annotated[
-        int | None, typer.Option("--centaur-warmup", min=0, help="default: one CMA-ES generation")
+        str | None, typer.Option("--centaur-warmup", help="CMA-ES-only trials first (default: one generation); "
+                                 "several: one arm each")
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="processes for CPU-bound cells (default: CPU count)")
@@ -203,7 +213,10 @@ def eval_cmd(
                       methods=split_names(methods, "--methods", METHODS), seeds=parse_seeds(seeds), budget=budget,
                       x0=x0, dim=dim, space=space_given, max_iter=max_iter,
                       models=models, prompts=split_names(prompt, "--prompt"),
-                      centaur_ratio=centaur_ratio, centaur_warmup=centaur_warmup, out=out, concurrency=concurrency,
+                      centaur_ratio=list(parse_numbers(centaur_ratio, "--centaur-ratio")),
+                      centaur_warmup=None if centaur_warmup is None else list(parse_numbers(centaur_warmup,
+                                                                                            "--centaur-warmup")),
+                      out=out, concurrency=concurrency,
                       backend=backend, ray_address=ray_address, storage=storage, workers=workers)
     factory = model_factory_of(ctx)
     check_before_work(cfg, factory)

@@ -18,7 +18,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -79,8 +79,9 @@ class EvalConfig(BaseModel):
     models: list[ModelSettings] = [ModelSettings()]  # each model's settings; one row per model
     prompts: list[str] = [D.PROMPT]  # the agent's templates; one row per prompt
     centaur_prompt: str = D.CENTAUR_PROMPT
-    centaur_ratio: float = Field(default=D.CENTAUR_RATIO, ge=0.0, le=1.0)
-    centaur_warmup: int | None = None
+    # Centaur's settings: one arm per (ratio, warm-up); a single value as before is a list of one
+    centaur_ratio: list[Annotated[float, Field(ge=0.0, le=1.0)]] = [D.CENTAUR_RATIO]
+    centaur_warmup: list[Annotated[int, Field(ge=0)] | None] = [None]
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     concurrency: int = Field(default=D.CONCURRENCY, ge=1)  # remote-model cells at once
     backend: Literal["local", "ray"] = "local"
@@ -90,7 +91,21 @@ class EvalConfig(BaseModel):
 
 
     def arms(self) -> list[Arm]:
-        return study_arms(self.methods, self.prompts, [m.model for m in self.models])
+        return study_arms(self.methods, self.prompts, [m.model for m in self.models], self.centaur_ratio,
+                          self.centaur_warmup)
+
+    @field_validator("centaur_ratio", "centaur_warmup", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: Any) -> Any:
+        """A single value (an EvalConfig saved before arms, a caller's float) is one arm."""
+        return v if isinstance(v, list) else [v]
+
+    @field_validator("centaur_ratio", "centaur_warmup")
+    @classmethod
+    def _distinct(cls, v: list[Any]) -> list[Any]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a value twice")
+        return v
 
     def cells(self) -> list[tuple[Arm, str, int]]:
         """Every (arm, function, seed) of the study, in table order."""
@@ -175,8 +190,8 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
     spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0, dim=cfg.dim,
                       max_iter=cfg.max_iter, tol=cfg.tol, space=cfg.space, task=cfg.task, model=model_settings,
-                      prompt=cell_prompt(cfg, arm), centaur_ratio=cfg.centaur_ratio,
-                      centaur_warmup=cfg.centaur_warmup, runs_dir=runs,
+                      prompt=cell_prompt(cfg, arm), centaur_ratio=D.CENTAUR_RATIO if arm.ratio is None else arm.ratio,
+                      centaur_warmup=arm.warmup, runs_dir=runs,
                       manifest_extra={"executor": executor} if executor else {})
     result = run_method(spec, session_id=cid, model_factory=model_factory)
     row = _row(arm, function, seed, x0, result)

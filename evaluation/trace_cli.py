@@ -262,9 +262,9 @@ def trace_tokens(
         return
     con = console()
     con.print(f"trial {trial}: the model's turn\n{res['turn']}\n", highlight=False, markup=False)
-    if not res["turn_as_recorded"]:
-        con.print("note: this release renders the turn differently from the recorded one (an earlier "
-                  "release's trace): the figures are for the turn above", highlight=False)
+    if not res["prompt_as_recorded"]:
+        con.print("note: this release renders the call's prompt differently from the recorded one (a trace of "
+                  "an earlier release): the figures are for the prompt as rendered now", highlight=False)
     for name, d in res["parameters"].items():
         top = ", ".join(f"{x['value']} {x['p']:.0%}" for x in d["distribution"][:8])
         con.print(f"{name}: wrote {json.dumps(d['written'])} (p {d['p_written']:.0%}); at a bound "

@@ -31,6 +31,7 @@ def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
     from tuneloop.agent.prompts import template_for
     from tuneloop.agent.resume import restore_into
     from tuneloop.agent.session_config import config_from_manifest
+    from tuneloop.agent.tracing import messages_digest
     from tuneloop.tools.trials import Evaluator
 
     m = t.manifest or {}
@@ -57,9 +58,9 @@ def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
     written = events[at].get("params") or {}
     dists = model.argument_distributions(messages, make_gd_tool(ev), floor, given=written)  # type: ignore[attr-defined]
     space = cfg.evaluator.space
-    # the rebuilt turn against the one recorded (a trace of an earlier release may render differently)
-    same = events[call].get("last_message") in (None, messages[1].content)
-    out: dict[str, Any] = {"trial": trial, "turn": messages[1].content, "turn_as_recorded": same, "parameters": {}}
+    # the rebuilt prompt against the one recorded (a trace of an earlier release may render differently)
+    same = events[call].get("messages_sha256") in (None, messages_digest(messages))
+    out: dict[str, Any] = {"trial": trial, "turn": messages[1].content, "prompt_as_recorded": same, "parameters": {}}
     for name, dist in dists.items():
         p = space[name]
         ends = [] if isinstance(p, CategoricalParam) else [float(p.low), float(p.high)]

@@ -182,7 +182,8 @@ def seed_pairs(traces: list[Trace]) -> list[dict[str, Any]]:
         if m.get("seed") is None:
             continue
         prompt = (m.get("prompt") or {}).get("name") if t.method == AGENT_METHOD else None
-        label = Arm(t.method, prompt, (m.get("model") or {}).get("model")).label
+        ratio = (m.get("centaur") or {}).get("ratio") if t.method == "centaur" else None
+        label = Arm(t.method, prompt, (m.get("model") or {}).get("model"), ratio=ratio).label
         best = min((r["score"] for r in trial_rows(t) if r["charged"] and r["score"] is not None), default=None)
         by_objective.setdefault(t.objective, {}).setdefault(label, {}).setdefault(m["seed"], best)
     return [{"objective": f} | r.__dict__ for f, arms in by_objective.items() for r in paired_table(arms) if r.n]

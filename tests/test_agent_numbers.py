@@ -209,7 +209,7 @@ def test_trace_tokens_rebuilds_a_recorded_call_and_its_probabilities(tmp_path, c
     capsys.readouterr()
     assert main(["trace", "tokens", str(run), "--trial", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["turn_as_recorded"]  # the prompt rebuilt from the record is the one the model read
+    assert res["prompt_as_recorded"]  # the prompt rebuilt from the record is the one the model read (same digest)
     lr = res["parameters"]["learning_rate"]
     ps = [d["p"] for d in lr["distribution"]]
     assert ps == sorted(ps, reverse=True) and min(ps) >= 0.01 and 0.5 < sum(ps) <= 1.0001

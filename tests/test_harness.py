@@ -411,3 +411,49 @@ def test_a_centaur_cells_model_calls_are_traced_and_it_replays_from_them(tmp_pat
     (run_dir / "trace.jsonl").write_text("\n".join(lines) + "\n")
     assert main(["trace", "replay", str(run_dir)]) == 1
     assert "diverged at trial" in capsys.readouterr().out
+
+
+def test_centaur_ratios_and_warmups_are_arms_of_one_study(tmp_path, capsys):
+    """`--centaur-ratio 0 0.3 1 --centaur-warmup 0 4`: six Centaur arms per model, paired by
+    seed; r = 0 is CMA-ES alone (trial for trial, whatever the warm-up), r = 1 gives the
+    LLM every trial after the warm-up; the default arm keeps its name."""
+    from tuneloop.evaluation.cli import main
+
+    out = tmp_path / "study"
+    argv = ["eval", "--functions", "rosenbrock", "--methods", "cmaes", "centaur", "--model", "uniform",
+            "--centaur-ratio", "0", "0.3", "1", "--centaur-warmup", "0", "4", "--seeds", "0", "1", "--budget", "8",
+            "--max-iter", "300", "--out", str(out), "--no-plots"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    cells = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(cells) == 2 * (1 + 6)
+    assert "centaur+uniform+r0+warmup0-rosenbrock-s0" in cells and "centaur+uniform+warmup4-rosenbrock-s1" in cells
+
+    def trials(cell: str) -> list[tuple[str, dict]]:
+        events = [json.loads(x) for x in (out / "runs" / cell / "trace.jsonl").read_text().splitlines()]
+        return [(e["source"], e["params"]) for e in events if e["event"] == "trial_evaluated" and e["charged"]]
+
+    for seed in (0, 1):
+        cma = [p for _, p in trials(f"cmaes-rosenbrock-s{seed}")]
+        for w in (0, 4):
+            r0 = trials(f"centaur+uniform+r0+warmup{w}-rosenbrock-s{seed}")
+            assert [p for _, p in r0] == cma and {s for s, _ in r0} == {"cmaes"}
+            r1 = [s for s, _ in trials(f"centaur+uniform+r1+warmup{w}-rosenbrock-s{seed}")]
+            assert r1 == ["cmaes"] * w + ["centaur-llm"] * (8 - w)
+        manifest = json.loads((out / "runs" / f"centaur+uniform+r1+warmup0-rosenbrock-s{seed}" / "manifest.json")
+                              .read_text())
+        assert manifest["centaur"]["ratio"] == 1 and manifest["centaur"]["warmup"] == 0
+    summary = (out / "summary.md").read_text()
+    assert "| centaur [uniform, r=0, warmup=4] |" in summary and "| centaur [uniform, r=1, warmup=0] |" in summary
+    # a single value, as before: the default arm and its old name
+    assert main(["eval", "--functions", "rosenbrock", "--methods", "centaur", "--model", "uniform", "--seeds", "0",
+                 "--budget", "8", "--max-iter", "300", "--out", str(tmp_path / "one"), "--no-plots"]) == 0
+    assert [p.name for p in (tmp_path / "one" / "runs").iterdir()] == ["centaur+uniform-rosenbrock-s0"]
+    for bad, says in ((["--centaur-ratio", "0.3", "0.3"], "--centaur-ratio: lists a value twice"),
+                      (["--centaur-ratio", "2"], "--centaur-ratio: Input should be less than or equal to 1"),
+                      (["--centaur-warmup", "1.5"], "--centaur-warmup: Input should be a valid integer")):
+        capsys.readouterr()
+        assert main(["eval", "--methods", "centaur", "--model", "uniform", "--seeds", "0", "--out",
+                     str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1

@@ -33,7 +33,8 @@ def _is_number(tok: str) -> bool:
     return True
 
 
-MULTI_VALUE_OPTIONS = ("--x0", "--functions", "--methods", "--seeds", "--models", "--model", "--prompt")
+MULTI_VALUE_OPTIONS = ("--x0", "--functions", "--methods", "--seeds", "--models", "--model", "--prompt",
+                       "--centaur-ratio", "--centaur-warmup")
 
 
 def join_multi_value_options(argv: list[str], options: tuple[str, ...] = MULTI_VALUE_OPTIONS) -> list[str]:
