@@ -58,6 +58,18 @@ def incumbent_text(ev: Evaluator) -> str:
             f"final_value={fmt_value(inc.final_value)}, iterations={inc.iterations}, status={inc.status}")
 
 
+def best_text(ev: Evaluator) -> str:
+    """The incumbent by its trial and result, not its values: 'trial 3 (converged,
+    final_value=1.2e-09)'. A small model copies the values it reads last; naming the trial
+    leaves the values to the table (docs/sessions.md)."""
+    inc = ev.incumbent
+    if inc is None:
+        return "(none yet)"
+    if ev.task is not None:
+        return f"trial {inc.trial} (value={fmt_value(inc.final_value)})"
+    return f"trial {inc.trial} ({inc.status}, final_value={fmt_value(inc.final_value)})"
+
+
 def _order(v: Any) -> tuple[int, Any]:
     """Sort numbers by value, anything else (a choice) by its JSON text, after them."""
     return (0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, json.dumps(v))
@@ -170,6 +182,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         budget_left=str(ev.budget_left),
         history=history_table(ev.trials, c.space, pending, task=ev.task is not None if pending else None),
         incumbent=incumbent_text(ev),
+        best=best_text(ev),
         tried=tried_text(ev.trials, c.space, pending),
         failed=failed_text(ev.trials, ev.f_star, c.space),
         untried=untried_text(ev.trials, c.space, pending),

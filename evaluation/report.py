@@ -18,13 +18,17 @@ from tuneloop.tools.scoring import DIVERGED_SCORE, best_so_far  # noqa: E402
 from tuneloop.tools.space import CategoricalParam, FloatParam, IntParam, SearchSpace  # noqa: E402
 from tuneloop.tools.sweep import Landscape  # noqa: E402
 
+GAP_CEILING = 1e100  # the colour scale's top (f_final - f*)
+
 
 def draw_landscape(ax, land: Landscape, colorbar: bool = True):
     """Heatmap of f_final - f* on the (log10 alpha, beta) grid; diverged cells grey."""
     # no known minimum (an objective from a file): colour by the value above the grid's lowest
     floor = land.f_star if math.isfinite(land.f_star) else float(np.nanmin(land.final_value, initial=np.inf))
     gap = land.final_value - floor
-    gap = np.where(np.isnan(gap), np.nan, np.maximum(gap, 1e-16))
+    # a run that ended near overflow without diverging (1e302 on a steep quadratic) is drawn
+    # at the ceiling: log ticks up to 1e308 overflow inside matplotlib
+    gap = np.where(np.isnan(gap), np.nan, np.clip(gap, 1e-16, GAP_CEILING))
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#bdbdbd")
     finite = gap[np.isfinite(gap)]
     vmin = max(float(finite.min()), 1e-16) if finite.size else 1e-16

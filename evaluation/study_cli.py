@@ -5,6 +5,7 @@ closing lines say what was written."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,7 +87,11 @@ def report(cfg: Any, rows: list[dict[str, Any]], seconds: float, storage_lines: 
     if plots:
         from tuneloop.evaluation.report import eval_plots
 
-        figures = eval_plots(cfg, cfg.out)
+        try:
+            figures = eval_plots(cfg, cfg.out)
+        except Exception as e:  # noqa: BLE001  a figure that cannot be drawn must not cost the summary
+            print(f"warning: the plots could not be drawn ({type(e).__name__}: {e}); summary.md is written without "
+                  "them (run again with --no-plots to skip them)", file=sys.stderr)
     path = write_summary(cfg, summarize(cfg), figures, seconds=seconds)
     failed = [r for r in rows if r["error"]]
     print(f"{len(rows)} cells in {seconds:.1f} s ({len(failed)} with errors); wrote {cfg.out / 'results.csv'}, {path}"

@@ -326,3 +326,22 @@ def test_cell_rows_and_proposals_carry_every_parameter(tmp_path):
     old = read_proposal([1e-3, 0.9, -6.0, "grid"])  # a cell written before typed spaces
     assert old == {"learning_rate": 1e-3, "momentum": 0.9, "score": -6.0, "source": "grid",
                    "params": {"learning_rate": 1e-3, "momentum": 0.9}}
+
+
+def test_a_landscape_with_a_run_near_overflow_is_drawn(tmp_path):
+    """A run that ends near 1e308 without diverging (a steep quadratic from a random start)
+    broke matplotlib's log ticks (OverflowError) and with it an eval's plots."""
+    import dataclasses
+
+    import numpy as np
+
+    from tuneloop.evaluation.report import GAP_CEILING, plot_landscape, plot_landscape_proposals
+    from tuneloop.tools.sweep import sweep
+
+    land = sweep("quadratic", resolution=6, max_iter=50)
+    fv = land.final_value.copy()
+    fv[0, 0] = 5.6e302
+    land = dataclasses.replace(land, final_value=fv)
+    assert plot_landscape(land, tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
+    out = plot_landscape_proposals(land, {"llm": [(1e-3, 0.5)]}, tmp_path / "p.png", "t")
+    assert out.read_bytes()[:4] == b"\x89PNG" and GAP_CEILING < np.finfo(float).max
