@@ -8,10 +8,13 @@ kept out too, within a radius measured on each number's axis (`unit_coordinate`)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from tuneloop.agent.gbnf import is_log_scale, value_sentences
 from tuneloop.tools.space import json_key
@@ -58,13 +61,30 @@ def near_repeats(avoid: Sequence[dict[str, Any]], chosen: dict[str, Any], props:
     []
     """
     prop = props[name]
-    sentences = value_sentences(prop)
-    if sentences is None or prop.get("type") not in ("number", "integer"):
+    if prop.get("type") not in ("number", "integer"):
         return []
-    centres = [a[name] for a in avoid
+    axis = _axis(json.dumps(prop, sort_keys=True))
+    if axis is None:
+        return []
+    values, coords = axis
+    centres = [unit_coordinate(prop, a[name]) for a in avoid
                if name in a and set(a) - {name} == set(chosen)
                and all(_near(props[k], a[k], v, radius) for k, v in chosen.items())]
-    if not centres:
+    centres_u = np.array([c for c in centres if c is not None])
+    if not centres_u.size:
         return []
+    near = (np.abs(coords[:, None] - centres_u[None, :]) < radius).any(axis=1)
+    return [v for v, hit in zip(values, near, strict=True) if hit]
+
+
+@functools.lru_cache(maxsize=64)
+def _axis(prop_json: str) -> tuple[list[Any], np.ndarray] | None:
+    """A number property's values (its language's sentences, as JSON values) and their
+    unit coordinates, computed once per property (a session asks every call)."""
+    prop = json.loads(prop_json)
+    sentences = value_sentences(prop)
+    if sentences is None:
+        return None
     values = [json.loads(x) for x in sentences]
-    return [v for v in values if any(_near(prop, v, c, radius) for c in centres)]
+    coords = [unit_coordinate(prop, v) for v in values]
+    return values, np.array([np.nan if c is None else c for c in coords])
