@@ -70,14 +70,17 @@ def study_arms(methods: list[str], prompts: list[str], models: list[str],
 
     >>> [a.label for a in study_arms(["centaur"], ["default"], ["local", "uniform"], [0.3, 1.0])]
     ['centaur', 'centaur [uniform]', 'centaur [r=1]', 'centaur [uniform, r=1]']
+    >>> [a.label for a in study_arms(["centaur"], ["default"], ["local"], [0.5])]  # one value: no arm of its own
+    ['centaur']
     """
     arms = []
     for m in methods:
         if m == AGENT_METHOD:
             arms += [Arm(m, p, mod) for p in prompts for mod in models]
-        elif m == "centaur":
-            arms += [Arm(m, None, mod, ratio=r, warmup=w) for r in centaur_ratios for w in centaur_warmups
-                     for mod in models]
+        elif m == "centaur":  # a setting with one value is the study's, not an arm's (the names stay)
+            arms += [Arm(m, None, mod, ratio=r if len(centaur_ratios) > 1 else None,
+                         warmup=w if len(centaur_warmups) > 1 else None)
+                     for r in centaur_ratios for w in centaur_warmups for mod in models]
         elif m in LLM_METHODS:
             arms += [Arm(m, None, mod) for mod in models]
         else:
