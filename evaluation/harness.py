@@ -190,7 +190,8 @@ def run_cell(cfg: EvalConfig, arm: Arm, function: str, seed: int, threads_per_wo
         model_settings = model_settings.model_copy(update={"n_threads": threads_per_worker})
     spec = MethodSpec(method=arm.method, function=function, budget=cfg.budget, seed=seed, x0=cfg.x0, dim=cfg.dim,
                       max_iter=cfg.max_iter, tol=cfg.tol, space=cfg.space, task=cfg.task, model=model_settings,
-                      prompt=cell_prompt(cfg, arm), centaur_ratio=cfg.centaur_ratio[0] if arm.ratio is None else arm.ratio,
+                      prompt=cell_prompt(cfg, arm),
+                      centaur_ratio=cfg.centaur_ratio[0] if arm.ratio is None else arm.ratio,
                       centaur_warmup=cfg.centaur_warmup[0] if arm.warmup is None else arm.warmup, runs_dir=runs,
                       manifest_extra={"executor": executor} if executor else {})
     result = run_method(spec, session_id=cid, model_factory=model_factory)
