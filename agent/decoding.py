@@ -362,7 +362,9 @@ def decode_arguments(llama: Any, vocab: Vocabulary, prompt: str, props: dict, se
             rest = [p for _, p in items[i + 1:] if not is_free_string(p)]
             exclude = exhausted(avoid, chosen, name, rest)
             if avoid_radius > 0 and not rest:
-                exclude += near_repeats(avoid, chosen, props, name, avoid_radius)
+                near = near_repeats(avoid, chosen, props, name, avoid_radius)
+                if len({json_key(v) for v in [*exclude, *near]}) < len(value_sentences(prop) or ()):
+                    exclude += near  # else every value is near one tried: keep out the exact repeats only
             lang = decoder.language(prop, "}" if last else ",", exclude=exclude)
             value = decoder.value(lang, min(left, lang.longest if value_tokens is None else value_tokens))
             if value is None:
@@ -431,7 +433,7 @@ def number_language(prop_json: str, terminator: str, exclude: Collection[Any] = 
     the values in `exclude` (compared as JSON values); cached when nothing is excluded."""
     sentences = value_sentences(json.loads(prop_json))
     assert sentences is not None
-    if exclude:  # rare enough (a repeat in the making) to build each time
+    if exclude:  # a few milliseconds: built each time
         keys = {json_key(v) for v in exclude}
         kept = tuple(s for s in sentences if json_key(json.loads(s)) not in keys)
         return NumberLanguage(kept or sentences, terminator)

@@ -43,7 +43,7 @@ class TurnMiddleware(AgentMiddleware):
       configuration tried so far is passed to the model as `avoid`, and its constrained
       decoder does not complete one of them: a repeat costs a model call and teaches
       nothing; nor, with `avoid_radius` > 0, a near-repeat (within that share of each
-      number's range of a tried configuration, agent/decoding.py near_repeats).
+      number's range of a tried configuration, agent/near_repeats.py).
     """
 
     def __init__(self, evaluator: Evaluator, render_turn: Callable[[], str], render_final: Callable[[], str],

@@ -99,8 +99,10 @@ def widest_gaps(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
     """Per parameter, the middle of the widest stretch no trial has tried: on a number's
     axis (log10 on a log axis, as the space searches it) the widest interval between two
     values tried or out, or between one and a bound; of a choice, the first one untried.
-    A parameter whose choices were all tried is left out. Rounded to GAP_DIGITS
-    significant digits, so the value is one the model can write.
+    A parameter whose choices (or integers) were all tried is left out. Rounded to
+    GAP_DIGITS significant digits, more if a narrow range needs them to stay strictly
+    inside the stretch (never a bound, never a tried value), so the value is one the model
+    can write.
 
     >>> widest_gaps([], DEFAULT_SPACE)
     {'learning_rate': 0.0032, 'momentum': 0.49}
@@ -108,6 +110,10 @@ def widest_gaps(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
     {'learning_rate': 0.0032, 'momentum': 0.49}
     >>> widest_gaps([], DEFAULT_SPACE, [{"learning_rate": 3e-4, "momentum": 0.5}])
     {'learning_rate': 0.0055, 'momentum': 0.25}
+    >>> narrow = SearchSpace.model_validate({"w": {"type": "float", "low": 1000, "high": 1010},
+    ...                                      "k": {"type": "int", "low": 1, "high": 4}})
+    >>> widest_gaps([], narrow), widest_gaps([], narrow, [{"w": 1005.0, "k": k} for k in (1, 2, 3, 4)])
+    ({'w': 1005.0, 'k': 3}, {'w': 1002.0})
     """
     tried = [t.params for t in trials if not t.repeat] + list(pending or [])
     out: dict[str, Any] = {}
@@ -119,11 +125,30 @@ def widest_gaps(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
             if rest:
                 out[name] = rest[0]
             continue
-        z = sorted({0.0, 1.0, *(space.unit_of(name, params[name]) for params in tried if name in params)})
+        values = [params[name] for params in tried if name in params]
+        z = sorted({0.0, 1.0, *(space.unit_of(name, v) for v in values)})
         lo, hi = max(zip(z, z[1:], strict=False), key=lambda ab: ab[1] - ab[0])  # the first of equals
-        middle = space.value_at(name, (lo + hi) / 2)
-        out[name] = middle if isinstance(p, IntParam) else min(p.high, max(p.low, float(f"{middle:.{GAP_DIGITS}g}")))
+        middle = _inside(space, name, lo, hi, values)
+        if middle is not None:
+            out[name] = middle
     return out
+
+
+def _inside(space: SearchSpace, name: str, lo: float, hi: float, tried: list[Any]) -> float | int | None:
+    """The middle of the unit interval (lo, hi) of parameter `name` as a value strictly
+    inside it: a float with the fewest significant digits from GAP_DIGITS on that keep it
+    there (a narrow range needs more), an integer on its step's grid not tried yet; None
+    when the interval holds no such integer."""
+    p = space[name]
+    middle = space.value_at(name, (lo + hi) / 2)
+    if isinstance(p, IntParam):
+        grid = [v for v in range(p.low, p.high + 1, p.step) if lo < space.unit_of(name, v) < hi and v not in tried]
+        return min(grid, key=lambda v: abs(v - middle)) if grid else None
+    for digits in range(GAP_DIGITS, 16):
+        v = float(f"{middle:.{digits}g}")
+        if lo < space.unit_of(name, v) < hi:
+            return v
+    return float(middle)
 
 
 def untried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,

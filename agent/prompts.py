@@ -44,8 +44,10 @@ VARIABLES = {
     "incumbent": "the best trial so far",
     "tried": "every configuration tried so far",
     "failed": "configurations that diverged or ended poorly",
-    "best": "the best trial by number and result, without its values, e.g. trial 3 (converged, final_value=1e-09)",
-    "untried": "per parameter, the middle of the widest range no trial has tried yet, e.g. learning_rate near 3.2e-3",
+    "best": "the best trial by number and result, without its values, e.g. trial 3 (converged, "
+            "final_value=1e-09)",
+    "untried": "per parameter, the middle of the widest range no trial has tried yet, as a configuration, "
+               "e.g. learning_rate=3.2e-3, momentum=0.49",
     # Centaur only
     "n_trials": "trials told to CMA-ES so far",
     "sigma": "CMA-ES step size",

@@ -78,8 +78,3 @@ def _sentence(lang: Language, value: Any) -> str:
         if text.endswith(lang.terminator) and json.loads(text[: -len(lang.terminator)]) == value:
             return text[: -len(lang.terminator)]
     return json.dumps(value)
-
-
-def modes(dists: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:
-    """The most probable value of each argument, as JSON values."""
-    return {k: json.loads(d[0][0]) for k, d in dists.items() if d}

@@ -37,24 +37,28 @@ class Arm:
     def _parts(self) -> list[str]:
         # the defaults stay out of names, so a study that adds a prompt, a model or a
         # setting keeps the names (and the finished cells) it had
-        parts = [p for p, default in ((self.prompt, D.PROMPT), (self.model, DEFAULT_MODEL)) if p and p != default]
+        return [p for p, default in ((self.prompt, D.PROMPT), (self.model, DEFAULT_MODEL)) if p and p != default]
+
+    def _settings(self) -> list[tuple[str, str]]:
+        """Centaur's settings that are not the default, as (name, value)."""
+        out = []
         if self.ratio is not None and self.ratio != D.CENTAUR_RATIO:
-            parts.append(f"r={self.ratio:g}")
+            out.append(("r", f"{self.ratio:g}"))
         if self.warmup is not None:
-            parts.append(f"warmup={self.warmup}")
-        return parts
+            out.append(("warmup", str(self.warmup)))
+        return out
 
     @property
     def label(self) -> str:
         """How tables, plots and progress name the arm."""
-        parts = self._parts()
+        parts = self._parts() + [f"{k}={v}" for k, v in self._settings()]
         return self.method + (f" [{', '.join(parts)}]" if parts else "")
 
     @property
     def slug(self) -> str:
         """Its part of a cell's directory name: safe in a path, stable across studies."""
-        return self.method + "".join("+" + re.sub(r"[^A-Za-z0-9._-]", "_", p.replace("=", ""))
-                                     for p in self._parts())
+        return (self.method + "".join("+" + re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in self._parts())
+                + "".join(f"+{k}{v}" for k, v in self._settings()))
 
     @property
     def uses_llm(self) -> bool:

@@ -80,8 +80,8 @@ class EvalConfig(BaseModel):
     prompts: list[str] = [D.PROMPT]  # the agent's templates; one row per prompt
     centaur_prompt: str = D.CENTAUR_PROMPT
     # Centaur's settings: one arm per (ratio, warm-up); a single value as before is a list of one
-    centaur_ratio: list[Annotated[float, Field(ge=0.0, le=1.0)]] = [D.CENTAUR_RATIO]
-    centaur_warmup: list[Annotated[int, Field(ge=0)] | None] = [None]
+    centaur_ratio: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default=[D.CENTAUR_RATIO], min_length=1)
+    centaur_warmup: list[Annotated[int, Field(ge=0)] | None] = Field(default=[None], min_length=1)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     concurrency: int = Field(default=D.CONCURRENCY, ge=1)  # remote-model cells at once
     backend: Literal["local", "ray"] = "local"

@@ -247,22 +247,26 @@ def _config_text(names: list[str], values: list | tuple) -> str:
 @trace_app.command("tokens", short_help="What the local model would have written at a trial, as probabilities.")
 def trace_tokens(
     run_dir: RunDirArg,
-    trial: Annotated[int, typer.Option("--trial", min=1, help="the charged trial whose call to read")] = 1,
-    floor: Annotated[float, typer.Option("--floor", min=0.001, max=0.5, help="smallest probability shown")] = 0.01,
+    trial: Annotated[int, typer.Option("--trial", min=1, help="the charged trial (its number in the run's output) "
+                                                        "whose call to read")] = 1,
+    floor: Annotated[float | None, typer.Option("--floor", min=0.001, max=0.5,
+                                                help="smallest probability shown (default: 1 %)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The distribution of each argument at the call that proposed TRIAL, under the token
     masks, before the avoid list: the model's own preference, and its share at a bound."""
-    from tuneloop.agent.value_probe import FLOOR
     from tuneloop.evaluation.trace_tokens import tokens_at
 
-    res = tokens_at(load_run(run_dir), trial, floor or FLOOR)
+    res = tokens_at(load_run(run_dir), trial, floor)
     if as_json:
         print(json.dumps(res))
         return
     con = console()
     con.print(f"trial {trial}: the model's turn\n{res['turn']}\n", highlight=False, markup=False)
-    if not res["prompt_as_recorded"]:
+    if res["prompt_as_recorded"] is None:
+        con.print("note: the trace records no digest of the call's prompt: the figures are for the prompt as this "
+                  "release renders it", highlight=False)
+    elif not res["prompt_as_recorded"]:
         con.print("note: this release renders the call's prompt differently from the recorded one (a trace of "
                   "an earlier release): the figures are for the prompt as rendered now", highlight=False)
     for name, d in res["parameters"].items():

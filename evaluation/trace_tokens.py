@@ -19,8 +19,9 @@ from tuneloop.tools.record import Trace
 from tuneloop.tools.space import CategoricalParam
 
 
-def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
-    """The distributions at the call that proposed charged trial `trial` (1-based), each
+def tokens_at(t: Trace, trial: int, floor: float | None = None) -> dict[str, Any]:
+    """The distributions at the call that proposed charged trial number `trial` (as the
+    run's output and `trace summary` number them), each
     argument given the values written before it, the values written, and each argument's
     probability at a bound of the space."""
     from langchain_core.messages import HumanMessage, SystemMessage
@@ -32,7 +33,8 @@ def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
     from tuneloop.agent.resume import restore_into
     from tuneloop.agent.session_config import config_from_manifest
     from tuneloop.agent.tracing import messages_digest
-    from tuneloop.tools.trials import Evaluator
+    from tuneloop.agent.value_probe import FLOOR
+    from tuneloop.tools.trials import Evaluator, TrialResult
 
     m = t.manifest or {}
     if m.get("method") != "llm" or m.get("task"):
@@ -43,23 +45,33 @@ def tokens_at(t: Trace, trial: int, floor: float) -> dict[str, Any]:
         raise UserError(f"{t.run_dir}: trace tokens needs the local model the session ran on (the embedded one or a "
                         f"GGUF file); this session used {cfg.model.model}")
     events = t.events
-    at = next((i for i, e in enumerate(events) if e.get("event") == "trial_evaluated" and e.get("charged")
-               and e.get("trial") == trial), None)
+    charged = [i for i, e in enumerate(events) if e.get("event") == "trial_evaluated" and e.get("charged")]
+    at = next((i for i in charged if events[i].get("trial") == trial), None)
     if at is None:
-        charged = sum(1 for e in events if e.get("event") == "trial_evaluated" and e.get("charged"))
-        raise UserError(f"--trial {trial}: the session has charged trials 1 to {charged}")
-    call = max(i for i, e in enumerate(events[:at]) if e.get("event") == "model_called")
+        numbers = ", ".join(str(events[i].get("trial")) for i in charged)
+        raise UserError(f"--trial {trial}: " + (f"the session's charged trials are {numbers}" if numbers
+                                                else "the session has no charged trial"))
+    written = TrialResult.from_event(events[at]).params
+    # the call that proposed it: the last one before it whose tool call wrote these values
+    # (with trials out in parallel, the last call before a result may be a later trial's)
+    call = next((i for i in range(at - 1, -1, -1) if events[i].get("event") == "model_called"
+                 and any(c.get("args") == written for c in events[i].get("tool_calls") or [])), None)
+    if call is None:
+        raise UserError(f"--trial {trial}: no recorded model call proposed it (a trial restored from an earlier "
+                        "run, or a trace without its model calls)")
     ev = Evaluator(cfg.evaluator)
     restore_into(ev, events[:call])
     template = template_for(cfg.prompt, cfg.prompt_text)
     values = prompt_values(ev)
     messages = [SystemMessage(template.render_system(**values)), HumanMessage(template.render_turn(**values))]
     model = make_chat_model(cfg.model)
-    written = events[at].get("params") or {}
-    dists = model.argument_distributions(messages, make_gd_tool(ev), floor, given=written)  # type: ignore[attr-defined]
+    dists = model.argument_distributions(messages, make_gd_tool(ev),  # type: ignore[attr-defined]
+                                         FLOOR if floor is None else floor, given=written)
     space = cfg.evaluator.space
-    # the rebuilt prompt against the one recorded (a trace of an earlier release may render differently)
-    same = events[call].get("messages_sha256") in (None, messages_digest(messages))
+    # the rebuilt prompt against the one recorded (a trace of an earlier release may render
+    # differently); None: the trace records no digest to compare with
+    digest = events[call].get("messages_sha256")
+    same = None if digest is None else digest == messages_digest(messages)
     out: dict[str, Any] = {"trial": trial, "turn": messages[1].content, "prompt_as_recorded": same, "parameters": {}}
     for name, dist in dists.items():
         p = space[name]

@@ -108,6 +108,13 @@ def test_the_decoder_never_writes_a_near_repeat(fake):  # noqa: F811
             close = all(abs(unit_coordinate(p, w[k]) - unit_coordinate(p, t[k])) < 0.02 for k, p in props.items())
             assert not close, (w, t)
     assert len({json.dumps(w) for w in written}) > 20  # the model still chose
+    # every momentum near a tried one at this learning rate: the exact repeats stay out all the same
+    crowded = [{"learning_rate": 1e-4, "momentum": round(0.033 * k, 3)} for k in range(31)]
+    assert len(near_repeats(crowded, {"learning_rate": 1e-4}, props, "momentum", 0.02)) == 991
+    for seed in range(100):
+        text, *_ = decode_arguments(fake, vocab, "Propose.", {"momentum": MOM}, seed, HOT, max_tokens=50,
+                                    avoid=[{"momentum": c["momentum"]} for c in crowded], avoid_radius=0.02)
+        assert json.loads(text)["momentum"] not in [c["momentum"] for c in crowded]
 
 
 # ------------------------------------------------------------------ the embedded model
@@ -186,7 +193,7 @@ def test_trace_tokens_says_which_runs_it_cannot_read(tmp_path, capsys):
     run = tmp_path / res.session_id
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"]["model"] == "local"  # the settings' model; the scripted one stood in for it
-    assert "charged trials 1 to 2" in _one_line_error(capsys, ["trace", "tokens", str(run), "--trial", "3"])
+    assert "charged trials are 1, 2" in _one_line_error(capsys, ["trace", "tokens", str(run), "--trial", "3"])
     manifest["model"]["model"] = "openai:gpt-4o-mini"
     (run / "manifest.json").write_text(json.dumps(manifest))
     assert "needs the local model" in _one_line_error(capsys, ["trace", "tokens", str(run)])

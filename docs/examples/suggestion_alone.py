@@ -8,8 +8,8 @@ the agent's numbers come from").
 
     python docs/examples/suggestion_alone.py STUDY_DIR
 
-STUDY_DIR: the --out folder of a `tuneloop eval ... --methods random tpe llm --x0 random` study
-on GD objectives with the default space.
+STUDY_DIR: the --out folder of a `tuneloop eval ... --methods random tpe llm --budget 24 --x0
+random` study on GD objectives with the default space and iteration cap.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from tuneloop.agent.prompt_state import widest_gaps
+from tuneloop.evaluation import defaults as D
 from tuneloop.evaluation.harness import EvalConfig, start_point
 from tuneloop.evaluation.stats import paired_table
 from tuneloop.tools.gd_space import DEFAULT_SPACE
@@ -29,10 +30,9 @@ from tuneloop.tools.trials import Evaluator, EvaluatorConfig
 def main(study: Path) -> None:
     rows = list(csv.DictReader((study / "results.csv").open()))
     scores: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    budget, max_iter = 24, 2000
+    budget, max_iter = 24, D.MAX_ITER  # a study of `tuneloop eval`'s defaults but --budget 24
     for r in rows:
         scores[(r["method"], r["function"])][int(r["seed"])] = float(r["score"])
-        budget = int(r["trials_charged"]) or budget
     functions = list(dict.fromkeys(r["function"] for r in rows))
     cfg = EvalConfig(x0="random", functions=functions)
     totals: Counter[tuple[str, str, str]] = Counter()
