@@ -151,6 +151,35 @@ def _inside(space: SearchSpace, name: str, lo: float, hi: float, tried: list[Any
     return float(middle)
 
 
+def near_best_gaps(ev: Evaluator) -> dict[str, Any]:
+    """Per parameter, a step from the incumbent into the untried: the middle of the wider of
+    the two stretches next to the incumbent's value (between it and the nearest value
+    tried, or a bound), on the space's own scale; a choice keeps the incumbent's. Nothing
+    tried yet: widest_gaps.
+
+    >>> from tuneloop.tools.trials import EvaluatorConfig
+    >>> ev = Evaluator(EvaluatorConfig(objective="sphere", budget=3, max_iter=100))
+    >>> _ = [ev.evaluate({"learning_rate": lr, "momentum": m}) for lr, m in ((1e-3, 0.5), (1e-2, 0.9))]
+    >>> ev.incumbent.params, near_best_gaps(ev)
+    ({'learning_rate': 0.01, 'momentum': 0.9}, {'learning_rate': 0.032, 'momentum': 0.7})
+    """
+    space, inc = ev.config.space, ev.incumbent
+    if inc is None:
+        return widest_gaps(ev.trials, space, ev.pending)
+    tried = [t.params for t in ev.trials if not t.repeat] + list(ev.pending)
+    out: dict[str, Any] = {}
+    for name in space:
+        if isinstance(space[name], CategoricalParam):
+            out[name] = inc.params[name]
+            continue
+        u = space.unit_of(name, inc.params[name])
+        z = sorted({0.0, 1.0, *(space.unit_of(name, q[name]) for q in tried if name in q)})
+        sides = [(u - lo, lo, u) for lo in z if lo < u][-1:] + [(hi - u, u, hi) for hi in z if hi > u][:1]
+        step = _inside(space, name, *max(sides)[1:], [q[name] for q in tried if name in q]) if sides else None
+        out[name] = inc.params[name] if step is None else step
+    return out
+
+
 def untried_text(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
                  pending: list[dict[str, Any]] | None = None) -> str:
     """'learning_rate=3.2e-3, momentum=0.49': widest_gaps, written as a configuration.
@@ -211,6 +240,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         tried=tried_text(ev.trials, c.space, pending),
         failed=failed_text(ev.trials, ev.f_star, c.space),
         untried=untried_text(ev.trials, c.space, pending),
+        near_best=c.space.format(near_best_gaps(ev)),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
         cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),
         tool=tool_name(ev), direction_text=direction_text(ev),

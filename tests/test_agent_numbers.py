@@ -225,3 +225,21 @@ def test_trace_tokens_rebuilds_a_recorded_call_and_its_probabilities(tmp_path, c
     assert main(["trace", "tokens", str(run), "--trial", "2"]) == 0
     out = capsys.readouterr().out
     assert "learning_rate: wrote" in out and "momentum: wrote" in out and "at a bound" in out
+
+
+def test_refine_offers_the_widest_gap_and_a_step_from_the_best():
+    from tuneloop.agent.prompt_state import near_best_gaps
+
+    ev = Evaluator(EvaluatorConfig(objective="sphere", budget=4, max_iter=200))
+    assert near_best_gaps(ev) == widest_gaps([], DEFAULT_SPACE)  # nothing tried: the widest gap
+    ev.evaluate({"learning_rate": 1e-3, "momentum": 0.5})
+    ev.evaluate({"learning_rate": 1e-2, "momentum": 0.9})
+    best = ev.incumbent.params
+    step = near_best_gaps(ev)
+    # by hand: the learning rate's stretches next to 1e-2 are [1e-3, 1e-2] and [1e-2, 1e-1], a
+    # decade each; the first wider by rounding or the upper one, middle 10^-1.5 = 0.032; the
+    # momentum's next to 0.9 are [0.5, 0.9] (0.404 of the axis) and [0.9, 0.99]: middle 0.7
+    assert best == {"learning_rate": 1e-2, "momentum": 0.9} and step == {"learning_rate": 0.032, "momentum": 0.7}
+    turn = template_for("refine").render_turn(**prompt_values(ev))
+    assert turn.endswith(f"such as {untried_text(ev.trials, DEFAULT_SPACE)}, or near the best so far: "
+                         "learning_rate=3.2e-2, momentum=0.7.")
