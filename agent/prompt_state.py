@@ -125,29 +125,42 @@ def widest_gaps(trials: list[TrialResult], space: SearchSpace = DEFAULT_SPACE,
             if rest:
                 out[name] = rest[0]
             continue
-        values = [params[name] for params in tried if name in params]
-        z = sorted({0.0, 1.0, *(space.unit_of(name, v) for v in values)})
+        z = _axis_points(space, name, tried)
         lo, hi = max(zip(z, z[1:], strict=False), key=lambda ab: ab[1] - ab[0])  # the first of equals
-        middle = _inside(space, name, lo, hi, values)
+        middle = _inside(space, name, lo, hi)
         if middle is not None:
             out[name] = middle
     return out
 
 
-def _inside(space: SearchSpace, name: str, lo: float, hi: float, tried: list[Any]) -> float | int | None:
+def _axis_points(space: SearchSpace, name: str, tried: list[dict[str, Any]]) -> list[float]:
+    """The bounds and every tried value of a number parameter, as sorted unit coordinates."""
+    return sorted({0.0, 1.0, *(space.unit_of(name, params[name]) for params in tried if name in params)})
+
+
+def _inside(space: SearchSpace, name: str, lo: float, hi: float) -> float | int | None:
     """The middle of the unit interval (lo, hi) of parameter `name` as a value strictly
-    inside it: a float with the fewest significant digits from GAP_DIGITS on that keep it
-    there (a narrow range needs more), an integer on its step's grid not tried yet; None
-    when the interval holds no such integer."""
+    inside it (so never a bound or a tried value: (lo, hi) lies between two neighbouring
+    _axis_points): a float with the fewest significant digits from GAP_DIGITS on that keep
+    it there (a narrow range needs more); an integer, the point of its step's grid nearest
+    the middle (the lower of two as near), or None when the interval holds none."""
     p = space[name]
     middle = space.value_at(name, (lo + hi) / 2)
     if isinstance(p, IntParam):
-        grid = [v for v in range(p.low, p.high + 1, p.step) if lo < space.unit_of(name, v) < hi and v not in tried]
-        return min(grid, key=lambda v: abs(v - middle)) if grid else None
+        assert isinstance(middle, int)
+        below = above = middle  # outward from the middle's grid point, the lower side first
+        while True:
+            for v in dict.fromkeys((below, above)):
+                if p.low <= v <= p.high and lo < space.unit_of(name, v) < hi:
+                    return v
+            if (below < p.low or space.unit_of(name, below) <= lo) and \
+                    (above > p.high or space.unit_of(name, above) >= hi):
+                return None  # past both ends of the interval
+            below, above = below - p.step, above + p.step
     for digits in range(GAP_DIGITS, 16):
-        v = float(f"{middle:.{digits}g}")
-        if lo < space.unit_of(name, v) < hi:
-            return v
+        rounded = float(f"{middle:.{digits}g}")
+        if lo < space.unit_of(name, rounded) < hi:
+            return rounded
     return float(middle)
 
 
@@ -166,16 +179,15 @@ def near_best_gaps(ev: Evaluator) -> dict[str, Any]:
     space, inc = ev.config.space, ev.incumbent
     if inc is None:
         return widest_gaps(ev.trials, space, ev.pending)
-    tried = [t.params for t in ev.trials if not t.repeat] + list(ev.pending)
     out: dict[str, Any] = {}
     for name in space:
         if isinstance(space[name], CategoricalParam):
             out[name] = inc.params[name]
             continue
         u = space.unit_of(name, inc.params[name])
-        z = sorted({0.0, 1.0, *(space.unit_of(name, q[name]) for q in tried if name in q)})
+        z = _axis_points(space, name, ev.known_params)
         sides = [(u - lo, lo, u) for lo in z if lo < u][-1:] + [(hi - u, u, hi) for hi in z if hi > u][:1]
-        step = _inside(space, name, *max(sides)[1:], [q[name] for q in tried if name in q]) if sides else None
+        step = _inside(space, name, *max(sides)[1:]) if sides else None
         out[name] = inc.params[name] if step is None else step
     return out
 

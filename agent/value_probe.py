@@ -57,7 +57,7 @@ def call_distributions(llama: Any, vocab: Vocabulary, prompt: str, props: dict[s
     for i, (name, prop) in enumerate(items):
         prefix += f'"{name}": '
         last = i == len(items) - 1
-        lang = lang_of(decoder, prop, last)
+        lang = decoder.language(prop, "}" if last else ",")
         dist = value_distribution(llama, vocab, prompt, prefix, lang, floor)
         out[name] = dist
         if not dist:
@@ -65,10 +65,6 @@ def call_distributions(llama: Any, vocab: Vocabulary, prompt: str, props: dict[s
         chosen = dist[0][0] if given is None or name not in given else _sentence(lang, given[name])
         prefix += chosen + ("" if last else ", ")
     return out
-
-
-def lang_of(decoder: ConstrainedDecoder, prop: dict, last: bool) -> Language:
-    return decoder.language(prop, "}" if last else ",")
 
 
 def _sentence(lang: Language, value: Any) -> str:
