@@ -254,6 +254,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         untried=untried_text(ev.trials, c.space, pending),
         near_best=c.space.format(near_best_gaps(ev)),
         n_trials=str(len(ev.trials)), sigma="", mean="", suggestion="", covariance="", top5="", recent="",
+        n_candidates="", target="", region="",
         cma_axes=cma_axes(c.space), cma_names=cma_names(c.space), answer_json=answer_json(c.space),
         tool=tool_name(ev), direction_text=direction_text(ev),
     )

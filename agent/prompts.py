@@ -63,6 +63,11 @@ VARIABLES = {
     "covariance": "CMA-ES covariance matrix",
     "top5": "the five best configurations",
     "recent": "the last 20 trials",
+    # LLAMBO and HOLLM (candidates in one call)
+    "n_candidates": "how many candidate configurations to write",
+    "target": "LLAMBO: the value the candidates should reach, e.g. a final_value of 3e-9",
+    "region": "HOLLM: the box the candidates must lie in, e.g. learning_rate in [0.002, 0.03], momentum in "
+              "[0.5, 0.9]",
 }
 TASK_TEMPLATES = ("task", "centaur-task")  # the agent's and Centaur's templates on a task, not GD
 SYSTEM_MARK = "--- system ---"

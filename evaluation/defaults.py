@@ -17,7 +17,8 @@ CENTAUR_PROMPT = "centaur"
 TASK_PROMPT, CENTAUR_TASK_PROMPT = TASK_TEMPLATES  # the templates on a task (tools/tasks.py) instead of GD
 SLLMBO_PROMPT = "sllmbo"  # GD or a task alike (its variables are both's)
 # an LLM strategy's own template: (on GD, on a task)
-STRATEGY_PROMPTS = {"centaur": (CENTAUR_PROMPT, CENTAUR_TASK_PROMPT), "sllmbo": (SLLMBO_PROMPT, SLLMBO_PROMPT)}
+STRATEGY_PROMPTS = {"centaur": (CENTAUR_PROMPT, CENTAUR_TASK_PROMPT), "sllmbo": (SLLMBO_PROMPT, SLLMBO_PROMPT),
+                    "llambo": ("llambo", "llambo"), "hollm": ("hollm", "hollm")}
 CONCURRENCY = 8  # cells waiting on a remote model at once, in threads
 CENTAUR_RATIO = 0.3  # the fraction r of post-warm-up trials the LLM proposes
 OUT = Path("results")

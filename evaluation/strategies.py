@@ -10,7 +10,7 @@ registered by name:
     ['learning_rate', 'momentum']
     >>> s.tell(params, score=-3.2)
     >>> sorted(STRATEGIES)
-    ['centaur', 'cmaes', 'grid', 'random', 'refined', 'sllmbo', 'tpe']
+    ['centaur', 'cmaes', 'grid', 'hollm', 'llambo', 'random', 'refined', 'sllmbo', 'tpe']
 
 Adding a method is one class with `@register("name")` and a `create(ctx)` classmethod.
 How each handles each parameter type is documented in docs/evaluation.md ("Search spaces").
@@ -47,9 +47,10 @@ from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.space import CategoricalParam, IntParam, SearchSpace
 
 __all__ = ["CLASSICAL", "LLM_METHODS", "LLM_SOURCES", "METHODS", "STRATEGIES", "STUDY_ALPHAS", "STUDY_BETAS",
-           "AGENT_METHOD", "CMAESStrategy", "Centaur", "CentaurError", "GridSearch", "LLMHybrid", "LLMProposer",
-           "Params", "RandomSearch", "RefinedGrid", "SLLMBO", "Strategy", "StrategyContext", "TPEStrategy",
-           "centaur_schedule", "known_method", "make_strategy", "refinement_points", "register"]
+           "AGENT_METHOD", "CMAESStrategy", "CandidateHybrid", "Centaur", "CentaurError", "GridSearch", "HOLLM",
+           "LLAMBO", "LLMHybrid", "LLMProposer", "Params", "RandomSearch", "RefinedGrid", "SLLMBO", "Strategy",
+           "StrategyContext", "TPEStrategy", "centaur_schedule", "known_method", "make_strategy", "refinement_points",
+           "register"]
 
 
 
@@ -353,15 +354,18 @@ class SLLMBO(LLMHybrid):
         return {"p_llm": self.p_llm, "tpe": self.tpe.manifest()}
 
 
+# LLAMBO and HOLLM (a module of their own) registered after the hybrids above: tables list them after
+from tuneloop.evaluation.candidate_methods import HOLLM, LLAMBO, CandidateHybrid  # noqa: E402
+
 # Method names, in the order tables list them: the classical strategies, then those that
 # use an LLM (the agent session, which is not a strategy, then the hybrids).
 CLASSICAL = tuple(n for n, c in STRATEGIES.items() if not c.uses_llm)
 LLM_METHODS = (AGENT_METHOD, *(n for n, c in STRATEGIES.items() if c.uses_llm))
 METHODS = CLASSICAL + LLM_METHODS
 
-# The `source` of the trials an LLM proposed inside a hybrid (Centaur's, SLLMBO's): what the
-# state audit judges as the model's proposals
-LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if issubclass(c, LLMHybrid))
+# The `source` of the trials an LLM proposed inside a hybrid (Centaur's, SLLMBO's, LLAMBO's,
+# HOLLM's): what the state audit judges as the model's proposals
+LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if issubclass(c, LLMHybrid | CandidateHybrid))
 
 
 def known_method(name: str) -> str:

@@ -81,6 +81,11 @@ class LLMProposer:
     def __call__(self, state: dict) -> Params:
         raise NotImplementedError
 
+    def candidates(self, state: dict, k: int, box: SearchSpace | None = None) -> list[dict[str, Any]]:
+        """k raw configurations in one call, inside `box` (the space when None): what
+        LLAMBO and HOLLM ask (evaluation/candidate_methods.py)."""
+        raise NotImplementedError
+
 
 class LLMHybrid(Strategy):
     """A classical proposer some of whose proposals an LLM replaces (Centaur, SLLMBO). The

@@ -22,16 +22,26 @@ from tuneloop.tools.record import read_trace
 FIELDS = ("source", "learning_rate", "momentum", "status", "final_value", "iterations", "charged")
 
 
+def scripted_answer(messages, kwargs) -> dict:
+    """Centaur's and SLLMBO's LLM: the same proposal every call; LLAMBO's and HOLLM's: five
+    candidates, a function of the prompt's length (module level: picklable)."""
+    if "Candidates" in kwargs["tools"]:
+        n = len(str(messages[-1].content))
+        return {"name": "Candidates", "args": {f"{k}_{j}": v for j in range(1, 6) for k, v in (
+            ("learning_rate", 10.0 ** -(1 + ((n + j) % 30) / 10)), ("momentum", round(0.031 * ((3 * n + j) % 32), 3)))}}
+    return {"name": "CentaurProposal", "args": {"learning_rate": 2e-3, "momentum": 0.6}}
+
+
 def centaur_model(settings: ModelSettings) -> ScriptedChatModel:
-    """Centaur's LLM, scripted: the same proposal every call (module level: picklable)."""
-    return ScriptedChatModel(script=[{"name": "CentaurProposal", "args": {"learning_rate": 2e-3, "momentum": 0.6}}])
+    """The hybrids' LLM, scripted (scripted_answer)."""
+    return ScriptedChatModel(script=[scripted_answer])
 
 
 def trials(run_dir) -> list[tuple]:
     return [tuple(e[k] for k in FIELDS) for e in read_trace(run_dir).of("trial_evaluated")]
 
 
-@pytest.mark.parametrize("method", ["cmaes", "tpe", "centaur", "sllmbo"])
+@pytest.mark.parametrize("method", ["cmaes", "tpe", "centaur", "sllmbo", "llambo", "hollm"])
 def test_service_harness_and_replay_give_the_same_trials(tmp_path, method):
     # budget 12: Centaur's LLM has trials after its warm-up generation (6) at ratio 0.3
     request = {"method": method, "function": "rastrigin", "budget": 12, "seed": 2, "x0": "random", "max_iter": 2000}
@@ -56,6 +66,9 @@ def test_service_harness_and_replay_give_the_same_trials(tmp_path, method):
     if method == "sllmbo":  # the LLM's turns are there, with its own template
         assert any(t[0] == "sllmbo-llm" for t in trials(cell)) and any(t[0] == "tpe" for t in trials(cell))
         assert read_trace(cell).manifest["prompt"]["name"] == read_trace(served).manifest["prompt"]["name"] == "sllmbo"
+    if method in ("llambo", "hollm"):  # the model's candidates picked after the random start
+        assert [t[0] for t in trials(cell)][5:] == [f"{method}-llm"] * 7
+        assert read_trace(served).manifest[method] == read_trace(cell).manifest[method]
     # replay re-runs the served session from its record: identical
     assert replay(read_trace(served), tmp_path / "replayed")["identical"] is True
 

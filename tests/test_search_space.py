@@ -102,7 +102,7 @@ def test_unit_coordinates_round_trip_on_log_linear_and_integer_axes():
     assert MIXED.from_unit(np.array([0.0, 0.0, 0.51, 1.0]))["width"] == 144  # the nearest step
 
 
-@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "sllmbo"])
+@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "sllmbo", "llambo", "hollm"])
 def test_every_method_proposes_only_inside_any_space(method):
     """On a space with every type (log, linear, stepped and log integers, string and
     boolean choices), 30 proposals, each valid, with values of the parameter's type; and
@@ -112,6 +112,11 @@ def test_every_method_proposes_only_inside_any_space(method):
         def __call__(self, state):
             assert set(state["suggestion"]) == set(MIXED.names) and len(state.get("mean", "1234")) == 4
             return {"lr": 1e-2, "dropout": 0.1, "width": 64, "layers": 2, "act": "gelu", "bias": True}
+
+        def candidates(self, state, k, box=None):  # LLAMBO's, HOLLM's: k of it, HOLLM's inside a box of the space
+            assert box is None or (box.names == MIXED.names and all(
+                MIXED[n].low <= box[n].low < box[n].high <= MIXED[n].high for n in MIXED.continuous))
+            return [self({"suggestion": dict.fromkeys(MIXED.names)})] * k
 
         def bind_evaluator(self, ev):
             pass
@@ -130,7 +135,7 @@ def test_every_method_proposes_only_inside_any_space(method):
         s.tell(p, float(i % 7))
         seen.append(p)
     assert len(seen) == 30
-    if method not in ("centaur", "sllmbo"):  # (their LLM stand-in proposes one fixed configuration)
+    if method not in ("centaur", "sllmbo", "llambo", "hollm"):  # (their LLM stand-in proposes one configuration)
         assert {p["act"] for p in seen} == {"relu", "tanh", "gelu"} and {p["bias"] for p in seen} == {False, True}
 
 

@@ -33,12 +33,16 @@ def scripted(method: str, trials: int = 4):
     if method == "centaur":
         return ScriptedChatModel(script=[{"name": "CentaurProposal", "args": {"lr": 0.01, "layers": 2,
                                                                               "act": "relu"}}] * 4)
+    if method in ("llambo", "hollm"):  # each call five candidates, new ones each time
+        return ScriptedChatModel(script=[{"name": "Candidates", "args": {
+            k: v for j in range(1, 6) for k, v in {f"lr_{j}": 10.0 ** -(1 + (5 * c + j) / 20), f"layers_{j}": 1 + j % 4,
+                                                   f"act_{j}": "relu"}.items()}} for c in range(30)])
     return None
 
 
-@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "llm"])
+@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "llm", "llambo", "hollm"])
 def test_every_method_proposes_through_ask_and_learns_through_tell(tmp_path, method):
-    budget = 10 if method == "centaur" else 4
+    budget = 10 if method in ("centaur", "llambo", "hollm") else 4
     study = tuneloop.Study(SPACE, method=method, budget=budget, seed=1, runs_dir=tmp_path,
                            chat_model=scripted(method), description="a made-up loss")
     space = SearchSpace.parse(SPACE)
@@ -150,9 +154,9 @@ def _two_workers(study: Study, budget: int) -> list:
     return handed
 
 
-@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "llm"])
+@pytest.mark.parametrize("method", ["grid", "random", "cmaes", "tpe", "centaur", "llm", "llambo", "hollm"])
 def test_two_workers_get_different_trials_and_every_result_is_recorded(tmp_path, method):
-    budget = 10 if method == "centaur" else 6
+    budget = 10 if method in ("centaur", "llambo", "hollm") else 6
     prompts: list[str] = []
 
     def llm_call(k):
