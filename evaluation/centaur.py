@@ -14,7 +14,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from tuneloop.agent.langchain_tools import args_schema
 from tuneloop.agent.models import classify_error
-from tuneloop.agent.prompt_state import history_table, prompt_values
+from tuneloop.agent.prompt_state import history_table, prompt_values, untried_text
 from tuneloop.agent.prompts import PromptTemplate, load_template
 from tuneloop.evaluation.strategies import CentaurError, LLMProposer
 from tuneloop.tools.formatting import fmt_value
@@ -117,7 +117,8 @@ class CentaurLLM(LLMProposer):
         box = box or ev.config.space
         values = self._values(state) | {
             "n_candidates": str(k), "region": space_text(box) if ev.task is None else box.describe(),
-            "target": target_text(ev, state.get("target_score"))}
+            "target": target_text(ev, state.get("target_score")),
+            "untried": untried_text(ev.trials, box, ev.pending)}  # the box's own widest untried stretches
         if state.get("shuffle") is not None:  # LLAMBO: the trials as examples in a seeded order
             rows = [t for t in ev.trials if not t.repeat]
             order = np.random.default_rng(state["shuffle"]).permutation(len(rows))

@@ -225,5 +225,26 @@ def test_a_candidate_call_on_a_task_shows_its_region_and_value(tmp_path):
     for llm in (hollm, llambo):
         llm.bind_evaluator(ev)
         assert llm.candidates({"n_trials": 0, "target_score": 2.0}, 1) == [{"x": 0.5, "k": 2, "shift": "up"}]
-    assert 'inside this region: x in [-5, 5], k in [1, 4] (integer), shift in {"none", "up"}.' in seen[0]
+    assert ('inside this region: x in [-5, 5], k in [1, 4] (integer), shift in {"none", "up"}, such as x=0, k=3, '
+            'shift="none".') in seen[0]
     assert "that you expect to reach a value of -2." in seen[1]  # a maximised task: its score negated
+
+
+def test_hollms_example_is_the_middle_of_its_regions_widest_untried_stretch(tmp_path):
+    from tuneloop.tools.trials import Evaluator, EvaluatorConfig
+
+    seen = []
+
+    def answer(messages, _):
+        seen.append(str(messages[-1].content))
+        return flat([{"learning_rate": 2e-3, "momentum": 0.6}])
+
+    ev = Evaluator(EvaluatorConfig(budget=4, max_iter=100))
+    ev.evaluate({"learning_rate": 1e-2, "momentum": 0.9})  # outside the region: its bounds' corner
+    llm = CentaurLLM(ScriptedChatModel(script=[answer]), "hollm")
+    llm.bind_evaluator(ev)
+    box = SearchSpace.parse({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+                             "momentum": {"type": "float", "low": 0.5, "high": 0.9}})
+    assert llm.candidates({"n_trials": 1}, 1, box) == [{"learning_rate": 2e-3, "momentum": 0.6}]
+    assert ("inside this region: learning_rate (alpha) in [0.001, 0.01] and momentum (beta) in [0.5, 0.9], such as "
+            "learning_rate=3.2e-3, momentum=0.7.") in seen[0]
