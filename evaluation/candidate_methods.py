@@ -29,6 +29,7 @@ from tuneloop.evaluation.surrogate import DensityRatio
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.scoring import DIVERGED_SCORE
 from tuneloop.tools.space import FloatParam, IntParam, SearchSpace
+from tuneloop.tools.tasks import FAILED_SCORE
 
 N_INIT = 5  # seeded random trials before the first model call (both originals' initial design)
 
@@ -135,8 +136,8 @@ class CandidateHybrid(Strategy):
 
     def finite_scores(self) -> list[float]:
         """The scores of the trials that did not fail (a diverged run's 400, a failed task's
-        1e300 would swamp a range)."""
-        return [s for _, s, _ in self.history if s < DIVERGED_SCORE]
+        1e300 would swamp a range; a task's value may be any other number)."""
+        return [s for _, s, _ in self.history if s != DIVERGED_SCORE and s < FAILED_SCORE]
 
     def manifest(self) -> dict[str, Any]:
         return {"n_init": self.n_init, "n_candidates": self.N_CANDIDATES, "batch": self.BATCH,
