@@ -164,20 +164,26 @@ def _inside(space: SearchSpace, name: str, lo: float, hi: float) -> float | int 
     return float(middle)
 
 
+CONVERGED = ("converged", "ok")  # a GD run that met its tolerance; a task's trial that returned a value
+
+
 def near_best_gaps(ev: Evaluator) -> dict[str, Any]:
     """Per parameter, a step from the incumbent into the untried: the middle of the wider of
     the two stretches next to the incumbent's value (between it and the nearest value
     tried, or a bound), on the space's own scale; a choice keeps the incumbent's. Nothing
-    tried yet: widest_gaps.
+    tried yet, or a best trial that did not converge (every run so far stopped at the
+    iteration cap or diverged: no neighbourhood has done well yet): widest_gaps. (A history
+    of small, slow learning rates otherwise offered a step between two of them, and the
+    embedded model copied it.)
 
     >>> from tuneloop.tools.trials import EvaluatorConfig
-    >>> ev = Evaluator(EvaluatorConfig(objective="sphere", budget=3, max_iter=100))
+    >>> ev = Evaluator(EvaluatorConfig(objective="sphere", budget=3, max_iter=300))
     >>> _ = [ev.evaluate({"learning_rate": lr, "momentum": m}) for lr, m in ((1e-3, 0.5), (1e-2, 0.9))]
-    >>> ev.incumbent.params, near_best_gaps(ev)
-    ({'learning_rate': 0.01, 'momentum': 0.9}, {'learning_rate': 0.032, 'momentum': 0.7})
+    >>> ev.incumbent.params, ev.incumbent.status, near_best_gaps(ev)
+    ({'learning_rate': 0.01, 'momentum': 0.9}, 'converged', {'learning_rate': 0.032, 'momentum': 0.7})
     """
     space, inc = ev.config.space, ev.incumbent
-    if inc is None:
+    if inc is None or inc.status not in CONVERGED:
         return widest_gaps(ev.trials, space, ev.pending)
     out: dict[str, Any] = {}
     for name in space:

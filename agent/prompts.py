@@ -47,7 +47,7 @@ VARIABLES = {
     "best": "the best trial by number and result, without its values, e.g. trial 3 (converged, "
             "final_value=1e-09)",
     "near_best": "a step from the best trial into the untried: per parameter, the middle of the wider untried "
-                 "stretch next to its value, as a configuration",
+                 "stretch next to its value, as a configuration (while no trial has converged: $untried)",
     "untried": "per parameter, the middle of the widest range no trial has tried yet, as a configuration, "
                "e.g. learning_rate=3.2e-3, momentum=0.49",
     # Centaur only

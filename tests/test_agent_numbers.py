@@ -58,7 +58,7 @@ def test_the_widest_gap_counts_charged_trials_and_trials_out_but_not_repeats():
     out = [{"learning_rate": 0.1, "momentum": 0.99}]
     assert widest_gaps(ev.trials, DEFAULT_SPACE, out) == widest_gaps([], DEFAULT_SPACE, [{"learning_rate": 1e-4,
                                                                                           "momentum": 0.0}, *out])
-    turn = template_for("default").render_turn(**prompt_values(ev))
+    turn = template_for("untried").render_turn(**prompt_values(ev))
     assert turn.endswith(f"not tried before, such as {untried_text(ev.trials, DEFAULT_SPACE)}.")
 
 
@@ -227,19 +227,25 @@ def test_trace_tokens_rebuilds_a_recorded_call_and_its_probabilities(tmp_path, c
     assert "learning_rate: wrote" in out and "momentum: wrote" in out and "at a bound" in out
 
 
-def test_refine_offers_the_widest_gap_and_a_step_from_the_best():
+def test_the_default_offers_the_widest_gap_and_a_step_from_the_best():
     from tuneloop.agent.prompt_state import near_best_gaps
 
-    ev = Evaluator(EvaluatorConfig(objective="sphere", budget=4, max_iter=200))
+    ev = Evaluator(EvaluatorConfig(objective="sphere", budget=4, max_iter=300))
     assert near_best_gaps(ev) == widest_gaps([], DEFAULT_SPACE)  # nothing tried: the widest gap
     ev.evaluate({"learning_rate": 1e-3, "momentum": 0.5})
     ev.evaluate({"learning_rate": 1e-2, "momentum": 0.9})
     best = ev.incumbent.params
+    assert ev.incumbent.status == "converged"
     step = near_best_gaps(ev)
     # by hand: the learning rate's stretches next to 1e-2 are [1e-3, 1e-2] and [1e-2, 1e-1], a
     # decade each; the first wider by rounding or the upper one, middle 10^-1.5 = 0.032; the
     # momentum's next to 0.9 are [0.5, 0.9] (0.404 of the axis) and [0.9, 0.99]: middle 0.7
     assert best == {"learning_rate": 1e-2, "momentum": 0.9} and step == {"learning_rate": 0.032, "momentum": 0.7}
-    turn = template_for("refine").render_turn(**prompt_values(ev))
+    turn = template_for("default").render_turn(**prompt_values(ev))
     assert turn.endswith(f"such as {untried_text(ev.trials, DEFAULT_SPACE)}, or near the best so far: "
                          "learning_rate=3.2e-2, momentum=0.7.")
+    # a best trial that did not converge has no neighbourhood worth a step: the widest gap instead
+    slow = Evaluator(EvaluatorConfig(objective="rosenbrock", budget=3, max_iter=50))
+    slow.evaluate({"learning_rate": 1e-4, "momentum": 0.2})
+    slow.evaluate({"learning_rate": 1.2e-4, "momentum": 0.5})
+    assert slow.incumbent.status == "max_iter" and near_best_gaps(slow) == widest_gaps(slow.trials, DEFAULT_SPACE)

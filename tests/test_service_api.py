@@ -171,8 +171,8 @@ def test_evaluate_is_the_tool_as_an_endpoint_and_checks_its_input(api):
     assert api.post("/api/evaluate", content=b"\x04s\xff", headers={"Content-Type": "application/json"}) \
         .status_code in (400, 422)
     assert [p["name"] for p in api.get("/api/prompts").json()] == [
-        "centaur", "centaur-task", "default", "hollm", "lean", "llambo", "paper", "reasoning", "refine", "sllmbo",
-        "task"]
+        "centaur", "centaur-task", "default", "hollm", "lean", "llambo", "paper", "reasoning", "sllmbo",
+        "task", "untried"]
     assert "rosenbrock" in [f["name"] for f in api.get("/api/functions").json()]
 
 

@@ -61,8 +61,8 @@ def test_prompts_list_gives_a_complete_line_per_template(capsys):
     assert main(["prompts", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["centaur", "centaur-task", "default", "hollm", "lean", "llambo", "paper", "reasoning", "refine",
-                     "sllmbo", "task"]
+    assert names == ["centaur", "centaur-task", "default", "hollm", "lean", "llambo", "paper", "reasoning", "sllmbo",
+                     "task", "untried"]
     for line in lines:
         description = line.split(maxsplit=1)[1]
         assert description.endswith(".") and len(description) > 30, line  # a sentence, not a cut fragment
