@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuneloop.evaluation.partition import kd_leaves, leaf_scores, leaf_size, sample_leaves
-from tuneloop.evaluation.strategy_base import LLMProposer, Params, Strategy, StrategyContext, register
+from tuneloop.evaluation.strategy_base import LLMProposer, LLMStrategy, Params, StrategyContext, register
 from tuneloop.evaluation.surrogate import DensityRatio
 from tuneloop.tools.gd_space import DEFAULT_SPACE
 from tuneloop.tools.scoring import DIVERGED_SCORE
@@ -34,21 +34,18 @@ from tuneloop.tools.tasks import FAILED_SCORE
 N_INIT = 5  # seeded random trials before the first model call (both originals' initial design)
 
 
-class CandidateHybrid(Strategy):
+class CandidateHybrid(LLMStrategy):
     """The shared loop: random trials first, then rounds. A round makes one model call per
     `requests()` entry, each writing N_CANDIDATES candidates; the valid new ones are ranked
     by the surrogate and the best BATCH of them are the next trials, asked one at a time."""
 
-    uses_llm = True
-    LLM_SOURCE: ClassVar[str]
     N_CANDIDATES: ClassVar[int]  # candidates one model call writes
     BATCH: ClassVar[int] = 1  # trials a round gives
     FALLBACK_SOURCE = "random"
 
     def __init__(self, propose_llm: LLMProposer, space: SearchSpace = DEFAULT_SPACE, seed: int = 0,
                  budget: int = 24, n_init: int = N_INIT) -> None:
-        self.propose_llm = propose_llm
-        self.space = space
+        super().__init__(propose_llm, space)
         self.budget = budget
         self.n_init = n_init
         self.rng = np.random.default_rng([int(seed), 0xCA9D])  # the random trials, the rounds' draws
@@ -123,16 +120,6 @@ class CandidateHybrid(Strategy):
         i = next((i for i, out in enumerate(self._out) if out[0] == key), None)
         source = self.last_source if i is None else self._out.pop(i)[1]
         self.history.append((params, score, source))
-
-    @property
-    def source(self) -> str:
-        return self.last_source
-
-    def bind_evaluator(self, ev: Any) -> None:
-        self.propose_llm.bind_evaluator(ev)
-
-    def bind_trace(self, callbacks: Any) -> None:
-        self.propose_llm.bind_trace(callbacks)
 
     def finite_scores(self) -> list[float]:
         """The scores of the trials that did not fail (a diverged run's 400, a failed task's

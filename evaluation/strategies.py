@@ -36,6 +36,7 @@ from tuneloop.evaluation.strategy_base import (
     STRATEGIES,
     LLMHybrid,
     LLMProposer,
+    LLMStrategy,
     Params,
     Strategy,
     StrategyContext,
@@ -48,9 +49,9 @@ from tuneloop.tools.space import CategoricalParam, IntParam, SearchSpace
 
 __all__ = ["CLASSICAL", "LLM_METHODS", "LLM_SOURCES", "METHODS", "STRATEGIES", "STUDY_ALPHAS", "STUDY_BETAS",
            "AGENT_METHOD", "CMAESStrategy", "CandidateHybrid", "Centaur", "CentaurError", "GridSearch", "HOLLM",
-           "LLAMBO", "LLMHybrid", "LLMProposer", "Params", "RandomSearch", "RefinedGrid", "SLLMBO", "Strategy",
-           "StrategyContext", "TPEStrategy", "centaur_schedule", "known_method", "make_strategy", "refinement_points",
-           "register"]
+           "LLAMBO", "LLMHybrid", "LLMProposer", "LLMStrategy", "Params", "RandomSearch", "RefinedGrid", "SLLMBO",
+           "Strategy", "StrategyContext", "TPEStrategy", "centaur_schedule", "known_method", "make_strategy",
+           "refinement_points", "register"]
 
 
 
@@ -365,7 +366,7 @@ METHODS = CLASSICAL + LLM_METHODS
 
 # The `source` of the trials an LLM proposed inside a hybrid (Centaur's, SLLMBO's, LLAMBO's,
 # HOLLM's): what the state audit judges as the model's proposals
-LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if issubclass(c, LLMHybrid | CandidateHybrid))
+LLM_SOURCES = tuple(c.LLM_SOURCE for c in STRATEGIES.values() if issubclass(c, LLMStrategy))
 
 
 def known_method(name: str) -> str:

@@ -87,7 +87,30 @@ class LLMProposer:
         raise NotImplementedError
 
 
-class LLMHybrid(Strategy):
+class LLMStrategy(Strategy):
+    """A strategy whose model calls go through an LLMProposer: the proposer is given the
+    cell's Evaluator and trace callback, and each trial's `source` says who proposed it."""
+
+    uses_llm = True
+    LLM_SOURCE: ClassVar[str]  # the `source` of the trials the LLM proposed
+
+    def __init__(self, propose_llm: LLMProposer, space: SearchSpace) -> None:
+        self.propose_llm = propose_llm
+        self.space = space
+        self.last_source = ""
+
+    @property
+    def source(self) -> str:
+        return self.last_source
+
+    def bind_evaluator(self, ev: Any) -> None:
+        self.propose_llm.bind_evaluator(ev)
+
+    def bind_trace(self, callbacks: Any) -> None:
+        self.propose_llm.bind_trace(callbacks)
+
+
+class LLMHybrid(LLMStrategy):
     """A classical proposer some of whose proposals an LLM replaces (Centaur, SLLMBO). The
     classical method is asked for every trial; on the LLM's turns its suggestion is shown
     to the LLM, whose answer is the trial. What both keep alike lives here: the history
@@ -96,13 +119,10 @@ class LLMHybrid(Strategy):
     suggestion. A subclass writes the hooks: `suggest`, `llm_turn`, `llm_state`, `learn`.
     """
 
-    uses_llm = True
-    LLM_SOURCE: ClassVar[str]  # the `source` of the trials the LLM proposed
     CLASSICAL_SOURCE: ClassVar[str]  # the `source` of the classical method's own trials
 
     def __init__(self, propose_llm: LLMProposer, space: SearchSpace) -> None:
-        self.propose_llm = propose_llm
-        self.space = space
+        super().__init__(propose_llm, space)
         self.history: list[tuple[Params, float, str]] = []  # params, score, source
         self.last_source = self.CLASSICAL_SOURCE
         self.llm_calls = 0
@@ -165,16 +185,6 @@ class LLMHybrid(Strategy):
             return self.space.key(self.space.coerce(params))
         except (ValueError, TypeError):
             return repr(sorted(params.items(), key=lambda kv: str(kv[0])))
-
-    @property
-    def source(self) -> str:
-        return self.last_source
-
-    def bind_evaluator(self, ev: Any) -> None:
-        self.propose_llm.bind_evaluator(ev)
-
-    def bind_trace(self, callbacks: Any) -> None:
-        self.propose_llm.bind_trace(callbacks)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
