@@ -59,7 +59,7 @@ def plot_landscape(land: Landscape, path: Path | str, title: str | None = None) 
 METHOD_STYLE = {
     "grid": ("s", "#1f77b4"), "refined": ("D", "#17becf"), "random": ("o", "#ff7f0e"),
     "cmaes": ("^", "#2ca02c"), "tpe": ("v", "#d62728"), "llm": ("*", "#9467bd"), "centaur": ("P", "#8c564b"),
-    "sllmbo": ("X", "#e377c2"),
+    "sllmbo": ("X", "#e377c2"), "llambo": ("h", "#bcbd22"), "hollm": ("p", "#393b79"),
 }
 
 
@@ -70,7 +70,8 @@ def _style(label: str):
     """Marker and colour of an arm: its method's, and for an arm with a prompt or model
     of its own (`llm [paper, openai:gpt-4o]`) the method's marker in a colour of its own."""
     method = label.split(" [", 1)[0]
-    marker, colour = METHOD_STYLE.get(method, ("x", "#7f7f7f"))
+    # a method without a style of its own: a colour from its name, so that two such never look alike
+    marker, colour = METHOD_STYLE.get(method, ("x", VARIANT_COLOURS[sum(map(ord, method)) % len(VARIANT_COLOURS)]))
     if label == method:
         return marker, colour
     return marker, VARIANT_COLOURS[sum(map(ord, label)) % len(VARIANT_COLOURS)]

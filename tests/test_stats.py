@@ -193,3 +193,13 @@ def test_trace_compare_adds_the_paired_table_only_for_runs_paired_by_seed(study,
     assert "paired by seed" not in capsys.readouterr().out
     assert main(["trace", "compare", *map(str, runs), "--json"]) == 0
     assert capsys.readouterr().out.lstrip().startswith("[")  # --json: the runs' rows, as before
+
+
+def test_every_method_has_a_plot_style_of_its_own():
+    """Each method's curves are told apart in every plot: its own marker and colour."""
+    from tuneloop.evaluation.report import METHOD_STYLE
+    from tuneloop.evaluation.strategies import METHODS
+
+    assert set(METHODS) <= set(METHOD_STYLE)
+    styles = [METHOD_STYLE[m] for m in METHODS]
+    assert len({c for _, c in styles}) == len(styles) and len({m for m, _ in styles}) == len(styles)
