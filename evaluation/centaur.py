@@ -122,7 +122,8 @@ class CentaurLLM(LLMProposer):
         if state.get("shuffle") is not None:  # LLAMBO: the trials as examples in a seeded order
             rows = [t for t in ev.trials if not t.repeat]
             order = np.random.default_rng(state["shuffle"]).permutation(len(rows))
-            values["history"] = history_table([rows[i] for i in order], ev.config.space, task=ev.task is not None)
+            values["history"] = history_table([rows[i] for i in order], ev.config.space, ev.pending,
+                                              task=ev.task is not None)
         model = self.chat_model.bind_tools([candidates_tool(box, k)], tool_choice="any")
         return split_candidates(self._ask(values, model), ev.config.space.names, k)
 

@@ -248,3 +248,21 @@ def test_hollms_example_is_the_middle_of_its_regions_widest_untried_stretch(tmp_
     assert llm.candidates({"n_trials": 1}, 1, box) == [{"learning_rate": 2e-3, "momentum": 0.6}]
     assert ("inside this region: learning_rate (alpha) in [0.001, 0.01] and momentum (beta) in [0.5, 0.9], such as "
             "learning_rate=3.2e-3, momentum=0.7.") in seen[0]
+
+
+def test_llambos_shuffled_table_keeps_the_trials_out():
+    from tuneloop.tools.trials import Evaluator, EvaluatorConfig
+
+    seen = []
+
+    def answer(messages, _):
+        seen.append(str(messages[-1].content))
+        return flat([{"learning_rate": 2e-3, "momentum": 0.6}])
+
+    ev = Evaluator(EvaluatorConfig(budget=4, max_iter=100))
+    ev.evaluate({"learning_rate": 1e-2, "momentum": 0.9})
+    ev.reserve({"learning_rate": 1e-3, "momentum": 0.5})  # a trial out (parallel ask/tell), no result yet
+    llm = CentaurLLM(ScriptedChatModel(script=[answer]), "llambo")
+    llm.bind_evaluator(ev)
+    llm.candidates({"n_trials": 1, "target_score": None, "shuffle": 7}, 1)
+    assert "1 | 1e-2 | 0.9 |" in seen[0] and "- | 1e-3 | 0.5 | pending |" in seen[0]
