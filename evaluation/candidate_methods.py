@@ -116,7 +116,7 @@ class CandidateHybrid(LLMStrategy):
         self._out.pop()
 
     def tell(self, params: Params, score: float) -> None:
-        key = self.space.key(self.space.coerce(params))
+        key = self.key(params)
         i = next((i for i, out in enumerate(self._out) if out[0] == key), None)
         source = self.last_source if i is None else self._out.pop(i)[1]
         self.history.append((params, score, source))
@@ -193,8 +193,10 @@ class HOLLM(CandidateHybrid):
         for j, name in enumerate(self.space.continuous):
             p = self.space[name]
             a, b = self.space.value_at(name, float(lo[j])), self.space.value_at(name, float(hi[j]))
-            if isinstance(p, FloatParam) and float(f"{a:.2g}") < float(f"{b:.2g}"):
-                a, b = max(p.low, float(f"{a:.2g}")), min(p.high, float(f"{b:.2g}"))  # ranges a prompt can say
+            if isinstance(p, FloatParam):
+                ra, rb = float(f"{a:.2g}"), float(f"{b:.2g}")  # ranges a prompt can say, where they stay a range
+                if ra < rb:
+                    a, b = max(p.low, ra), min(p.high, rb)
             if isinstance(p, IntParam):
                 if a == b:
                     a, b = (a, a + p.step) if a + p.step <= p.high else (a - p.step, a)

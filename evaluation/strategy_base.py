@@ -103,6 +103,13 @@ class LLMStrategy(Strategy):
     def source(self) -> str:
         return self.last_source
 
+    def key(self, params: Params) -> Any:
+        """A proposal's cache key; for an answer the space cannot read, its own text."""
+        try:
+            return self.space.key(self.space.coerce(params))
+        except (ValueError, TypeError):
+            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))
+
     def bind_evaluator(self, ev: Any) -> None:
         self.propose_llm.bind_evaluator(ev)
 
@@ -179,12 +186,6 @@ class LLMHybrid(LLMStrategy):
         self.history.append((params, score, source))
         self.learn(params, score, source, suggestion)
 
-    def key(self, params: Params) -> Any:
-        """A proposal's cache key; for an answer the space cannot read, its own text."""
-        try:
-            return self.space.key(self.space.coerce(params))
-        except (ValueError, TypeError):
-            return repr(sorted(params.items(), key=lambda kv: str(kv[0])))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

@@ -1,7 +1,7 @@
 """The suggestion alone: does the embedded agent add anything to the example its prompt gives?
 
-Runs, without a model, the configuration the `default` prompt offers as its example
-(`$untried`: the middle of the widest untried stretch of each parameter,
+Runs, without a model, the configuration the `untried` prompt (the default until 2026-11-30)
+offers as its one example (`$untried`: the middle of the widest untried stretch of each parameter,
 `tuneloop.agent.prompt_state.widest_gaps`) for every trial of every cell of a study, from the
 same start points, and pairs it by seed with the study's own arms (docs/sessions.md, "Where
 the agent's numbers come from").
