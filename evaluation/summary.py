@@ -134,7 +134,10 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
              + "repeats: share of the proposals that repeated a tried configuration "
              "(answered free). Wins: seeds on which the row's method scored strictly lower than the column's.", ""]
     if seconds is not None:
-        lines += [f"Wall time of this invocation: {seconds:.1f} s.", ""]
+        # a resumed study runs only its missing cells: the cells' own times are the study's cost
+        cell_seconds = sum(per[m]["mean_wall_s"] * per[m]["n"] for per in summary.values() for m in per)
+        lines += [f"Wall time of this invocation: {seconds:.1f} s; the cells' own times add up to "
+                  f"{cell_seconds:.1f} s (a cell finished by an earlier run of this folder is not run again).", ""]
     ran_on = sorted({f"{e.get('backend')} on {e.get('host') or e.get('node')}" for e in _executors(cfg) if e})
     if ran_on:
         lines += [f"Cells ran on: {'; '.join(ran_on)}.", ""]
@@ -196,13 +199,15 @@ def stats_lines(cfg: EvalConfig, per: dict[str, dict], labels: list[str]) -> lis
               "seeded resamples of the seeds' finite best values); diversity: the mean pairwise distance of a cell's "
               "proposals in the space's unit coordinates (each continuous axis, log10 on a log one, scaled to "
               "[0, 1]; a categorical one adds 1 per differing choice), averaged over the cells; failed trials: "
-              "share of the charged trials that " + ("failed." if cfg.task is not None else "diverged."), "",
-              "| method | median best value | 95 % CI | diversity | failed trials |", "|---|---:|---|---:|---:|"]
+              "share of the charged trials that " + ("failed" if cfg.task is not None else "diverged")
+              + "; cell time: a cell's mean wall time, its model calls included.", "",
+              "| method | median best value | 95 % CI | diversity | failed trials | cell time (s) |",
+              "|---|---:|---|---:|---:|---:|"]
     for m in labels:
         ci = per[m]["median_ci"]
         interval = "n/a" if ci is None else f"[{ci[1]:.4g}, {ci[2]:.4g}]"
         lines.append(f"| {m} | {_num(None if ci is None else ci[0])} | {interval} | {_num(per[m]['diversity'], '.3f')} "
-                     f"| {_pct(per[m]['failed_share'])} |")
+                     f"| {_pct(per[m]['failed_share'])} | {_num(per[m]['mean_wall_s'], '.1f')} |")
     return [*lines, ""]
 
 

@@ -151,7 +151,8 @@ def study(tmp_path_factory):
 def test_summary_has_the_paired_tests_intervals_diversity_and_ecdf(study):
     md = (study / "summary.md").read_text()
     assert "| arm A | arm B | A wins | ties | A losses | Wilcoxon p | Holm p | rank-biserial r |" in md
-    assert "| method | median best value | 95 % CI | diversity | failed trials |" in md
+    assert "| method | median best value | 95 % CI | diversity | failed trials | cell time (s) |" in md
+    assert "the cells' own times add up to" in md
     assert "zero_method=zsplit" in md and "percentile-bootstrap" in md
     assert "![ecdf_rosenbrock](plots/ecdf_rosenbrock.png)" in md and "runtime ECDF" in md
     assert (study / "plots" / "ecdf_rosenbrock.png").read_bytes()[:4] == b"\x89PNG"
@@ -173,6 +174,8 @@ def test_summary_has_the_paired_tests_intervals_diversity_and_ecdf(study):
         cells = [c.strip() for c in line.strip("|").split("|")]
         lo, hi = (float(v) for v in cells[2].strip("[]").split(","))
         assert lo <= float(cells[1]) <= hi
+        wall = [float(r["wall_s"]) for r in rows if r["method"] == m]
+        assert float(cells[5]) == pytest.approx(sum(wall) / len(wall), abs=0.051)  # the cells' mean wall time
         assert 0 <= float(cells[3]) <= math.sqrt(2)
 
 
