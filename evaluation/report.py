@@ -68,13 +68,37 @@ VARIANT_COLOURS = ("#e377c2", "#bcbd22", "#7f7f7f", "#17becf", "#9edae5", "#c5b0
 
 def _style(label: str):
     """Marker and colour of an arm: its method's, and for an arm with a prompt or model
-    of its own (`llm [paper, openai:gpt-4o]`) the method's marker in a colour of its own."""
-    method = label.split(" [", 1)[0]
+    of its own (`llm [paper, openai:gpt-4o]`) the method's marker in a colour of its own.
+    An arm of the null model (`hollm [uniform]`) is drawn in a pale shade of the arm it
+    ablates, so that each LLM arm and its ablation read as a pair.
+
+    >>> _style("hollm")
+    ('p', '#393b79')
+    >>> _style("hollm [uniform]")
+    ('p', '#a6a7c3')
+    >>> _style("centaur [uniform, r=1]") == ("P", _pale(_style("centaur [r=1]")[1]))
+    True
+    """
+    from tuneloop.agent.uniform_model import UNIFORM_MODEL
+
+    method, _, rest = label.partition(" [")
+    parts = [p.strip() for p in rest.rstrip("]").split(",")] if rest else []
+    if UNIFORM_MODEL in parts:
+        others = [p for p in parts if p != UNIFORM_MODEL]
+        marker, colour = _style(f"{method} [{', '.join(others)}]" if others else method)
+        return marker, _pale(colour)
     # a method without a style of its own: a colour from its name, so that two such never look alike
     marker, colour = METHOD_STYLE.get(method, ("x", VARIANT_COLOURS[sum(map(ord, method)) % len(VARIANT_COLOURS)]))
     if label == method:
         return marker, colour
     return marker, VARIANT_COLOURS[sum(map(ord, label)) % len(VARIANT_COLOURS)]
+
+
+def _pale(colour: str, white: float = 0.55) -> str:
+    """The colour mixed with `white` parts of white."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    return to_hex([c + (1 - c) * white for c in to_rgb(colour)])
 
 
 def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
