@@ -98,7 +98,8 @@ def _pale(colour: str, white: float = 0.55) -> str:
     """The colour mixed with `white` parts of white."""
     from matplotlib.colors import to_hex, to_rgb
 
-    return to_hex([c + (1 - c) * white for c in to_rgb(colour)])
+    r, g, b = (c + (1 - c) * white for c in to_rgb(colour))
+    return to_hex((r, g, b))
 
 
 def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
