@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # LangChain takes a second to import: not needed to read sett
 
 from tuneloop.tools.errors import TuneloopError, UserError
 
+# the null model's spec (--model uniform), here below LangChain so that plots and arms can name it
+UNIFORM_MODEL = "uniform"
+
 
 class ModelSettings(BaseModel):
     """Model choice and sampling settings (recorded in the manifest; never the key)."""
@@ -63,7 +66,7 @@ def check_settings(settings: ModelSettings) -> None:
     if is_local(spec):
         local_model_path(spec)
         return
-    if spec == "uniform":  # the null model: nothing to check
+    if spec == UNIFORM_MODEL:  # the null model: nothing to check
         return
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         if api_key_for(settings) is None and (settings.base_url is None or settings.api_key_env != "OPENAI_API_KEY"):
@@ -84,7 +87,7 @@ def make_chat_model(settings: ModelSettings) -> BaseChatModel:
         return LocalChatModel(model_path=path, temperature=settings.temperature, max_tokens=settings.max_tokens,
                               seed=settings.seed, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
                               model_name=spec if path else EMBEDDED_NAME)
-    if spec == "uniform":
+    if spec == UNIFORM_MODEL:
         from tuneloop.agent.uniform_model import UniformChatModel
 
         return UniformChatModel(seed=settings.seed)

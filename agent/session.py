@@ -21,7 +21,7 @@ from pydantic import Field, create_model
 
 from tuneloop.agent.langchain_tools import args_schema, make_gd_tool
 from tuneloop.agent.middleware import NEAR_REPEAT_RADIUS, CancelMiddleware, RetryMiddleware, TurnMiddleware
-from tuneloop.agent.models import ModelError, ModelFactory, api_key_for, is_local, make_chat_model
+from tuneloop.agent.models import UNIFORM_MODEL, ModelError, ModelFactory, api_key_for, is_local, make_chat_model
 from tuneloop.agent.pricing import session_cost
 from tuneloop.agent.prompt_state import prompt_values, tool_name
 from tuneloop.agent.prompts import template_for
@@ -34,7 +34,6 @@ from tuneloop.agent.session_config import (
     manifest_for,
 )
 from tuneloop.agent.tracing import TraceCallbackHandler
-from tuneloop.agent.uniform_model import UNIFORM_MODEL
 from tuneloop.tools.record import TraceWriter, new_session_id
 from tuneloop.tools.run_result import EventSink, Recommendation, SessionResult, StopReason, finish_session
 from tuneloop.tools.space import SearchSpace

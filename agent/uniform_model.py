@@ -29,7 +29,6 @@ from pydantic import PrivateAttr
 
 from tuneloop.agent.gbnf import is_free_string, value_sentences
 
-UNIFORM_MODEL = "uniform"  # the spec that names it (--model uniform)
 RATIONALE = "drawn uniformly at random (the null model: no LLM read the trials)"
 AVOID_TRIES = 20  # redraws to miss a configuration already tried
 
@@ -46,7 +45,7 @@ class UniformChatModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        return UNIFORM_MODEL
+        return "uniform"  # LangChain's type tag (the --model spec is agent/models.py's UNIFORM_MODEL)
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any):  # type: ignore[override]
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], tool_choice=tool_choice, **kwargs)

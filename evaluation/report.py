@@ -79,7 +79,7 @@ def _style(label: str):
     >>> _style("centaur [uniform, r=1]") == ("P", _pale(_style("centaur [r=1]")[1]))
     True
     """
-    from tuneloop.agent.uniform_model import UNIFORM_MODEL
+    from tuneloop.agent.models import UNIFORM_MODEL
 
     method, _, rest = label.partition(" [")
     parts = [p.strip() for p in rest.rstrip("]").split(",")] if rest else []

@@ -138,10 +138,10 @@ def test_cited_documents_exist():
 
 def test_a_classical_eval_imports_no_langchain(tmp_path):
     """The run record lives below the LLM code: a study of classical methods never loads
-    LangChain (measured in a fresh interpreter, the cells run in-process)."""
+    LangChain (measured in a fresh interpreter, the cells run in-process), its plots included."""
     code = ("import sys\nfrom tuneloop.evaluation.cli import main\n"
             f"code = main(['eval', '--functions', 'rosenbrock', '--methods', 'grid,random,cmaes,tpe', '--seeds', '0',"
-            f" '--budget', '4', '--workers', '1', '--no-plots', '--out', {str(tmp_path / 'out')!r}])\n"
+            f" '--budget', '4', '--workers', '1', '--out', {str(tmp_path / 'out')!r}])\n"
             "assert code == 0, code\n"
             "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('langchain')}))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
