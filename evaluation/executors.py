@@ -81,37 +81,61 @@ class LocalExecutor:
 
     def run(self, jobs: list[CellJob], on_done: Callable[[tuple], None]) -> None:
         import multiprocessing
+        from concurrent.futures import Future, ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         done: queue.Queue = queue.Queue()
         cpu = [j for j in jobs if not j.remote]
         api = [j for j in jobs if j.remote]
         meta = {"backend": self.name, "host": socket.gethostname()}
-        pool = multiprocessing.Pool(self.workers, initializer=_worker_init) if cpu and self.workers > 1 else None
+        children_before = set(multiprocessing.active_children())
+        # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (a crash in
+        # llama.cpp's native code, the OOM killer) breaks the executor and fails every
+        # pending cell, where Pool quietly starts a new worker and waits forever for the
+        # lost cell's answer
+        pool = (ProcessPoolExecutor(self.workers, initializer=_worker_init)
+                if cpu and self.workers > 1 else None)
         inline = ThreadPoolExecutor(1) if cpu and pool is None else None  # one at a time, off the caller's thread
         threads = ThreadPoolExecutor(self.concurrency) if api else None
+
+        def put(f: Future) -> None:
+            if not f.cancelled():  # cancelled: by the shutdown below, after the run has ended
+                done.put(f.exception() or f.result())
+
         try:
+            runner = pool or inline
             for j in cpu:
-                if pool is not None:
-                    pool.apply_async(run_job, (j, meta), callback=done.put, error_callback=done.put)
-                else:
-                    assert inline is not None  # cpu cells and no pool: made above
-                    inline.submit(run_job, j, meta).add_done_callback(lambda f: done.put(f.exception() or f.result()))
+                assert runner is not None  # cpu cells: made above
+                runner.submit(run_job, j, meta).add_done_callback(put)
             for j in api:
                 assert threads is not None  # api cells: made above
-                threads.submit(run_job, j, meta).add_done_callback(lambda f: done.put(f.exception() or f.result()))
-            for _ in jobs:
+                threads.submit(run_job, j, meta).add_done_callback(put)
+            for finished in range(len(jobs)):
                 item = done.get()
+                if isinstance(item, BrokenProcessPool):
+                    raise WorkerDied(finished, len(jobs)) from None
                 if isinstance(item, BaseException):
                     raise item
                 on_done(item)
         finally:
             # on Ctrl-C or a failed cell, stop at once rather than wait minutes for running
             # LLM cells: their directories have no result.json, so the next run redoes them
-            if pool is not None:
-                pool.terminate()
-            for ex in (inline, threads):
+            for ex in (pool, inline, threads):
                 if ex is not None:
                     ex.shutdown(wait=False, cancel_futures=True)
+            for child in set(multiprocessing.active_children()) - children_before:  # the pool's workers
+                child.terminate()
+
+
+class WorkerDied(UserError):
+    """A worker process of the local pool ended abruptly: a crash in native code or a kill
+    from outside. The finished cells are kept; the same command resumes from them."""
+
+    def __init__(self, finished: int, total: int) -> None:
+        super().__init__(
+            f"a worker process ended abruptly after {finished} of this run's {total} cells (a crash in native code, "
+            "such as the embedded model's llama.cpp, or a kill from outside, such as the out-of-memory killer; "
+            "`dmesg` names it); the finished cells are kept and the same command resumes the study")
 
 
 RAY_PROBE_TIMEOUT_S = 30.0  # a GCS that does not answer in this long is reported, not waited on

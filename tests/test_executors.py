@@ -5,12 +5,15 @@ import csv
 import itertools
 import json
 import os
+import signal
 import socket
+import threading
 
 import pytest
 
 from tests.fakes import FakeOpenAIServer
 from tuneloop.evaluation.cli import main
+from tuneloop.evaluation.harness import run_cell as real_run_cell
 
 KEY = "sk-fake-0123456789abcdef"
 
@@ -52,6 +55,42 @@ def test_remote_model_cells_run_concurrently_and_resume(tmp_path, monkeypatch, c
         (out / "runs" / "llm+openai_m-rosenbrock-s4" / "result.json").unlink()
         assert main(argv) == 0
         assert len(srv.requests) - n_requests == 3  # two proposals and the final answer of one cell
+
+
+def run_cell_killed_on_seed_2(cfg, arm, function, seed, **kw):
+    """harness.run_cell, except that seed 2's worker dies the way a crash in native code
+    ends it: at once, with no Python exception and nothing sent back."""
+    if seed == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_run_cell(cfg, arm, function, seed, **kw)
+
+
+def test_a_worker_that_dies_ends_the_study_in_one_line_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    # multiprocessing.Pool replaced a dead worker and waited forever for its cell's answer
+    # (seen: a llama.cpp built for another CPU died of a protection fault at its first call)
+    from tuneloop.evaluation import harness
+
+    def argv(out):
+        return ["eval", "--functions", "rosenbrock", "--methods", "random", "tpe", "--seeds", "0-3", "--budget", "3",
+                "--max-iter", "300", "--workers", "2", "--out", str(out), "--no-plots"]
+
+    monkeypatch.setattr(harness, "run_cell", run_cell_killed_on_seed_2)
+    codes = []
+    first = threading.Thread(target=lambda: codes.append(main(argv(tmp_path / "study"))), daemon=True)
+    first.start()
+    first.join(120)
+    assert codes == [2], "the study hung after its worker died" if first.is_alive() else codes
+    err = capsys.readouterr().err
+    assert "error: a worker process ended abruptly after" in err and "the same command resumes" in err
+    assert "Traceback" not in err
+    finished = sorted(p.parent.name for p in (tmp_path / "study" / "runs").glob("*/result.json"))
+    assert not any(n.endswith("-s2") for n in finished)
+
+    monkeypatch.setattr(harness, "run_cell", real_run_cell)
+    assert main(argv(tmp_path / "study")) == 0, capsys.readouterr().err
+    assert main(argv(tmp_path / "fresh")) == 0  # the resumed study has the rows of one run straight through
+    assert rows(tmp_path / "study") == rows(tmp_path / "fresh")
+    assert len(rows(tmp_path / "study")) == 8
 
 
 def test_rate_limiter_spaces_requests_and_charges_tokens():
