@@ -10,6 +10,8 @@ cells travel in the repository and the next machine picks the study up from them
         `trace state` pooled per arm over the cells of seeds FIRST..LAST (the traces stay
         on the machine that ran them, so OUT keeps the counts)
     python docs/studies/cells.py audit --combine A.json B.json ...
+        the counts of several such files pooled (each arm lists the seeds it holds);
+        a setting's audit.json is the pool so far
 
 A packed cell is its result.json (the row, the anytime curve and the proposals: all that
 summary.md and the plots read) and its manifest.json (the space and where it ran).
@@ -58,6 +60,8 @@ def empty() -> dict[str, Any]:
 
 
 def audit(folder: Path, first: int, last: int) -> dict[str, dict[str, Any]]:
+    """Per arm, named as summary.md names it (Arm.label)."""
+    from tuneloop.evaluation.arms import Arm
     from tuneloop.evaluation.traces import state_audit
     from tuneloop.tools.record import read_trace
 
@@ -69,7 +73,8 @@ def audit(folder: Path, first: int, last: int) -> dict[str, dict[str, Any]]:
         if not first <= row["seed"] <= last:
             continue
         a = state_audit(read_trace(d / "trace.jsonl"))
-        c = arms.setdefault(row["method"] + (f" [{row['model']}]" if row["model"] else ""), empty())
+        label = Arm(row["method"], row["prompt"] or None, row["model"] or None).label
+        c = arms.setdefault(label, empty())
         valid = [t for t in a["turns"] if not t["invalid"]]
         c["seeds"].append(row["seed"])
         c["turns"] += len(a["turns"])
