@@ -67,7 +67,7 @@ def run_cell_killed_on_seed_2(cfg, arm, function, seed, **kw):
 
 def test_a_worker_that_dies_ends_the_study_in_one_line_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
     # multiprocessing.Pool replaced a dead worker and waited forever for its cell's answer
-    # (seen: a llama.cpp built for another CPU died of a protection fault at its first call)
+    # (seen: llama.cpp's native build died of a protection fault at AMX's ldtilecfg at its first call)
     from tuneloop.evaluation import harness
 
     def argv(out):
