@@ -123,8 +123,9 @@ def main(argv: list[str]) -> None:
             if rest[:1] == ["--json"] and len(rest) == 2:
                 Path(rest[1]).write_text(json.dumps(arms))
             show(arms)
-        case _:
-            sys.exit(__doc__)
+        case _:  # a usage mistake: the usage, exit 2 as every tuneloop command
+            print(__doc__, file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":
