@@ -242,15 +242,14 @@ class ConstrainedDecoder:
         self.tokens.sent += max(0, len(tokens) - self._context)
         self.tokens.evaluated += len(tokens) - cached
         llama.n_tokens = cached  # llama.eval drops the KV cache beyond n_tokens first
-        if self._context == 0 and len(tokens) - cached > 1:
-            # A call's first logits come from its last prompt token run alone, whatever an
-            # earlier call left in the cache: run in a batch with others, that token takes
-            # another matrix kernel whose rounding differs, and greedy decoding of one prompt
-            # gave momentum 0.5 on a first call and 0.501 on the next (AVX-512 build, no AMX).
+        if len(tokens) - cached > 1:
+            # Logits we sample from come from a token run alone, whatever an earlier call left
+            # in the cache (a decoded token is run alone too): run in a batch with others, the
+            # last token takes another matrix kernel whose rounding differs, and greedy
+            # decoding of one prompt gave momentum 0.5 on a first call and 0.501 on the next,
+            # which found the prompt in the cache (AVX-512 build, no AMX).
             llama.eval(tokens[cached:-1])
-            llama.eval(tokens[-1:])
-        else:
-            llama.eval(tokens[cached:])
+        llama.eval(tokens[-1:])
         self._context = len(tokens)
         self._synced = True
 

@@ -407,6 +407,28 @@ def test_decoded_calls_are_in_every_language_and_the_gbnf(fake):
     assert all(len(v) >= 2 for v in seen.values())  # the model chose: values vary
 
 
+def test_logits_are_read_only_after_a_token_run_alone(fake, monkeypatch):
+    """llama.cpp rounds a token's logits differently in a batch than alone (another matrix
+    kernel), so the decoder and the probe read logits only right after a one-token eval:
+    a prompt found in the cache and a fresh one give the same call."""
+    from tuneloop.agent.value_probe import call_distributions
+
+    sizes: list[int] = []
+    read: list[int] = []
+    run = fake.eval
+    monkeypatch.setattr(fake, "eval", lambda tokens: (sizes.append(len(tokens)), run(tokens))[1])
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(ConstrainedDecoder, "_logits",
+                        lambda self: (read.append(sizes[-1]), rng.normal(0, 3, fake.n_vocab()))[1])
+    props = {k: grammar_friendly(v) for k, v in SPACE.items()}
+    for seed in range(5):
+        decode(fake, props, seed)
+    decoded = len(read)
+    call_distributions(fake, Vocabulary.read(fake), "Propose.", {"layers": props["layers"]})
+    assert decoded > 0 and len(read) > decoded and set(read) == {1}
+    assert max(sizes) > 1  # the prompt and the written keys still run as batches
+
+
 def test_avoid_works_for_every_type_and_keeps_true_apart_from_1(fake):
     props = {"layers": SPACE["layers"], "nesterov": SPACE["nesterov"]}
     avoid = [{"layers": 1, "nesterov": True}, {"layers": 3, "nesterov": True}, {"layers": 2.0, "nesterov": False}]
