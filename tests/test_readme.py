@@ -26,5 +26,5 @@ def test_the_readme_rebuilds_llama_cpp_with_the_flags_ci_uses():
         return re.findall(r'CMAKE_ARGS="([^"$]+)"', text)
 
     ci, readme = flags((ROOT / ".ci" / "run").read_text()), flags((ROOT / "README.md").read_text())
-    assert len(ci) == 1 and "-DGGML_NATIVE=OFF" in ci[0] and "AMX" not in ci[0]
+    assert len(ci) == 1 and "-DGGML_NATIVE=OFF" in ci[0] and not re.search(r"AMX\w*=ON", ci[0])
     assert readme == ci
