@@ -124,7 +124,11 @@ class CentaurLLM(LLMProposer):
             order = np.random.default_rng(state["shuffle"]).permutation(len(rows))
             values["history"] = history_table([rows[i] for i in order], ev.config.space, ev.pending,
                                               task=ev.task is not None)
-        model = self.chat_model.bind_tools([candidates_tool(box, k)], tool_choice="any")
+        # k configurations in one reply: k times a proposal's allowance of tokens (with five
+        # knobs the embedded model's 200 ran out within 25 values and ended a HOLLM cell)
+        per = getattr(self.chat_model, "max_tokens", None)
+        allowance = {"max_tokens": k * per} if isinstance(per, int) and per > 0 else {}
+        model = self.chat_model.bind_tools([candidates_tool(box, k)], tool_choice="any", **allowance)
         return split_candidates(self._ask(values, model), ev.config.space.names, k)
 
     def _evaluator(self) -> Evaluator:

@@ -76,6 +76,26 @@ def test_candidates_out_of_range_or_junk_never_reach_the_evaluator(tmp_path, met
     assert r.stop_reason == "model_error" and r.trials_charged == 5 and "did not answer with JSON" in r.error
 
 
+@pytest.mark.parametrize("method", ["llambo", "hollm"])
+def test_a_candidates_call_may_write_k_times_a_proposals_tokens(tmp_path, method):
+    """k configurations in one reply get k times the model's max_tokens: with five knobs the
+    embedded model's 200 ran out within 25 values and ended a HOLLM cell (model_error)."""
+
+    class Capped(ScriptedChatModel):
+        max_tokens: int = 200
+
+    model = Capped(script=[spread_answers()])
+    r = run_method(MethodSpec(method=method, function="rosenbrock", budget=9, seed=0, max_iter=400,
+                              runs_dir=tmp_path), chat_model=model)
+    asks = [b for b in model.bindings if b["tools"] == [CANDIDATES_TOOL]]
+    k = {"llambo": LLAMBO, "hollm": HOLLM}[method].N_CANDIDATES
+    assert r.stop_reason == "budget_spent" and asks and all(b["max_tokens"] == k * 200 for b in asks)
+    uncapped = ScriptedChatModel(script=[spread_answers()])  # no max_tokens of its own: none is set
+    run_method(MethodSpec(method=method, function="rosenbrock", budget=9, seed=0, max_iter=400,
+                          runs_dir=tmp_path / "u"), chat_model=uncapped)
+    assert all("max_tokens" not in b for b in uncapped.bindings)
+
+
 def test_a_round_keeps_the_valid_new_candidates_and_the_surrogate_picks_among_them():
     class Model(LLMProposer):
         def __init__(self):
