@@ -246,7 +246,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
         max_iter=str(c.max_iter),
         tol=f"{c.tol:g}",
-        space=space_text(c.space) if ev.task is None else c.space.describe(),
+        space=space_text(c.space) if ev.task is None else c.space.describe(sci=False),
         parameters=spoken_list(list(c.space.names)),
         alpha_range=c.space["learning_rate"].range_text() if "learning_rate" in c.space else "-",
         beta_range=c.space["momentum"].range_text() if "momentum" in c.space else "[0, 0]",

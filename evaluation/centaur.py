@@ -116,7 +116,7 @@ class CentaurLLM(LLMProposer):
         ev = self._evaluator()
         box = box or ev.config.space
         values = self._values(state) | {
-            "n_candidates": str(k), "region": space_text(box) if ev.task is None else box.describe(),
+            "n_candidates": str(k), "region": space_text(box) if ev.task is None else box.describe(sci=False),
             "target": target_text(ev, state.get("target_score")),
             "untried": untried_text(ev.trials, box, ev.pending)}  # the box's own widest untried stretches
         if state.get("shuffle") is not None:  # LLAMBO: the trials as examples in a seeded order

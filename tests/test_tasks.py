@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import ScriptedChatModel
+from tuneloop.agent.prompt_state import prompt_values, untried_text
 from tuneloop.evaluation.cli import main
 from tuneloop.tools.record import read_trace
 from tuneloop.tools.tasks import FAILED_SCORE, TaskError, load_task, outcome_of
@@ -144,7 +145,10 @@ def test_an_agent_session_on_a_task_records_values_metrics_errors_and_the_file(t
     out = capsys.readouterr().out
     assert code == 0 and 'x=4.5 k=2 shift="none"  failed' in out and "RuntimeError" in out
     assert "You are tuning bowl: a bowl in x with a categorical offset" in seen[0]
-    assert "Call run_trial with a configuration not tried before." in seen[0]
+    # the first turn's two examples: the space's middle (nothing tried yet)
+    space = load_task(str(path)).space
+    assert f"such as {untried_text([], space)}, or near the best so far: {untried_text([], space)}." in seen[0]
+    assert f"You choose {space.describe(sci=False)}." in seen[0]
     t = read_trace(next((tmp_path / "runs").iterdir()))
     trials = t.of("trial_evaluated")
     assert [e["status"] for e in trials] == ["ok", "failed"] and trials[0]["metrics"] == {"seed": 3.0}
@@ -153,6 +157,14 @@ def test_an_agent_session_on_a_task_records_values_metrics_errors_and_the_file(t
     assert t.finished["recommendation"]["x"] == 1.0 and t.finished["recommendation"]["shift"] == "none"
     code = main(["trace", "replay", str(t.run_dir)])
     assert code == 0
+
+
+def test_a_task_prompt_writes_a_log_range_in_plain_decimals_and_offers_the_middle():
+    # The embedded model copies numbers it reads; shown '[1e-4, 1e0]' and no example, it proposed
+    # learning_rate 1e-4 (the bound) in all 24 trials of an mlp-digits session (seed 0, 2026-12-01).
+    values = prompt_values(Evaluator(EvaluatorConfig(task="mlp-digits", budget=2)))
+    assert values["space"] == "learning_rate in [0.0001, 1], momentum in [0, 0.99], nesterov in {false, true}"
+    assert values["untried"] == values["near_best"] == "learning_rate=1e-2, momentum=0.49, nesterov=false"
 
 
 def test_a_keyboard_interrupt_in_evaluate_ends_the_session_resumably(tmp_path, capsys):

@@ -267,9 +267,16 @@ class SearchSpace(RootModel[dict[str, Param]]):
         each under its label (`labels` may shorten a name)."""
         return sep.join(f"{(labels or {}).get(n, n)}={self.fmt(n, params[n], sci)}" for n in self.root if n in params)
 
-    def describe(self) -> str:
-        """What the space allows, one parameter per item: 'lr in [1e-4, 0.1], ...'."""
-        return ", ".join(f"{n} in {p.range_text()}" for n, p in self.root.items())
+    def describe(self, sci: bool = True) -> str:
+        """What the space allows, one parameter per item: 'lr in [1e-4, 0.1], ...'; with
+        sci=False a float's log-scale range in plain decimals, as prompts write it.
+
+        >>> space = SearchSpace.model_validate({"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}})
+        >>> space.describe(), space.describe(sci=False)
+        ('lr in [1e-4, 1e0]', 'lr in [0.0001, 1]')
+        """
+        return ", ".join(f"{n} in {p.range_text(sci) if isinstance(p, FloatParam) else p.range_text()}"
+                         for n, p in self.root.items())
 
     # ------------------------------------------------------------ unit coordinates
     def _axis(self, name: str) -> tuple[float, float, bool]:
