@@ -21,7 +21,7 @@ from typing import Any
 
 from tuneloop.tools.defaults import DEFAULT_GRAD_CLIP, DEFAULT_LR_DECAY, DEFAULT_NESTEROV
 from tuneloop.tools.formatting import spoken_list
-from tuneloop.tools.space import CategoricalParam, FloatParam, SearchSpace, SpaceError
+from tuneloop.tools.space import CategoricalParam, SearchSpace, SpaceError
 
 # what a model is told each parameter is (the tool's argument descriptions)
 DESCRIPTIONS = {
@@ -132,8 +132,4 @@ def space_text(space: SearchSpace) -> str:
     (5, 'learning_rate (alpha) in [0.0001, 0.1] and momentum (beta) in [0, 0.99]')
     """
     labels = [f"{n} ({SYMBOLS[n]})" if n in SYMBOLS else n for n in space]
-    return spoken_list([f"{label} in {_prompt_range(space[n])}" for label, n in zip(labels, space, strict=True)])
-
-
-def _prompt_range(p: Any) -> str:
-    return p.range_text(sci=False) if isinstance(p, FloatParam) else p.range_text()
+    return spoken_list([f"{label} in {space[n].range_text(sci=False)}" for label, n in zip(labels, space, strict=True)])

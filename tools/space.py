@@ -93,7 +93,8 @@ class IntParam(BaseModel):
             raise ValueError(f"high - low ({self.high - self.low}) must be a multiple of step ({self.step})")
         return self
 
-    def range_text(self) -> str:
+    def range_text(self, sci: bool = True) -> str:
+        """'[1, 4] (integer)'; `sci` is taken for one signature with FloatParam's (an integer has one notation)."""
         step = f" step {self.step}" if self.step != 1 else ""
         return f"[{self.low}, {self.high}]{step} (integer)"
 
@@ -118,7 +119,8 @@ class CategoricalParam(BaseModel):
             raise ValueError("choices must be distinct")
         return self
 
-    def range_text(self) -> str:
+    def range_text(self, sci: bool = True) -> str:
+        """'{"relu", "tanh"}'; `sci` is taken for one signature with FloatParam's (a choice has one notation)."""
         return "{" + ", ".join(json.dumps(c) for c in self.choices) + "}"
 
     def json_schema(self) -> dict[str, Any]:
@@ -268,15 +270,14 @@ class SearchSpace(RootModel[dict[str, Param]]):
         return sep.join(f"{(labels or {}).get(n, n)}={self.fmt(n, params[n], sci)}" for n in self.root if n in params)
 
     def describe(self, sci: bool = True) -> str:
-        """What the space allows, one parameter per item: 'lr in [1e-4, 0.1], ...'; with
+        """What the space allows, one parameter per item: 'lr in [1e-4, 1e-1], ...'; with
         sci=False a float's log-scale range in plain decimals, as prompts write it.
 
         >>> space = SearchSpace.model_validate({"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}})
         >>> space.describe(), space.describe(sci=False)
         ('lr in [1e-4, 1e0]', 'lr in [0.0001, 1]')
         """
-        return ", ".join(f"{n} in {p.range_text(sci) if isinstance(p, FloatParam) else p.range_text()}"
-                         for n, p in self.root.items())
+        return ", ".join(f"{n} in {p.range_text(sci)}" for n, p in self.root.items())
 
     # ------------------------------------------------------------ unit coordinates
     def _axis(self, name: str) -> tuple[float, float, bool]:
