@@ -236,6 +236,13 @@ def cma_axes(space: SearchSpace) -> str:
     return "\n".join(lines)
 
 
+def prompt_space(space: SearchSpace, ev: Evaluator) -> str:
+    """`space` as a prompt says it: on GD with its symbols (space_text), on a task by name;
+    a log-scale range in plain decimals either way (the embedded model copies a bound it
+    reads in its own notation)."""
+    return space_text(space) if ev.task is None else space.describe(sci=False)
+
+
 def prompt_values(ev: Evaluator) -> dict[str, str]:
     """Every template variable an agent session can fill (Centaur adds its own)."""
     c = ev.config
@@ -246,7 +253,7 @@ def prompt_values(ev: Evaluator) -> dict[str, str]:
         x0="(" + ", ".join(f"{v:g}" for v in c.x0) + ")",
         max_iter=str(c.max_iter),
         tol=f"{c.tol:g}",
-        space=space_text(c.space) if ev.task is None else c.space.describe(sci=False),
+        space=prompt_space(c.space, ev),
         parameters=spoken_list(list(c.space.names)),
         alpha_range=c.space["learning_rate"].range_text() if "learning_rate" in c.space else "-",
         beta_range=c.space["momentum"].range_text() if "momentum" in c.space else "[0, 0]",

@@ -14,11 +14,11 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from tuneloop.agent.langchain_tools import args_schema
 from tuneloop.agent.models import classify_error
-from tuneloop.agent.prompt_state import history_table, prompt_values, untried_text
+from tuneloop.agent.prompt_state import history_table, prompt_space, prompt_values, untried_text
 from tuneloop.agent.prompts import PromptTemplate, load_template
 from tuneloop.evaluation.strategies import CentaurError, LLMProposer
 from tuneloop.tools.formatting import fmt_value
-from tuneloop.tools.gd_space import SHORT_LABELS, space_text
+from tuneloop.tools.gd_space import SHORT_LABELS
 from tuneloop.tools.scoring import is_failed
 from tuneloop.tools.space import SearchSpace
 from tuneloop.tools.trials import Evaluator, TrialResult
@@ -116,7 +116,7 @@ class CentaurLLM(LLMProposer):
         ev = self._evaluator()
         box = box or ev.config.space
         values = self._values(state) | {
-            "n_candidates": str(k), "region": space_text(box) if ev.task is None else box.describe(sci=False),
+            "n_candidates": str(k), "region": prompt_space(box, ev),
             "target": target_text(ev, state.get("target_score")),
             "untried": untried_text(ev.trials, box, ev.pending)}  # the box's own widest untried stretches
         if state.get("shuffle") is not None:  # LLAMBO: the trials as examples in a seeded order
