@@ -102,8 +102,13 @@ def _pale(colour: str, white: float = 0.55) -> str:
     return to_hex((r, g, b))
 
 
-def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str) -> Path:
-    """Best score so far against evaluations: median over seeds, 25-75 % band."""
+GAP_SCORE_LABEL = "best score so far (log10 gap to minimum)"
+TASK_SCORE_LABEL = "best score so far (the task's value, negated if maximised)"
+
+
+def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str,
+                 ylabel: str = GAP_SCORE_LABEL) -> Path:
+    """Best score so far against evaluations: median over seeds, 25-75 % band (`ylabel`: what the score is)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     from tuneloop.evaluation.harness import pad_curves
 
@@ -125,7 +130,7 @@ def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: 
         ax.plot(ks, med, marker=marker, color=color, label=m, ms=4)
         ax.fill_between(ks, lo, hi, color=color, alpha=0.15)
     ax.set_xlabel("charged evaluations")
-    ax.set_ylabel("best score so far (log10 gap to minimum)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -279,7 +284,8 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         files = []
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{slug}.png",
-                                      f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds")))
+                                      f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds",
+                                      TASK_SCORE_LABEL if cfg.task is not None else GAP_SCORE_LABEL)))
         files.append(str(plot_ecdf({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                    plots_dir / f"ecdf_{slug}.png",
                                    f"{f}: runtime ECDF over {len(cfg.seeds)} seeds", relative=cfg.task is not None)))

@@ -207,3 +207,20 @@ def test_the_builtin_training_task_runs_through_the_harness(tmp_path, capsys):
     assert {r["function"] for r in rows} == {"mlp-digits"} and all(r["best_nesterov"] in ("True", "False")
                                                                   for r in rows)
     assert all(0 < float(r["best_value"]) < 2.31 for r in rows)  # better than the uniform guess, ln 10
+
+
+def test_a_task_studys_anytime_plot_labels_its_axis_with_the_tasks_value_not_a_gap(tmp_path, capsys, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from tuneloop.evaluation.report import GAP_SCORE_LABEL, TASK_SCORE_LABEL
+
+    labels: list[str] = []
+    set_ylabel = Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel",
+                        lambda ax, text, *a, **k: (labels.append(text), set_ylabel(ax, text, *a, **k))[1])
+    path = task_file(tmp_path, body=TASK.format(direction="minimize").replace("raise KeyboardInterrupt", "return 9.0"))
+    code = main(["eval", "--task", str(path), "--methods", "random", "--seeds", "0", "--budget", "3",
+                 "--out", str(tmp_path / "study"), "--workers", "1"])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "study" / "plots" / "anytime_bowl.png").exists()
+    assert TASK_SCORE_LABEL in labels and GAP_SCORE_LABEL not in labels
