@@ -102,12 +102,7 @@ def _pale(colour: str, white: float = 0.55) -> str:
     return to_hex((r, g, b))
 
 
-GAP_SCORE_LABEL = "best score so far (log10 gap to minimum)"
-TASK_SCORE_LABEL = "best score so far (the task's value, negated if maximised)"
-
-
-def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str,
-                 ylabel: str = GAP_SCORE_LABEL) -> Path:
+def plot_anytime(curves: dict[str, list[list[float]]], path: Path | str, title: str, ylabel: str) -> Path:
     """Best score so far against evaluations: median over seeds, 25-75 % band (`ylabel`: what the score is)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     from tuneloop.evaluation.harness import pad_curves
@@ -272,7 +267,7 @@ def plot_trajectories(objective: str, configs: dict[str, tuple[float, float]], x
 def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]:
     """All of `tuneloop eval`'s figures, per function."""
     from tuneloop.evaluation.harness import function_slug, read_proposal, start_point
-    from tuneloop.evaluation.summary import load_cells
+    from tuneloop.evaluation.summary import load_cells, score_meaning
     from tuneloop.tools.objectives import get_objective
 
     plots_dir = out_dir / "plots"
@@ -285,7 +280,7 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{slug}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds",
-                                      TASK_SCORE_LABEL if cfg.task is not None else GAP_SCORE_LABEL)))
+                                      f"best score so far ({score_meaning(cfg)})")))
         files.append(str(plot_ecdf({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                    plots_dir / f"ecdf_{slug}.png",
                                    f"{f}: runtime ECDF over {len(cfg.seeds)} seeds", relative=cfg.task is not None)))

@@ -33,6 +33,11 @@ from tuneloop.tools.trials import EvaluatorConfig
 from tuneloop.tools.usage import known_sum
 
 
+def score_meaning(cfg) -> str:
+    """What a study's score is, in the words its summary and its plots both use."""
+    return ("the task's value, negated when it maximises" if cfg.task is not None
+            else "log10 of the gap to the minimum, binned")
+
 def load_cells(cfg: EvalConfig, arm: Arm, function: str) -> list[dict]:
     """The finished cells (result.json) of one arm on one function, in seed order."""
     return [json.loads((cell_dir(cfg, (arm, function, s)) / "result.json").read_text()) for s in cfg.seeds]
@@ -157,9 +162,8 @@ def write_summary(cfg: EvalConfig, summary: dict, plots: dict[str, list[str]], s
                          f"{_num(s['cost_usd'], '.4f')} | {wins} |")
         lines += ["", *stats_lines(cfg, per, labels)]
         k_max = max(len(per[m]["anytime_median"]) for m in labels)
-        score_rule = (f"score = the task's value, negated when it maximises; {FAILED_SCORE:g} = failed"
-                      if cfg.task is not None else
-                      f"score = log10 of the gap to the minimum, binned; {DIVERGED_SCORE:g} = diverged")
+        score_rule = f"score = {score_meaning(cfg)}; " + (f"{FAILED_SCORE:g} = failed" if cfg.task is not None
+                                                          else f"{DIVERGED_SCORE:g} = diverged")
         lines += [f"Anytime: median over seeds of the best score after k evaluations ({score_rule}).", "",
                   "| method | " + " | ".join(f"k={k + 1}" for k in range(k_max)) + " |",
                   "|---|" + "---:|" * k_max]
