@@ -280,7 +280,7 @@ def eval_plots(cfg, out_dir: Path, resolution: int = 96) -> dict[str, list[str]]
         files.append(str(plot_anytime({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                       plots_dir / f"anytime_{slug}.png",
                                       f"{f}: best so far (median, 25-75 %), {len(cfg.seeds)} seeds",
-                                      f"best score so far ({score_meaning(cfg)})")))
+                                      f"best score so far\n({score_meaning(cfg)})")))
         files.append(str(plot_ecdf({m: [c["anytime"] for c in cs] for m, cs in cells.items()},
                                    plots_dir / f"ecdf_{slug}.png",
                                    f"{f}: runtime ECDF over {len(cfg.seeds)} seeds", relative=cfg.task is not None)))

@@ -222,5 +222,5 @@ def test_a_task_studys_anytime_plot_labels_its_axis_with_the_tasks_value_not_a_g
                  "--out", str(tmp_path / "study"), "--workers", "1"])
     assert code == 0, capsys.readouterr()
     assert (tmp_path / "study" / "plots" / "anytime_bowl.png").exists()
-    assert "best score so far (the task's value, negated when it maximises)" in labels
+    assert "best score so far\n(the task's value, negated when it maximises)" in labels
     assert not any("gap" in label for label in labels)
